@@ -1,0 +1,32 @@
+"""Nearest class centroids, exact L2 distances and reachability (OLTR's memory).
+
+Public API::
+
+    index = CentroidIndex(centroids, backend="auto")      # (K, D) numpy or torch
+    dist, idx = index.search(x, k=1)                       # (B, k) float32 / int64
+    reach = index.reachability(x, scale=10.0)              # (B,) float32
+    nearest_centroids(x, centroids, k=1, backend="auto")   # -> (dist, idx)
+    reachability(x, centroids, scale=10.0, backend="auto") # -> (B,)
+    set_num_threads(n); get_num_threads()
+
+Backends: "rust" (``oltr._core``), "faiss" (:class:`FaissOptions` for HNSW / IVF) and
+"torch" (reference, autograd). See :mod:`oltr.memory.index`.
+"""
+from __future__ import annotations
+
+from ._faiss import FaissOptions
+from ._validation import BACKEND_NAMES
+from .functional import nearest_centroids, reachability
+from .index import REACHABILITY_EPS, CentroidIndex
+from .threads import get_num_threads, set_num_threads
+
+__all__ = [
+    "BACKEND_NAMES",
+    "REACHABILITY_EPS",
+    "CentroidIndex",
+    "FaissOptions",
+    "get_num_threads",
+    "nearest_centroids",
+    "reachability",
+    "set_num_threads",
+]

@@ -1,0 +1,156 @@
+"""FAISS backend: exact ``IndexFlatL2`` by default, approximate HNSW or IVF on request.
+
+FAISS scores with float32 arithmetic (the GEMM form from 20 queries on), so its distances are
+not exact near a centroid. This backend asks FAISS for ``k + extra_candidates`` neighbours,
+recomputes their distances exactly (:mod:`._exact`) and re-ranks them with ties broken by
+the lower index. With the exact flat index, a row whose candidate list could have cut a
+near-tie (its last candidate scores within the GEMM error bound of its k-th) is answered by
+the exact torch path instead, so results equal the exact top k. With HNSW or IVF the
+candidates are approximate by design: returned distances are exact for the returned indices,
+and recall is what the index reaches (``bench.py`` reports recall@1 against exact).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+
+from ._exact import gemm_tolerance, pair_distances, select_topk
+from ._torch import TorchBackend
+from .threads import apply_thread_count_to_faiss
+
+__all__ = ["FaissBackend", "FaissOptions"]
+
+
+@dataclass(frozen=True)
+class FaissOptions:
+    """How the ``"faiss"`` backend indexes the centroids.
+
+    index: ``"flat"`` (exact ``IndexFlatL2``, the default), ``"hnsw"`` (``IndexHNSWFlat``) or
+        ``"ivf"`` (``IndexIVFFlat`` over a flat quantizer, trained on the centroids).
+    hnsw_m: HNSW graph degree M. ef_construction / ef_search: HNSW beam widths at build and
+        at query time (larger = better recall, slower).
+    nlist: IVF cells (default ``round(4·√K)``, at most K / 39). nprobe: IVF cells visited per query.
+    extra_candidates: neighbours fetched beyond k and re-ranked exactly.
+    """
+
+    index: Literal["flat", "hnsw", "ivf"] = "flat"
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 64
+    nlist: Optional[int] = None
+    nprobe: int = 16
+    extra_candidates: int = 16
+
+    def __post_init__(self) -> None:
+        if self.index not in ("flat", "hnsw", "ivf"):
+            raise ValueError(
+                f"FaissOptions.index must be 'flat', 'hnsw' or 'ivf', got {self.index!r}"
+            )
+        for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"FaissOptions.{name} must be an integer >= 1, got {value!r}")
+        if self.nlist is not None and (
+            isinstance(self.nlist, bool) or not isinstance(self.nlist, (int, np.integer))
+            or self.nlist < 1
+        ):
+            raise ValueError(f"FaissOptions.nlist must be None or an integer >= 1, got {self.nlist!r}")
+        if isinstance(self.extra_candidates, bool) or not isinstance(
+            self.extra_candidates, (int, np.integer)
+        ) or self.extra_candidates < 0:
+            raise ValueError(
+                f"FaissOptions.extra_candidates must be an integer >= 0, got {self.extra_candidates!r}"
+            )
+
+    @property
+    def exact(self) -> bool:
+        """True for the exact flat index."""
+        return self.index == "flat"
+
+
+def _default_nlist(num_classes: int) -> int:
+    """round(4·√K), capped at K / 39 so k-means has the 39 points per cell FAISS wants."""
+    return max(1, min(round(4 * num_classes**0.5), num_classes // 39))
+
+
+def _build_index(centroids: np.ndarray, options: FaissOptions):
+    import faiss
+
+    apply_thread_count_to_faiss(faiss)
+    num_classes, dim = centroids.shape
+    if options.index == "flat":
+        index = faiss.IndexFlatL2(dim)
+    elif options.index == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, options.hnsw_m)
+        index.hnsw.efConstruction = options.ef_construction
+        index.hnsw.efSearch = options.ef_search
+    else:
+        nlist = min(options.nlist or _default_nlist(num_classes), num_classes)
+        quantizer = faiss.IndexFlatL2(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist)
+        index.train(centroids)
+        index.nprobe = min(options.nprobe, nlist)
+    index.add(centroids)
+    return index
+
+
+class FaissBackend:
+    """k-nearest centroids through FAISS, exact distances on the returned candidates.
+
+    centroids: float32 (K, D) C-contiguous numpy array (kept by reference for re-ranking).
+    """
+
+    name = "faiss"
+    array_kind = "numpy"
+    require_cpu = True
+
+    def __init__(self, centroids: np.ndarray, options: Optional[FaissOptions] = None) -> None:
+        self.options = options if options is not None else FaissOptions()
+        self._centroids = centroids
+        self._index = _build_index(centroids, self.options)
+        c = torch.from_numpy(centroids)
+        self._max_c_norm_sq = float((c * c).sum(dim=1).max())
+        self._exact_fallback = TorchBackend(c)
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """x: float32 (B, D) C-contiguous, B >= 1 -> (dist float32 (B, k), idx int64 (B, k))."""
+        num_classes = self._centroids.shape[0]
+        fetch = min(num_classes, k + self.options.extra_candidates)
+        approx_sq, cand = self._index.search(x, fetch)
+        xt = torch.from_numpy(x)
+        redo = self._rows_to_redo(xt, approx_sq, cand, k, fetch, num_classes)
+        keep = ~redo
+        dist = np.empty((x.shape[0], k), dtype=np.float32)
+        idx = np.empty((x.shape[0], k), dtype=np.int64)
+        if keep.any():
+            d_keep, i_keep = self._rerank(xt[torch.from_numpy(keep)], cand[keep], k)
+            dist[keep], idx[keep] = d_keep.numpy(), i_keep.numpy()
+        if redo.any():
+            d_redo, i_redo = self._exact_fallback.search(xt[torch.from_numpy(redo)], k)
+            dist[redo], idx[redo] = d_redo.numpy(), i_redo.numpy()
+        return dist, idx
+
+    def _rows_to_redo(self, x, approx_sq, cand, k, fetch, num_classes) -> np.ndarray:
+        """Rows that need the exact fallback: too few valid candidates, or (flat index) a
+        candidate list that may have cut a near-tie of the k-th neighbour."""
+        redo = (cand[:, k - 1] < 0) if fetch >= k else np.ones(len(cand), dtype=bool)
+        if self.options.exact and fetch < num_classes:
+            x_norm_sq = (x * x).sum(dim=1).numpy()
+            tol = gemm_tolerance(
+                torch.from_numpy(x_norm_sq), self._max_c_norm_sq, x.shape[1]
+            ).numpy()
+            redo |= approx_sq[:, -1] <= approx_sq[:, k - 1] + 2.0 * tol
+        return redo
+
+    def _rerank(self, x: torch.Tensor, cand: np.ndarray, k: int):
+        cand = np.sort(cand, axis=1)  # (row, col) order for select_topk; -1 first if any
+        valid = cand >= 0
+        rows, cols = np.nonzero(valid)
+        rows_t = torch.from_numpy(rows.astype(np.int64))
+        cols_t = torch.from_numpy(cand[rows, cols])
+        with torch.no_grad():
+            dist = pair_distances(x, torch.from_numpy(self._centroids), rows_t, cols_t)
+            return select_topk(rows_t, cols_t, dist, x.shape[0], k)

@@ -1,0 +1,61 @@
+"""Rust backend: the fused, multi-threaded kernel of ``oltr._core``.
+
+``oltr._core`` is imported lazily, on the first use of this backend, so the rest of
+:mod:`oltr.memory` works before the extension is built. The core packs the centroids once,
+validates its inputs again, releases the GIL while it computes and returns exact L2
+distances (GEMM-form candidates re-ranked exactly, ties by the lower index).
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from .threads import apply_thread_count_to_core
+
+__all__ = ["RustBackend", "load_core"]
+
+_load_lock = threading.Lock()
+_core = None
+
+
+def load_core():
+    """Import ``oltr._core`` once and give it the configured thread count.
+
+    Raises ``ImportError`` with a build hint when the extension is missing.
+    """
+    global _core
+    with _load_lock:
+        if _core is None:
+            try:
+                from oltr import _core as core
+            except ImportError as err:
+                raise ImportError(
+                    "the Rust backend needs the compiled extension oltr._core; build it with "
+                    "`make install` (or use backend='faiss' / 'torch')"
+                ) from err
+            apply_thread_count_to_core(core)
+            _core = core
+        return _core
+
+
+class RustBackend:
+    """k-nearest centroids through ``oltr._core.CentroidIndex``.
+
+    centroids: float32 (K, D) C-contiguous numpy array (the core copies and packs it once).
+    """
+
+    name = "rust"
+    array_kind = "numpy"
+    require_cpu = True
+
+    def __init__(self, centroids: np.ndarray) -> None:
+        self._index = load_core().CentroidIndex(centroids)
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """x: float32 (B, D) C-contiguous -> (dist float32 (B, k), idx int64 (B, k))."""
+        return self._index.search(x, k)
+
+    def reachability(self, x: np.ndarray, scale: float, eps: float) -> np.ndarray:
+        """x: float32 (B, D) -> float32 (B,) = scale / max(nearest distance, eps)."""
+        return self._index.reachability(x, scale, eps)

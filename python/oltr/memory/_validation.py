@@ -1,0 +1,191 @@
+"""Input checks and conversions shared by every memory backend.
+
+Every public entry point of :mod:`oltr.memory` normalises its arguments here, once, so the
+backends receive arrays they can use directly and the error messages are the same whichever
+backend runs. Wrong types raise :class:`TypeError`; wrong shapes or values raise
+:class:`ValueError`; each message names the argument.
+
+Conversions are done at most once: a C-contiguous float32 numpy array (or a CPU float32 torch
+tensor viewing one) reaches a numpy backend without any copy.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = [
+    "ArrayKind",
+    "BACKEND_NAMES",
+    "check_backend_name",
+    "check_eps",
+    "check_k",
+    "check_scale",
+    "is_torch_tensor",
+    "prepare_centroids",
+    "prepare_queries",
+    "wrap_output",
+]
+
+ArrayKind = Literal["numpy", "torch"]
+
+#: backend names accepted by ``CentroidIndex`` and the functional API.
+BACKEND_NAMES = ("auto", "rust", "faiss", "torch")
+
+_FLOAT_DTYPES = ("float32", "float64")
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def is_torch_tensor(value: Any) -> bool:
+    """True when ``value`` is a ``torch.Tensor`` (without importing torch if it is not loaded)."""
+    torch = _loaded_torch()
+    return torch is not None and isinstance(value, torch.Tensor)
+
+
+def _loaded_torch():
+    import sys
+
+    return sys.modules.get("torch")
+
+
+def check_backend_name(backend: Any) -> str:
+    """Return ``backend`` if it is one of :data:`BACKEND_NAMES`, else raise ``ValueError``."""
+    if not isinstance(backend, str) or backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {backend!r}")
+    return backend
+
+
+def check_k(k: Any, num_classes: int) -> int:
+    """Return ``k`` as an int with ``1 <= k <= num_classes``."""
+    if isinstance(k, bool):
+        raise TypeError(f"k must be an integer, got {k!r}")
+    try:
+        k = operator.index(k)
+    except TypeError:
+        raise TypeError(f"k must be an integer, got {type(k).__name__}") from None
+    if not 1 <= k <= num_classes:
+        raise ValueError(f"k must satisfy 1 <= k <= K = {num_classes}, got k={k}")
+    return k
+
+
+def _check_positive_float(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}") from None
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name} must be finite and > 0, got {value}")
+    return value
+
+
+def check_scale(scale: Any) -> float:
+    """Return ``scale`` as a finite positive float."""
+    return _check_positive_float(scale, "scale")
+
+
+def check_eps(eps: Any, scale: float) -> float:
+    """Return ``eps`` as a finite positive float such that ``scale / eps`` fits in float32."""
+    eps = _check_positive_float(eps, "eps")
+    if scale / eps > _F32_MAX:
+        raise ValueError(
+            f"eps={eps} is too small for scale={scale}: scale / eps overflows float32"
+        )
+    return eps
+
+
+def _check_matrix_shape(shape: tuple[int, ...], name: str, dim: int | None) -> None:
+    if len(shape) != 2:
+        raise ValueError(f"{name} must be 2-D ({'B' if name == 'x' else 'K'}, D), got shape {tuple(shape)}")
+    if dim is not None and shape[1] != dim:
+        raise ValueError(f"{name} has dimension D={shape[1]}, but the centroids have D={dim}")
+
+
+def _as_numpy_float32(value: Any, name: str) -> np.ndarray:
+    """numpy array (or array-like) -> float32 C-contiguous, copying only when needed."""
+    array = np.asarray(value)
+    if array.dtype.name not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {array.dtype}")
+    return array
+
+
+def _torch_float_tensor(value: Any, name: str, require_cpu: bool):
+    if str(value.dtype).removeprefix("torch.") not in _FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {value.dtype}")
+    if require_cpu and value.device.type != "cpu":
+        raise ValueError(f"{name} must be a CPU tensor for this backend, got device {value.device}")
+    return value
+
+
+def _check_finite(array: Any, name: str) -> None:
+    if is_torch_tensor(array):
+        torch = _loaded_torch()
+        with torch.no_grad():
+            finite = bool(torch.isfinite(array).all())
+    else:
+        finite = bool(np.isfinite(array).all())
+    if not finite:
+        raise ValueError(f"{name} contains NaN or Inf (after conversion to float32)")
+
+
+def _convert(value: Any, name: str, kind: ArrayKind, require_cpu: bool):
+    """Convert to float32 of the given kind, once; keep the autograd graph for torch->torch."""
+    if is_torch_tensor(value):
+        tensor = _torch_float_tensor(value, name, require_cpu=require_cpu or kind == "numpy")
+        if kind == "torch":
+            return tensor.to(dtype=_loaded_torch().float32)
+        # a float32 CPU tensor with unit-stride rows becomes a view, not a copy
+        return np.ascontiguousarray(tensor.detach().numpy(), dtype=np.float32)
+    array = _as_numpy_float32(value, name)
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if kind == "torch":
+        import torch
+
+        return torch.from_numpy(array)
+    return array
+
+
+def prepare_centroids(centroids: Any, kind: ArrayKind, *, require_cpu: bool = True):
+    """Validate centroids (K, D) and convert them to float32 of ``kind``.
+
+    Returns a float32 ``np.ndarray`` (C-contiguous) or a float32 ``torch.Tensor`` on the
+    centroids' device (autograd graph kept). Raises ``ValueError`` for a wrong ndim, K = 0,
+    D = 0 or non-finite values, ``TypeError`` for a wrong type or dtype.
+    """
+    shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
+    _check_matrix_shape(shape, "centroids", None)
+    if shape[0] == 0:
+        raise ValueError("centroids is empty: need at least one centroid (K >= 1)")
+    if shape[1] == 0:
+        raise ValueError("centroids has dimension D=0: need D >= 1")
+    converted = _convert(centroids, "centroids", kind, require_cpu)
+    _check_finite(converted, "centroids")
+    return converted
+
+
+def prepare_queries(x: Any, dim: int, kind: ArrayKind, *, require_cpu: bool = True):
+    """Validate queries (B, D) against the centroids' D and convert to float32 of ``kind``.
+
+    Returns ``(converted, as_torch)`` where ``as_torch`` says whether the caller passed a torch
+    tensor (results are then returned as torch tensors). B = 0 is allowed.
+    """
+    as_torch = is_torch_tensor(x)
+    shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+    _check_matrix_shape(shape, "x", dim)
+    converted = _convert(x, "x", kind, require_cpu)
+    _check_finite(converted, "x")
+    return converted, as_torch
+
+
+def wrap_output(value: Any, as_torch: bool):
+    """Return a backend result as a torch tensor (``as_torch``) or a numpy array."""
+    if is_torch_tensor(value):
+        return value if as_torch else value.detach().cpu().numpy()
+    if as_torch:
+        import torch
+
+        return torch.from_numpy(value)
+    return value

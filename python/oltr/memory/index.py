@@ -1,0 +1,182 @@
+"""``CentroidIndex``: nearest class centroids, their exact L2 distances, and reachability.
+
+OLTR's memory holds one centroid per class; at inference every feature needs its nearest
+centroid distance, and reachability ``scale / d_min`` (the official code uses scale = 10).
+The index is built once over frozen centroids and answers batches of queries with one of
+three interchangeable backends, which return the same exact distances (to ~1e-6 relative):
+
+* ``"rust"``  — the fused multi-threaded kernel of ``oltr._core`` (default of ``"auto"``);
+* ``"faiss"`` — FAISS ``IndexFlatL2`` (exact), or HNSW / IVF via :class:`FaissOptions`;
+* ``"torch"`` — the reference, the official formula in bounded memory, autograd-aware.
+
+``"auto"`` picks ``"rust"`` when ``oltr._core`` is importable, else ``"faiss"``, else
+``"torch"``; :attr:`CentroidIndex.backend` tells which one runs.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ._validation import (
+    check_backend_name,
+    check_eps,
+    check_k,
+    check_scale,
+    is_torch_tensor,
+    prepare_centroids,
+    prepare_queries,
+    wrap_output,
+)
+
+__all__ = ["CentroidIndex", "REACHABILITY_EPS", "resolve_backend"]
+
+#: Distances below this are clamped before dividing: reachability = scale / max(d, eps),
+#: so a query equal to a centroid gets scale · 1e12 (finite in float32), never inf or NaN.
+REACHABILITY_EPS = 1e-12
+
+
+def resolve_backend(backend: str) -> str:
+    """Concrete backend name for ``backend`` ("auto" -> rust, else faiss, else torch)."""
+    backend = check_backend_name(backend)
+    if backend != "auto":
+        return backend
+    from ._rust import load_core
+
+    try:
+        load_core()
+        return "rust"
+    except ImportError:
+        pass
+    try:
+        import faiss  # noqa: F401
+
+        return "faiss"
+    except ImportError:
+        return "torch"
+
+
+def _requires_grad(value: Any) -> bool:
+    if not is_torch_tensor(value):
+        return False
+    import torch
+
+    return bool(value.requires_grad) and torch.is_grad_enabled()
+
+
+def _make_backend(name: str, centroids: Any, faiss_options: Any):
+    if name == "rust":
+        from ._rust import RustBackend as cls
+    elif name == "faiss":
+        from ._faiss import FaissBackend as cls
+    else:
+        from ._torch import TorchBackend as cls
+    prepared = prepare_centroids(centroids, cls.array_kind, require_cpu=cls.require_cpu)
+    if name == "faiss":
+        return cls(prepared, faiss_options)
+    return cls(prepared)
+
+
+class CentroidIndex:
+    """Exact k-nearest-centroid search over frozen centroids.
+
+    Args:
+        centroids: (K, D) float32 or float64 numpy array or torch tensor, finite, K, D >= 1.
+            Converted to float32 once (no copy when already float32 C-contiguous, except
+            that the Rust core packs its own copy). With the torch backend a tensor is used
+            as given, so gradients can flow into it.
+        backend: "auto", "rust", "faiss" or "torch".
+        faiss_options: :class:`FaissOptions` for the faiss backend (approximate HNSW / IVF);
+            implies ``backend="faiss"`` when backend is "auto".
+
+    Queries x are (B, D) float32/float64, numpy or torch (CPU for rust and faiss), any
+    strides; results are torch tensors when x is one, numpy arrays otherwise.
+    """
+
+    def __init__(self, centroids: Any, backend: str = "auto", *, faiss_options: Any = None):
+        backend = check_backend_name(backend)
+        if faiss_options is not None:
+            from ._faiss import FaissOptions
+
+            if not isinstance(faiss_options, FaissOptions):
+                raise TypeError(
+                    f"faiss_options must be a FaissOptions, got {type(faiss_options).__name__}"
+                )
+            if backend == "auto":
+                backend = "faiss"
+            elif backend != "faiss":
+                raise ValueError(f"faiss_options is only valid with backend='faiss', got {backend!r}")
+        name = resolve_backend(backend)
+        self._impl = _make_backend(name, centroids, faiss_options)
+        shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
+        self._num_classes, self._dim = int(shape[0]), int(shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of centroids."""
+        return self._num_classes
+
+    @property
+    def dim(self) -> int:
+        """D, the feature dimension."""
+        return self._dim
+
+    @property
+    def backend(self) -> str:
+        """The backend that runs: "rust", "faiss" or "torch"."""
+        return self._impl.name
+
+    def __repr__(self) -> str:
+        return f"CentroidIndex(num_classes={self._num_classes}, dim={self._dim}, backend={self.backend!r})"
+
+    def _prepare(self, x: Any):
+        impl = self._impl
+        if impl.array_kind != "torch" and _requires_grad(x):
+            raise ValueError(
+                f"x requires grad but backend {impl.name!r} returns no gradient; "
+                "use backend='torch' or detach x (or run under torch.no_grad())"
+            )
+        return prepare_queries(x, self._dim, impl.array_kind, require_cpu=impl.require_cpu)
+
+    def _empty(self, xp: Any, shape: tuple[int, ...], dtype: str, as_torch: bool):
+        if is_torch_tensor(xp):
+            import torch
+
+            return torch.empty(shape, dtype=getattr(torch, dtype), device=xp.device)
+        return wrap_output(np.empty(shape, dtype=dtype), as_torch)
+
+    def search(self, x: Any, k: int = 1):
+        """The k nearest centroids of each query.
+
+        x: (B, D). Returns ``(dist, idx)``: dist float32 (B, k), exact L2 distances (not
+        squared) in ascending order, equal distances ordered by lower centroid index; idx
+        int64 (B, k). B = 0 gives empty (0, k) results.
+        """
+        k = check_k(k, self._num_classes)
+        xp, as_torch = self._prepare(x)
+        if xp.shape[0] == 0:
+            return (
+                self._empty(xp, (0, k), "float32", as_torch),
+                self._empty(xp, (0, k), "int64", as_torch),
+            )
+        dist, idx = self._impl.search(xp, k)
+        return wrap_output(dist, as_torch), wrap_output(idx, as_torch)
+
+    def reachability(self, x: Any, scale: float = 10.0, eps: float = REACHABILITY_EPS):
+        """Reachability ``scale / max(d_min, eps)`` of each query, float32 (B,).
+
+        d_min is the exact L2 distance to the nearest centroid; ``eps`` (default
+        :data:`REACHABILITY_EPS` = 1e-12) keeps a query that equals a centroid finite. scale
+        and eps must be > 0 with scale / eps finite in float32.
+        """
+        scale = check_scale(scale)
+        eps = check_eps(eps, scale)
+        xp, as_torch = self._prepare(x)
+        if xp.shape[0] == 0:
+            return self._empty(xp, (0,), "float32", as_torch)
+        if hasattr(self._impl, "reachability"):
+            reach = self._impl.reachability(xp, scale, eps)
+        else:
+            d_min = self._impl.search(xp, 1)[0][:, 0]
+            reach = scale / d_min.clip(min=eps)  # numpy and torch alike; float32
+        return wrap_output(reach, as_torch)

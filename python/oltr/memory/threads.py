@@ -1,0 +1,83 @@
+"""Thread count of the memory backends (the Rust pool and FAISS's OpenMP pool).
+
+The count is, in order of precedence: the last ``set_num_threads(n)``; the environment
+variable ``OLTR_NUM_THREADS``; ``torch.get_num_threads()``. It is applied to the Rust core's
+private pool and to FAISS (``faiss.omp_set_num_threads``) when each is loaded, and again on
+every ``set_num_threads`` call. The torch backend follows torch's own setting.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any, Optional
+
+__all__ = [
+    "ENV_VAR",
+    "apply_thread_count_to_core",
+    "apply_thread_count_to_faiss",
+    "get_num_threads",
+    "set_num_threads",
+]
+
+#: environment variable read for the default thread count.
+ENV_VAR = "OLTR_NUM_THREADS"
+
+_lock = threading.Lock()
+_configured: Optional[int] = None
+
+
+def _check_count(n: Any, name: str) -> int:
+    if isinstance(n, bool) or not hasattr(n, "__index__"):
+        raise TypeError(f"{name} must be an integer, got {n!r}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"{name} must be >= 1, got {n}")
+    return n
+
+
+def _default_count() -> int:
+    raw = os.environ.get(ENV_VAR)
+    if raw is not None and raw.strip():
+        try:
+            return _check_count(int(raw), ENV_VAR)
+        except (TypeError, ValueError):
+            raise ValueError(f"{ENV_VAR} must be an integer >= 1, got {raw!r}") from None
+    import torch
+
+    return max(1, torch.get_num_threads())
+
+
+def get_num_threads() -> int:
+    """Threads used by the Rust and FAISS backends (see the module docstring)."""
+    with _lock:
+        return _configured if _configured is not None else _default_count()
+
+
+def set_num_threads(n: int) -> None:
+    """Use ``n >= 1`` threads in the Rust core and in FAISS from now on (process-wide)."""
+    global _configured
+    n = _check_count(n, "n")
+    with _lock:
+        _configured = n
+    core = sys.modules.get("oltr._core")
+    if core is None:
+        try:
+            import oltr._core as core  # noqa: F811
+        except ImportError:
+            core = None  # applied when the Rust backend is first used
+    if core is not None:
+        core.set_num_threads(n)
+    faiss = sys.modules.get("faiss")
+    if faiss is not None:
+        faiss.omp_set_num_threads(n)
+
+
+def apply_thread_count_to_core(core: Any) -> None:
+    """Give the (just imported) Rust core the current thread count."""
+    core.set_num_threads(get_num_threads())
+
+
+def apply_thread_count_to_faiss(faiss: Any) -> None:
+    """Give FAISS the current thread count."""
+    faiss.omp_set_num_threads(get_num_threads())
