@@ -1,0 +1,199 @@
+"""Seeded samplers that shard across torch.distributed ranks without overlap.
+
+Sharding rule (both samplers): one global index stream is generated identically on
+every rank from ``(seed, epoch)``; rank ``r`` of ``W`` takes positions ``r, r + W,
+r + 2W, ...``. So with a per-rank batch of ``b``, the union of the ranks' ``s``-th
+batches is exactly the ``s``-th batch of size ``b·W`` of a single process using the same
+sampler with ``num_replicas=1`` — a DDP run sees the same global batches as one process.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterator, Optional, Sized, Union
+
+import numpy as np
+from torch.utils.data import Sampler
+
+__all__ = ["ClassAwareSampler", "ShardedSampler"]
+
+
+def _replicas(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, int]:
+    if num_replicas is None or rank is None:
+        import torch.distributed as dist
+
+        initialised = dist.is_available() and dist.is_initialized()
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if initialised else 1
+        if rank is None:
+            rank = dist.get_rank() if initialised else 0
+    if int(num_replicas) != num_replicas or num_replicas < 1:
+        raise ValueError(f"num_replicas must be a positive integer, got {num_replicas!r}")
+    if int(rank) != rank or not 0 <= rank < num_replicas:
+        raise ValueError(f"rank must be in [0, {num_replicas}), got {rank!r}")
+    return int(num_replicas), int(rank)
+
+
+def _cycled_permutations(rng: np.random.Generator, items: np.ndarray, length: int) -> np.ndarray:
+    """``length`` items from back-to-back random permutations of ``items``.
+
+    Rows are drawn in order, so a longer request extends a shorter one (prefix-stable).
+    """
+    m = items.size
+    cycles = -(-length // m)
+    order = np.argsort(rng.random((cycles, m)), axis=1, kind="stable")
+    return items[order].reshape(-1)[:length]
+
+
+class ClassAwareSampler(Sampler[int]):
+    """The official class-aware sampler (``data/ClassAwareSampler.py``), seeded.
+
+    The stream visits classes in a cycle that is reshuffled at the start of every cycle;
+    each visit yields ``samples_per_class`` consecutive items from that class's own cycle
+    over its images (also reshuffled each cycle), so a class with fewer images than
+    ``samples_per_class`` repeats images within a visit. A batch of 128 with the default
+    4 therefore holds 32 classes × 4 images, as in the official code.
+
+    Differences from the official sampler: it is seeded (``numpy`` generators derived
+    from ``(seed, epoch)``, not the unseeded ``random`` module), and every epoch starts
+    fresh cycles from ``(seed, epoch)`` instead of continuing the previous epoch's
+    iterator state — so an epoch can be reproduced (e.g. on ``--resume``) by calling
+    :meth:`set_epoch` alone.
+
+    Length: the official length is ``max_class_count × num_classes`` (1.28M for
+    ImageNet-LT) and the official trainer stops each epoch after ``len(train) /
+    batch_size`` steps; ``num_samples`` sets a different global length. ``len(sampler)``
+    is this rank's share, ``ceil(num_samples / num_replicas)``: the global stream is
+    extended (not wrapped) so that every rank gets the same number of items.
+
+    Args:
+        labels: ``(N,)`` non-negative integer class labels of the dataset (e.g.
+            ``dataset.labels``); classes are the distinct labels.
+        samples_per_class: consecutive items per class visit (official: 4).
+        seed: seed of the stream; the same on every rank.
+        num_samples: global stream length (all ranks together); ``None`` = official.
+        num_replicas, rank: DDP world size and this process's rank; default from
+            ``torch.distributed`` when it is initialised, else 1 and 0.
+    """
+
+    def __init__(
+        self,
+        labels,
+        samples_per_class: int = 4,
+        seed: int = 0,
+        num_samples: Optional[int] = None,
+        num_replicas: Optional[int] = None,
+        rank: Optional[int] = None,
+    ) -> None:
+        lab = np.asarray(labels)
+        if lab.ndim != 1 or lab.size == 0:
+            raise ValueError(f"labels must be a non-empty 1-D array, got shape {lab.shape}")
+        if not np.issubdtype(lab.dtype, np.integer) or lab.min() < 0:
+            raise ValueError("labels must be non-negative integers (no open-set -1 in training)")
+        if int(samples_per_class) != samples_per_class or samples_per_class < 1:
+            raise ValueError(f"samples_per_class must be a positive integer, got {samples_per_class!r}")
+        self.classes, inverse = np.unique(lab, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")
+        bounds = np.cumsum(np.bincount(inverse, minlength=self.classes.size))[:-1]
+        self._pools = np.split(order.astype(np.int64), bounds)
+        self.class_counts = np.array([p.size for p in self._pools], dtype=np.int64)
+        default = int(self.class_counts.max()) * int(self.classes.size)
+        if num_samples is not None and (int(num_samples) != num_samples or num_samples < 1):
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+        self.total_samples = default if num_samples is None else int(num_samples)
+        self.samples_per_class = int(samples_per_class)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
+        self.num_samples = -(-self.total_samples // self.num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's stream (call before iterating, as with DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def global_indices(self) -> np.ndarray:
+        """The whole epoch stream before sharding, ``int64 (num_samples × num_replicas,)``."""
+        length = self.num_samples * self.num_replicas
+        k = self.samples_per_class
+        visits = -(-length // k)
+        ss = np.random.SeedSequence([self.seed, self.epoch])
+        class_seq, *class_seqs = ss.spawn(1 + self.classes.size)
+        visit_class = _cycled_permutations(
+            np.random.default_rng(class_seq), np.arange(self.classes.size), visits
+        )
+        out = np.empty((visits, k), dtype=np.int64)
+        for c, (pool, child) in enumerate(zip(self._pools, class_seqs)):
+            rows = np.flatnonzero(visit_class == c)
+            if rows.size:
+                items = _cycled_permutations(np.random.default_rng(child), pool, rows.size * k)
+                out[rows] = items.reshape(rows.size, k)
+        return out.reshape(-1)[:length]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_indices()[self.rank :: self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class ShardedSampler(Sampler[int]):
+    """A plain (optionally shuffled) seeded sampler with the same sharding.
+
+    The global order is a permutation of ``range(N)`` drawn from ``(seed, epoch)``
+    (``shuffle=True``) or ``0..N-1`` (``shuffle=False``); rank ``r`` takes positions
+    ``r, r + W, ...``.
+
+    Args:
+        data_source: a dataset (its ``len``) or the number of items ``N``.
+        shuffle, seed: as in ``torch.utils.data.DistributedSampler``.
+        num_replicas, rank: as :class:`ClassAwareSampler`.
+        pad: ``True`` (training): the global order is extended by repeating its start
+            so every rank gets ``ceil(N / W)`` items (DDP needs equal step counts);
+            ``False`` (evaluation, prediction): no item is repeated, ranks may get one
+            item fewer, and global position ``j·W + r`` is rank ``r``'s ``j``-th item —
+            which is how gathered outputs are put back in input order.
+    """
+
+    def __init__(
+        self,
+        data_source: Union[Sized, int],
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: Optional[int] = None,
+        rank: Optional[int] = None,
+        pad: bool = True,
+    ) -> None:
+        n = data_source if isinstance(data_source, (int, np.integer)) else len(data_source)
+        if n < 0:
+            raise ValueError(f"data_source length must be >= 0, got {n}")
+        self.num_items = int(n)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.pad = bool(pad)
+        self.epoch = 0
+        self.num_replicas, self.rank = _replicas(num_replicas, rank)
+        if self.pad:
+            self.num_samples = math.ceil(self.num_items / self.num_replicas)
+        else:
+            self.num_samples = len(range(self.rank, self.num_items, self.num_replicas))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's permutation (call before iterating)."""
+        self.epoch = int(epoch)
+
+    def global_indices(self) -> np.ndarray:
+        """The whole epoch order before sharding (padded when ``pad``), ``int64``."""
+        if self.shuffle:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch]))
+            order = rng.permutation(self.num_items).astype(np.int64)
+        else:
+            order = np.arange(self.num_items, dtype=np.int64)
+        if self.pad and self.num_items:
+            total = self.num_samples * self.num_replicas
+            order = np.resize(order, total)
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.global_indices()[self.rank :: self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
