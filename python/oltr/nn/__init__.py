@@ -1,0 +1,44 @@
+"""OLTR modules, faithful to the official implementation (../shared/OLTR.md §1-4).
+
+* :class:`CosNormClassifier` -- cosine classifier (code form; paper form via ``squash``).
+* :class:`MetaEmbeddingClassifier` -- the meta-embedding classifier; ``forward(x, centroids)
+  -> (logits, ClassifierExtras)``.
+* :class:`DotProductClassifier` -- the plain stage-1 classifier (``fc``), same call shape.
+* :class:`ModulatedAttention` -- non-local attention modulated by a spatial attention.
+* :class:`DiscCentroidsLoss` -- discriminative centroid loss, official or exact gradient.
+* Backbones: :func:`resnet10_feature`, :func:`resnet152_feature` (official names),
+  :func:`cnn28_feature`, :func:`cnn8_feature` (small images). Every backbone's
+  ``forward(images) -> (direct feature (B, feat_dim), AttentionMaps | None)``.
+"""
+from __future__ import annotations
+
+from oltr.nn.attention import AttentionMaps, ModulatedAttention
+from oltr.nn.cosnorm import CosNormClassifier
+from oltr.nn.disc_centroids_loss import DiscCentroidsLoss
+from oltr.nn.dot_product import DotProductClassifier
+from oltr.nn.extras import ClassifierExtras
+from oltr.nn.meta_embedding import MetaEmbeddingClassifier
+from oltr.nn.resnet import BasicBlock, Bottleneck, ResNetFeature, resnet10_feature, resnet152_feature
+from oltr.nn.small_cnn import SmallCNNFeature, cnn8_feature, cnn28_feature
+
+#: The official name of the meta-embedding classifier's side outputs.
+MetaEmbeddingExtras = ClassifierExtras
+
+__all__ = [
+    "AttentionMaps",
+    "BasicBlock",
+    "Bottleneck",
+    "ClassifierExtras",
+    "CosNormClassifier",
+    "DiscCentroidsLoss",
+    "DotProductClassifier",
+    "MetaEmbeddingClassifier",
+    "MetaEmbeddingExtras",
+    "ModulatedAttention",
+    "ResNetFeature",
+    "SmallCNNFeature",
+    "cnn28_feature",
+    "cnn8_feature",
+    "resnet10_feature",
+    "resnet152_feature",
+]
