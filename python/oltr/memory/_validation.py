@@ -112,6 +112,12 @@ def _as_numpy_float32(value: Any, name: str) -> np.ndarray:
     return array
 
 
+def _to_float32_contiguous(array: np.ndarray) -> np.ndarray:
+    # float64 values beyond float32's range become inf here; _check_finite reports them
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(array, dtype=np.float32)
+
+
 def _torch_float_tensor(value: Any, name: str, require_cpu: bool):
     if str(value.dtype).removeprefix("torch.") not in _FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got dtype {value.dtype}")
@@ -138,9 +144,8 @@ def _convert(value: Any, name: str, kind: ArrayKind, require_cpu: bool):
         if kind == "torch":
             return tensor.to(dtype=_loaded_torch().float32)
         # a float32 CPU tensor with unit-stride rows becomes a view, not a copy
-        return np.ascontiguousarray(tensor.detach().numpy(), dtype=np.float32)
-    array = _as_numpy_float32(value, name)
-    array = np.ascontiguousarray(array, dtype=np.float32)
+        return _to_float32_contiguous(tensor.detach().numpy())
+    array = _to_float32_contiguous(_as_numpy_float32(value, name))
     if kind == "torch":
         import torch
 

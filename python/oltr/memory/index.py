@@ -142,7 +142,8 @@ class CentroidIndex:
         if is_torch_tensor(xp):
             import torch
 
-            return torch.empty(shape, dtype=getattr(torch, dtype), device=xp.device)
+            empty = torch.empty(shape, dtype=getattr(torch, dtype), device=xp.device)
+            return empty if as_torch else empty.numpy()
         return wrap_output(np.empty(shape, dtype=dtype), as_torch)
 
     def search(self, x: Any, k: int = 1):
