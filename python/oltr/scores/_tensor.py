@@ -1,0 +1,27 @@
+"""numpy ⇄ torch at the boundary of the score functions: the output type follows the input."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["as_float_tensor", "like_input"]
+
+
+def as_float_tensor(value: Any, name: str, ndim: int) -> tuple[torch.Tensor, bool]:
+    """``(tensor, was_numpy)``; floats stay float32/float64, anything else → float32."""
+    was_numpy = not isinstance(value, torch.Tensor)
+    t = torch.as_tensor(np.asarray(value)) if was_numpy else value.detach()
+    if t.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return t, was_numpy
+
+
+def like_input(value: torch.Tensor, was_numpy: bool):
+    """Back to numpy when the input was not a tensor."""
+    return value.cpu().numpy() if was_numpy else value

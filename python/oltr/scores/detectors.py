@@ -1,0 +1,135 @@
+"""Detector objects in the pytorch-ood style: ``fit(...)`` then ``predict(...)``.
+
+``predict(x)`` (also ``detector(x)``) returns an **outlier score, larger = more
+unknown** (see :mod:`oltr.scores.logits` and :mod:`oltr.scores.centroids` for the sign
+flips). Logit detectors need no fitting (``fit`` returns ``self``); centroid detectors
+are fitted on training features and labels (class means) or given centroids directly,
+and raise :class:`oltr.errors.NotFittedError` when used before.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+
+from oltr.errors import NotFittedError
+from oltr.scores._tensor import as_float_tensor
+from oltr.scores.centroids import centroid_distance_score, reachability_score
+from oltr.scores.logits import energy_score, max_logit_score, msp_score
+
+__all__ = [
+    "Detector",
+    "EnergyBased",
+    "MaxLogit",
+    "MaxSoftmax",
+    "NearestCentroid",
+    "Reachability",
+    "class_means",
+]
+
+
+class Detector:
+    """Base class: ``fit`` returns ``self``; ``__call__`` is ``predict``."""
+
+    def fit(self, *args, **kwargs) -> "Detector":
+        return self
+
+    def predict(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self.predict(x)
+
+
+class MaxSoftmax(Detector):
+    """``-max softmax(logits)`` (MSP, sign flipped). ``predict(logits (N, K)) -> (N,)``."""
+
+    def predict(self, logits):
+        return msp_score(logits)
+
+
+class MaxLogit(Detector):
+    """``-max logits`` (MaxLogit, sign flipped). ``predict(logits (N, K)) -> (N,)``."""
+
+    def predict(self, logits):
+        return max_logit_score(logits)
+
+
+class EnergyBased(Detector):
+    """Energy ``-T·logsumexp(logits/T)``. ``predict(logits (N, K)) -> (N,)``."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        self.temperature = float(temperature)
+
+    def predict(self, logits):
+        return energy_score(logits, self.temperature)
+
+
+def class_means(features, labels, num_classes: Optional[int] = None) -> torch.Tensor:
+    """Mean feature of each class: float32 ``(K, D)`` from features ``(N, D)`` and
+    labels ``(N,)`` in ``0..K-1``. A class without samples raises ``ValueError``."""
+    f, _ = as_float_tensor(features, "features", 2)
+    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    if y.shape != (f.shape[0],):
+        raise ValueError(f"labels must have shape ({f.shape[0]},), got {tuple(y.shape)}")
+    y = y.to(device=f.device, dtype=torch.int64)
+    if y.numel() and int(y.min()) < 0:
+        raise ValueError("labels must be >= 0 (fit on known samples only)")
+    k = int(num_classes) if num_classes is not None else (int(y.max()) + 1 if y.numel() else 0)
+    counts = torch.bincount(y, minlength=k)
+    if counts.numel() > k:
+        raise ValueError(f"labels go up to {counts.numel() - 1}, beyond num_classes={k}")
+    if k == 0 or bool((counts == 0).any()):
+        empty = torch.nonzero(counts == 0).flatten().tolist()
+        raise ValueError(f"classes {empty} have no sample; cannot compute their means")
+    sums = torch.zeros(k, f.shape[1], dtype=torch.float64, device=f.device)
+    sums.index_add_(0, y, f.to(torch.float64))
+    return (sums / counts.unsqueeze(1)).to(torch.float32)
+
+
+class _CentroidDetector(Detector):
+    def __init__(self, backend: str = "auto") -> None:
+        self.backend = backend
+        self.centroids: Optional[torch.Tensor] = None
+
+    def fit(self, features, labels, num_classes: Optional[int] = None) -> "_CentroidDetector":
+        """Centroids = class means of ``features (N, D)`` by ``labels (N,)``."""
+        self.centroids = class_means(features, labels, num_classes).cpu()
+        return self
+
+    def fit_centroids(self, centroids) -> "_CentroidDetector":
+        """Use given centroids ``(K, D)`` (e.g. a trained OLTR model's memory)."""
+        c, _ = as_float_tensor(centroids, "centroids", 2)
+        self.centroids = c.to(torch.float32).cpu()
+        return self
+
+    def _checked(self, features):
+        if self.centroids is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or fit_centroids() first")
+        if isinstance(features, torch.Tensor):
+            return features.detach().cpu(), self.centroids
+        return np.asarray(features, dtype=np.float32), self.centroids.numpy()
+
+
+class NearestCentroid(_CentroidDetector):
+    """Distance to the nearest class centroid. ``predict(features (N, D)) -> (N,)``."""
+
+    def predict(self, features):
+        f, c = self._checked(features)
+        return centroid_distance_score(f, c, self.backend)
+
+
+class Reachability(_CentroidDetector):
+    """OLTR reachability, sign flipped: ``-scale / min_k ‖f − c_k‖``.
+    ``predict(features (N, D)) -> (N,)``."""
+
+    def __init__(self, scale: float = 10.0, backend: str = "auto") -> None:
+        super().__init__(backend)
+        self.scale = float(scale)
+
+    def predict(self, features):
+        f, c = self._checked(features)
+        return reachability_score(f, c, self.scale, self.backend)
