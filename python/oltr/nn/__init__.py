@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from oltr.nn.attention import AttentionMaps, ModulatedAttention
 from oltr.nn.cosnorm import CosNormClassifier
-from oltr.nn.disc_centroids_loss import DiscCentroidsLoss
+from oltr.nn.disc_centroids_loss import CentroidLossTerms, DiscCentroidsLoss
 from oltr.nn.dot_product import DotProductClassifier
 from oltr.nn.extras import ClassifierExtras
 from oltr.nn.meta_embedding import MetaEmbeddingClassifier
@@ -28,6 +28,7 @@ __all__ = [
     "AttentionMaps",
     "BasicBlock",
     "Bottleneck",
+    "CentroidLossTerms",
     "ClassifierExtras",
     "CosNormClassifier",
     "DiscCentroidsLoss",

@@ -2,9 +2,10 @@
 
 The classifier needs, per query row, the distance to (and index of) the nearest centroid.
 
-* When autograd has to flow through the distance (grad enabled and ``x`` or the centroids
-  require grad), or the tensors are not on the CPU, or the Rust core is not importable, the
-  differentiable torch path runs.
+* When autograd has to flow through the distance (grad enabled and ``x`` requires grad), or
+  the tensors are not on the CPU, or the Rust core is not importable, the differentiable
+  torch path of :func:`oltr.memory.nearest_centroids` (``backend="torch"``: exact distances,
+  the gradient of the official ``norm(x - c)`` through the winner) runs.
 * Otherwise (CPU inference) the Rust core (:class:`oltr.memory.CentroidIndex`, backend
   ``"rust"``) answers. Building an index copies the centroids, so it is cached while the
   centroids do not change: the same tensor object with the same version counter (in-place
@@ -22,55 +23,29 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["NearestCentroid", "torch_nearest", "BACKENDS"]
+__all__ = ["NearestCentroid", "BACKENDS", "rust_core_available"]
 
 #: ``backend`` values accepted by :class:`NearestCentroid`.
 BACKENDS = ("auto", "torch", "rust")
 
-# Rows of the (rows, K) score matrix the torch path holds at once.
-_SCORE_BUDGET = 1 << 24
-# GEMM-form candidates re-ranked by their exact distance (guards against cancellation).
-_RERANK = 4
+_rust_available: Optional[bool] = None
 
 
-def torch_nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
-    """Exact nearest centroid, differentiable in ``x`` and ``centroids``.
+def rust_core_available() -> bool:
+    """Whether :mod:`oltr.memory` can use the compiled Rust core (checked once)."""
+    global _rust_available
+    if _rust_available is None:
+        from oltr.memory.index import resolve_backend
 
-    ``x`` (B, D), ``centroids`` (K, D) -> ``(dist (B,), idx (B,) int64)`` with
-    ``dist = ||x_b - c_idx||_2`` computed exactly (not by the GEMM form, which cancels near a
-    centroid). Candidates come from the GEMM form without grad; the best ``_RERANK`` are
-    re-ranked exactly; equal distances go to the lower index. Its gradient equals the official
-    ``sort(norm(x - c, dim=2))[:, 0]`` one (through the winning entry only).
-    """
-    num_rows, num_classes = x.shape[0], centroids.shape[0]
-    num_candidates = min(_RERANK, num_classes)
-    chunk = max(1, _SCORE_BUDGET // max(1, num_classes))
-    with torch.no_grad():
-        xd, cd = x.detach(), centroids.detach()
-        c_sq = (cd * cd).sum(dim=1)
-        parts = []
-        for start in range(0, num_rows, chunk):
-            xs = xd[start:start + chunk]
-            scores = torch.addmm(c_sq.unsqueeze(0), xs, cd.t(), beta=1.0, alpha=-2.0)
-            parts.append(scores.topk(num_candidates, dim=1, largest=False).indices)
-        candidates = torch.cat(parts) if parts else torch.empty(0, num_candidates, dtype=torch.long, device=x.device)
-        candidates = candidates.sort(dim=1).values  # ascending index: argmin picks the lower on ties
-    diffs = x.unsqueeze(1) - centroids[candidates]  # (B, R, D)
-    dists = diffs.norm(p=2, dim=2)
-    best = dists.detach().argmin(dim=1, keepdim=True)
-    return dists.gather(1, best).squeeze(1), candidates.gather(1, best).squeeze(1)
+        _rust_available = resolve_backend("auto") == "rust"
+    return _rust_available
 
 
-def _rust_index_class():
-    try:
-        from oltr.memory import CentroidIndex
-    except ImportError:
-        return None
-    try:
-        from oltr import _core  # noqa: F401  (the compiled extension)
-    except ImportError:
-        return None
-    return CentroidIndex
+def _torch_nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
+    from oltr.memory import nearest_centroids
+
+    dist, idx = nearest_centroids(x, centroids, k=1, backend="torch")
+    return dist[:, 0], idx[:, 0]
 
 
 class NearestCentroid:
@@ -104,10 +79,10 @@ class NearestCentroid:
         if needs_grad or not on_cpu:
             return False
         if self.backend == "rust":
-            if _rust_index_class() is None:
+            if not rust_core_available():
                 raise RuntimeError("backend='rust' was asked for but the oltr Rust core is not importable")
             return True
-        return _rust_index_class() is not None
+        return rust_core_available()
 
     def __call__(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
         """``x`` (B, D), ``centroids`` (K, D) -> ``(dist (B,) x.dtype, idx (B,) int64)``.
@@ -116,7 +91,8 @@ class NearestCentroid:
         only, as in the official training where the classifier gets ``centroids.data``.
         """
         if not self.uses_rust(x, centroids):
-            return torch_nearest(x, centroids.detach().to(x.dtype))
+            dist, idx = _torch_nearest(x, centroids.detach())
+            return dist.to(x.dtype), idx
         index = self._index_for(centroids)
         dist, idx = index.search(x.detach().to(torch.float32), k=1)
         return dist[:, 0].to(x.dtype), idx[:, 0].to(torch.long)
@@ -130,7 +106,9 @@ class NearestCentroid:
                 self._source, self._source_key = weakref.ref(centroids), key
                 return self._index
         snapshot = centroids.detach().to(torch.float32).clone().contiguous()
-        self._index = _rust_index_class()(snapshot, backend="rust")
+        from oltr.memory import CentroidIndex
+
+        self._index = CentroidIndex(snapshot, backend="rust")
         self._snapshot = snapshot
         self._source, self._source_key = weakref.ref(centroids), key
         self.builds += 1

@@ -1,15 +1,25 @@
 """Discriminative centroid loss (official ``DiscCentroidsLoss``, OLTR.md §4, quirks Q3, Q4)."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["DiscCentroidsLoss", "GRADIENT_MODES"]
+__all__ = ["CentroidLossTerms", "DiscCentroidsLoss", "GRADIENT_MODES"]
 
 #: ``gradient`` values accepted by :class:`DiscCentroidsLoss`.
 GRADIENT_MODES = ("official", "autograd")
 
 _REPEL_CAP = 1e6
+
+
+class CentroidLossTerms(NamedTuple):
+    """The parts of :class:`DiscCentroidsLoss`, all 0-dim and unweighted."""
+
+    attract: Tensor
+    repel: Tensor
+    mean_masked_sqdist: Tensor
 
 
 class _OfficialAttract(torch.autograd.Function):
@@ -58,7 +68,7 @@ class DiscCentroidsLoss(nn.Module):
 
     Parameter ``centroids`` (K, D), initialised randn as the official code (normally replaced
     by :func:`oltr.compute_centroids` right away). ``forward(feat (B, D) float, labels (B,)
-    int64 in [0, K)) -> loss`` (0-dim). :meth:`terms` returns ``(attract, repel)``.
+    int64 in [0, K)) -> loss`` (0-dim). :meth:`terms` returns the parts (:class:`CentroidLossTerms`).
     """
 
     def __init__(self, num_classes: int, feat_dim: int, repel_margin: float = 10.0,
@@ -87,8 +97,8 @@ class DiscCentroidsLoss(nn.Module):
             bad = low if low < 0 else high
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got {bad}")
 
-    def terms(self, feat: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """``(attract, repel)``, both 0-dim, unweighted."""
+    def terms(self, feat: Tensor, labels: Tensor) -> CentroidLossTerms:
+        """``(attract, repel, mean_masked_sqdist)``, each 0-dim, unweighted."""
         self._check(feat, labels)
         labels = labels.to(device=feat.device, dtype=torch.long)
         centroids = self.centroids
@@ -103,11 +113,11 @@ class DiscCentroidsLoss(nn.Module):
         positives[torch.arange(batch, device=feat.device), labels] = True
         mean_masked = sq_dist.masked_fill(positives, 0.0).sum() / (batch * self.num_classes)
         repel = torch.clamp(self.repel_margin - mean_masked, 0.0, _REPEL_CAP)
-        return attract, repel
+        return CentroidLossTerms(attract, repel, mean_masked)
 
     def forward(self, feat: Tensor, labels: Tensor) -> Tensor:
-        attract, repel = self.terms(feat, labels)
-        return attract + self.repel_weight * repel
+        terms = self.terms(feat, labels)
+        return terms.attract + self.repel_weight * terms.repel
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, feat_dim={self.feat_dim}, repel_margin={self.repel_margin}, "

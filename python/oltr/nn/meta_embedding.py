@@ -4,22 +4,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from oltr.memory import REACHABILITY_EPS
 from oltr.nn._nearest import NearestCentroid
 from oltr.nn.cosnorm import CosNormClassifier
 from oltr.nn.extras import ClassifierExtras
 
-__all__ = ["MetaEmbeddingClassifier", "MIN_DISTANCE"]
-
-#: Nearest distances are clamped to this before ``reach_scale / d`` (the official code gives
-#: ``inf`` and then NaN logits for a feature equal to a centroid).
-MIN_DISTANCE = 1e-12
+__all__ = ["MetaEmbeddingClassifier"]
 
 
 class MetaEmbeddingClassifier(nn.Module):
     """Meta-embedding + cosine classifier, exactly the official forward::
 
         d_b      = min_k ||x_b - c_k||                 nearest = argmin
-        reach    = reach_scale / d                     (B,)
+        reach    = reach_scale / max(d, 1e-12)         (B,)  (official: inf at d = 0)
         memory   = softmax(fc_hallucinator(x)) @ C     (B, D)
         selector = tanh(fc_selector(x))                (B, D)
         infused  = selector * memory                   (not scaled by reach, Q21)
@@ -69,7 +66,7 @@ class MetaEmbeddingClassifier(nn.Module):
             raise ValueError(f"centroids are on {centroids.device} but x is on {x.device}")
         nearest_dist, nearest_idx = self.nearest(x, centroids)
         memory_bank = centroids.detach().to(x.dtype)
-        reachability = self.reach_scale / nearest_dist.clamp_min(MIN_DISTANCE)
+        reachability = self.reach_scale / nearest_dist.clamp_min(REACHABILITY_EPS)
         memory = torch.softmax(self.fc_hallucinator(x), dim=1) @ memory_bank
         selector = torch.tanh(self.fc_selector(x))
         infused = selector * memory

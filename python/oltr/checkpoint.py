@@ -1,0 +1,233 @@
+"""Checkpoints of the official OLTR code (``final_model_checkpoint.pth``, OLTR.md §9).
+
+The official file is ``torch.save`` of::
+
+    {'epoch': int, 'best_epoch': int, 'best_acc': float,
+     'state_dict_best': {'feat_model': {'module.<key>': Tensor}, 'classifier': {...}},
+     'centroids': Tensor (K, D) on CUDA (stage 2) | None (stage 1)}
+
+* :func:`read_official` reads it into an :class:`OfficialCheckpoint`: zip or legacy
+  (PyTorch < 1.6) serialization, CUDA-saved tensors mapped to the CPU, ``weights_only=True``
+  (a file carrying pickled code raises :class:`UnsafeCheckpointError`; a truncated, corrupt
+  or malformed file raises :class:`CheckpointError`; both name the path).
+* :func:`load_official` builds a ready :class:`~oltr.OLTRModel` (stage and options detected
+  from the keys) with its memory.
+* :func:`save_official` writes the official layout (atomically), so a model trained here loads
+  in the official code.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+from oltr._io import atomic_save
+from oltr.errors import OLTRError
+
+__all__ = [
+    "CheckpointError",
+    "OfficialCheckpoint",
+    "UnsafeCheckpointError",
+    "load_official",
+    "read_official",
+    "save_official",
+]
+
+_PREFIX = "module."
+
+
+class CheckpointError(OLTRError, ValueError):
+    """A checkpoint file is truncated, corrupt, or not in the official layout."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file carries pickled code or objects that ``weights_only`` loading refuses."""
+
+
+@dataclass
+class OfficialCheckpoint:
+    """Contents of an official checkpoint (keys without the ``module.`` prefix, tensors on CPU).
+
+    ``feat_model`` / ``classifier``: state dicts; ``centroids``: (K, D) float32 or ``None``;
+    ``epoch``, ``best_epoch``: int or ``None``; ``best_acc``: float or ``None``; ``path``.
+    """
+
+    feat_model: "OrderedDict[str, Tensor]"
+    classifier: "OrderedDict[str, Tensor]"
+    centroids: Optional[Tensor]
+    epoch: Optional[int]
+    best_epoch: Optional[int]
+    best_acc: Optional[float]
+    path: str = ""
+
+    @property
+    def stage(self) -> str:
+        """``"oltr"`` (meta-embedding classifier) or ``"plain"`` (``fc`` classifier)."""
+        if "fc_hallucinator.weight" in self.classifier:
+            return "oltr"
+        if "fc.weight" in self.classifier:
+            return "plain"
+        raise CheckpointError(f"{self.path}: classifier keys {sorted(self.classifier)} are neither a stage-1 "
+                              "(fc.*) nor a stage-2 (fc_hallucinator.*) classifier")
+
+
+def _unpickling_message(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line
+    return lines[-1] if lines else type(err).__name__
+
+
+def _load(path: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except pickle.UnpicklingError as err:
+        detail = _unpickling_message(err)
+        if "GLOBAL" in detail:
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load: the file carries pickled code or objects that are not plain "
+                f"tensors/containers ({detail}); load only checkpoints you trust, with torch.load(weights_only=False)"
+            ) from err
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): {detail}") from err
+    except (EOFError, RuntimeError, zipfile.BadZipFile, KeyError, ValueError, OSError, IndexError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint (corrupt or truncated?): "
+                              f"{type(err).__name__}: {reason}") from err
+
+
+def _state_dict(obj: Any, name: str, path: str) -> "OrderedDict[str, Tensor]":
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: state_dict_best[{name!r}] is a {type(obj).__name__}, not a state dict")
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    for key, value in obj.items():
+        if not isinstance(key, str) or not isinstance(value, Tensor):
+            raise CheckpointError(f"{path}: state_dict_best[{name!r}] entry {key!r} is not a tensor")
+        out[key[len(_PREFIX):] if key.startswith(_PREFIX) else key] = value
+    return out
+
+
+def _optional_number(payload: Mapping, key: str, kind: type) -> Any:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_official(path: str | os.PathLike) -> OfficialCheckpoint:
+    """Read an official checkpoint file (see the module docstring). Tensors land on the CPU."""
+    path = os.fspath(path)
+    payload = _load(path)
+    if not isinstance(payload, Mapping) or "state_dict_best" not in payload:
+        keys = sorted(payload) if isinstance(payload, Mapping) else type(payload).__name__
+        raise CheckpointError(f"{path}: not an official OLTR checkpoint (no 'state_dict_best'; found {keys})")
+    best = payload["state_dict_best"]
+    if not isinstance(best, Mapping) or "feat_model" not in best or "classifier" not in best:
+        found = sorted(best) if isinstance(best, Mapping) else type(best).__name__
+        raise CheckpointError(f"{path}: state_dict_best must hold 'feat_model' and 'classifier', found {found}")
+    centroids = payload.get("centroids")
+    if centroids is not None:
+        if not isinstance(centroids, Tensor) or centroids.dim() != 2:
+            raise CheckpointError(f"{path}: 'centroids' must be a (K, D) tensor or None")
+        centroids = centroids.to(torch.float32)
+    return OfficialCheckpoint(
+        feat_model=_state_dict(best["feat_model"], "feat_model", path),
+        classifier=_state_dict(best["classifier"], "classifier", path),
+        centroids=centroids,
+        epoch=_optional_number(payload, "epoch", int),
+        best_epoch=_optional_number(payload, "best_epoch", int),
+        best_acc=_optional_number(payload, "best_acc", float),
+        path=path,
+    )
+
+
+def _backbone_options(backbone: str, feat: Mapping[str, Tensor], path: str) -> dict[str, Any]:
+    """Constructor options the keys imply beyond attention / fc_add (input channels, sizes)."""
+    options: dict[str, Any] = {}
+    if backbone.startswith("resnet"):
+        if "conv1.weight" in feat:
+            options["in_channels"] = int(feat["conv1.weight"].shape[1])
+        if "modulatedatt.fc_spatial.weight" in feat:
+            positions = int(feat["modulatedatt.fc_spatial.weight"].shape[0])
+            side = math.isqrt(positions)
+            if side * side != positions:
+                raise CheckpointError(f"{path}: attention over {positions} positions is not a square map")
+            options["attention_spatial_size"] = (side, side)
+    elif backbone.startswith("cnn"):
+        widths = [feat.get(f"layer{i}.0.weight") for i in (1, 2, 3)]
+        if all(w is not None for w in widths):
+            options["channels"] = tuple(int(w.shape[0]) for w in widths)
+            options["in_channels"] = int(widths[0].shape[1])
+    return options
+
+
+def load_official(path: str | os.PathLike, backbone: str = "resnet10", **kw: Any):
+    """A ready :class:`~oltr.OLTRModel` from an official checkpoint, in eval mode.
+
+    The stage (``fc.*`` -> ``"plain"``, ``fc_hallucinator.*`` -> ``"oltr"``), attention
+    (``modulatedatt.*``), ``fc_add``, K and D are read from the keys; ``backbone`` names the
+    architecture (``"resnet10"``, ``"resnet152"``, or ``"cnn28"`` / ``"cnn8"`` for files
+    written by :func:`save_official`). Weights load strictly; the memory (``centroids``
+    buffer) is set from the file (required for a stage-2 file). ``kw`` go to
+    :func:`oltr.model.create_model`.
+    """
+    from oltr.model import create_model
+
+    ckpt = read_official(path)
+    stage = ckpt.stage
+    weight_key = "fc_hallucinator.weight" if stage == "oltr" else "fc.weight"
+    num_classes, feat_dim = (int(v) for v in ckpt.classifier[weight_key].shape)
+    options = _backbone_options(backbone, ckpt.feat_model, ckpt.path)
+    options.update(kw)
+    model = create_model(backbone, num_classes, stage, feat_dim=feat_dim,
+                         use_attention=any(k.startswith("modulatedatt.") for k in ckpt.feat_model),
+                         use_fc_add="fc_add.weight" in ckpt.feat_model, **options)
+    for name, module, state in (("feat_model", model.feat_model, ckpt.feat_model),
+                                ("classifier", model.classifier, ckpt.classifier)):
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(f"{ckpt.path}: its {name} does not fit backbone={backbone!r}: "
+                                  f"{' '.join(str(err).split())[:800]}") from err
+    if ckpt.centroids is not None:
+        if tuple(ckpt.centroids.shape) != (num_classes, feat_dim):
+            raise CheckpointError(f"{ckpt.path}: centroids have shape {tuple(ckpt.centroids.shape)}, expected "
+                                  f"({num_classes}, {feat_dim})")
+        model.set_memory(ckpt.centroids)
+    elif stage == "oltr":
+        raise CheckpointError(f"{ckpt.path}: a stage-2 checkpoint without 'centroids' (the memory)")
+    return model.eval()
+
+
+def save_official(model, path: str | os.PathLike, epoch: int = 0, best_epoch: int = 0, best_acc: float = 0.0,
+                  legacy: bool = False) -> str:
+    """Write ``model`` (an :class:`~oltr.OLTRModel`) in the official layout: ``module.``-prefixed
+    feat_model and classifier state dicts, ``centroids`` (the memory, stage 2) or ``None``
+    (stage 1). Tensors are saved from the CPU. ``legacy=True`` uses the pre-1.6 serialization.
+    The write is atomic. Returns the path."""
+    def prefixed(module) -> "OrderedDict[str, Tensor]":
+        return OrderedDict((_PREFIX + k, v.detach().cpu().clone()) for k, v in module.state_dict().items())
+
+    payload = {
+        "epoch": int(epoch),
+        "best_epoch": int(best_epoch),
+        "state_dict_best": {"feat_model": prefixed(model.feat_model), "classifier": prefixed(model.classifier)},
+        "best_acc": float(best_acc),
+        "centroids": model.centroids.detach().cpu().clone() if model.stage == "oltr" else None,
+    }
+    atomic_save(payload, path, _use_new_zipfile_serialization=not legacy)
+    return os.fspath(path)
