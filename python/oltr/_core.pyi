@@ -1,0 +1,50 @@
+"""Typed stub of the compiled extension ``oltr._core`` (built from ``rust/src/python.rs``).
+
+Exact, fused, multi-threaded nearest-centroid search. All arrays are NumPy; the GIL is released
+while the kernel runs. Inputs must not be modified by another thread during a call.
+"""
+from typing import Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+__version__: Final[str]
+#: "release" or "debug".
+build_profile: Final[str]
+
+class CentroidIndex:
+    """Exact k-nearest-centroid search over fixed centroids, copied and packed once.
+
+    centroids: float32 (K, D), K >= 1, D >= 1, finite (ValueError otherwise; a dtype other
+    than float32 raises TypeError).
+    """
+
+    def __init__(self, centroids: NDArray[np.float32]) -> None: ...
+    @property
+    def num_classes(self) -> int:
+        """K, the number of centroids."""
+    @property
+    def dim(self) -> int:
+        """D, the feature dimension."""
+    @property
+    def kernel(self) -> str:
+        """The candidate pass in use: ``"avx512-bf16"`` or ``"portable-f32"``."""
+    def search(
+        self, x: NDArray[np.float32], k: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """x: float32 (B, D), finite; 1 <= k <= K.
+
+        Returns (dist float32 (B, k), idx int64 (B, k)): exact L2 distances (not squared),
+        ascending, equal distances ordered by the lower centroid index. B = 0 gives (0, k).
+        """
+    def reachability(self, x: NDArray[np.float32], scale: float, eps: float) -> NDArray[np.float32]:
+        """x: float32 (B, D) -> float32 (B,) = scale / max(nearest exact L2 distance, eps).
+
+        scale and eps must be finite and > 0.
+        """
+
+def set_num_threads(n: int) -> None:
+    """Use n >= 1 threads from the next call on (ValueError otherwise)."""
+
+def get_num_threads() -> int:
+    """Threads in use: set_num_threads(n), else $OLTR_NUM_THREADS, else the core count."""

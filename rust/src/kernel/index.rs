@@ -1,0 +1,153 @@
+//! `CentroidIndex`: the centroids copied once, with their norms and the packed bf16 panels.
+
+use ndarray::{Array1, Array2, ArrayView2};
+
+use super::bf16::{self, Bf16Centroids};
+use super::distance::squared_norm_f64;
+use super::error::KernelError;
+use super::reach::reachability_from_nearest;
+use super::search::search_hits;
+
+/// Which candidate pass an index runs (chosen once, from the CPU's features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// AVX-512 BF16 dot products on bf16-packed centroids.
+    Avx512Bf16,
+    /// Portable f32 dot products (AVX2+FMA when present).
+    Portable,
+}
+
+impl Engine {
+    /// The fastest engine this CPU supports.
+    pub fn detect() -> Self {
+        if bf16::available() { Self::Avx512Bf16 } else { Self::Portable }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Avx512Bf16 => "avx512-bf16",
+            Self::Portable => "portable-f32",
+        }
+    }
+}
+
+/// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32.
+pub struct CentroidIndex {
+    pub(crate) num: usize,
+    pub(crate) dim: usize,
+    /// Row-major copy of the centroids (exact re-rank).
+    pub(crate) rows: Vec<f32>,
+    /// `‖c_j‖²` rounded to f32 (portable pass).
+    pub(crate) norms_f32: Vec<f32>,
+    /// `max_j ‖c_j‖`.
+    pub(crate) c_norm_max: f64,
+    pub(crate) engine: Engine,
+    pub(crate) packed: Option<Bf16Centroids>,
+}
+
+/// Checks `x` is finite; `argument` names it in the error.
+pub(crate) fn check_finite(data: &[f32], dim: usize, argument: &'static str) -> Result<(), KernelError> {
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(pos) => Err(KernelError::NonFinite { argument, row: pos / dim.max(1) }),
+        None => Ok(()),
+    }
+}
+
+/// A C-contiguous copy of `view` unless it already is one.
+fn contiguous<'a>(view: &'a ArrayView2<'a, f32>) -> std::borrow::Cow<'a, [f32]> {
+    match view.as_slice() {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(view.iter().copied().collect()),
+    }
+}
+
+impl CentroidIndex {
+    /// Copies and packs `centroids` (K >= 1 rows, D >= 1, finite) for the detected engine.
+    pub fn new(centroids: ArrayView2<'_, f32>) -> Result<Self, KernelError> {
+        Self::with_engine(centroids, Engine::detect())
+    }
+
+    /// As [`CentroidIndex::new`] with an explicit engine (the bf16 engine falls back to
+    /// the portable one on CPUs without AVX-512 BF16).
+    pub fn with_engine(centroids: ArrayView2<'_, f32>, engine: Engine) -> Result<Self, KernelError> {
+        let (num, dim) = centroids.dim();
+        if num == 0 {
+            return Err(KernelError::EmptyCentroids);
+        }
+        if dim == 0 {
+            return Err(KernelError::ZeroDim { argument: "centroids" });
+        }
+        if u32::try_from(num).is_err() {
+            return Err(KernelError::TooManyCentroids { num_classes: num });
+        }
+        let rows = contiguous(&centroids).into_owned();
+        check_finite(&rows, dim, "centroids")?;
+        let norms_sq: Vec<f64> = rows.chunks_exact(dim).map(squared_norm_f64).collect();
+        let norms_f32 = norms_sq.iter().map(|&n| n as f32).collect();
+        let c_norm_max = norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
+        let engine = if engine == Engine::Avx512Bf16 && !bf16::available() { Engine::Portable } else { engine };
+        let packed = match engine {
+            Engine::Avx512Bf16 => Some(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
+            Engine::Portable => None,
+        };
+        Ok(Self { num, dim, rows, norms_f32, c_norm_max, engine, packed })
+    }
+
+    /// Number of centroids K.
+    pub fn num_classes(&self) -> usize {
+        self.num
+    }
+
+    /// Feature dimension D.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The candidate pass in use.
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Validates a query batch and returns it C-contiguous with its row count.
+    fn queries<'a>(&self, x: &'a ArrayView2<'a, f32>) -> Result<std::borrow::Cow<'a, [f32]>, KernelError> {
+        if x.ncols() != self.dim {
+            return Err(KernelError::DimMismatch { expected: self.dim, got: x.ncols() });
+        }
+        let data = contiguous(x);
+        check_finite(&data, self.dim, "x")?;
+        Ok(data)
+    }
+
+    /// The k nearest centroids of each row of `x` `(B, D)`: exact L2 distances (not squared)
+    /// ascending `(B, k)` float32 and their indices `(B, k)` int64; equal distances are
+    /// ordered by the lower index.
+    pub fn search(&self, x: ArrayView2<'_, f32>, k: i64) -> Result<(Array2<f32>, Array2<i64>), KernelError> {
+        let k_ok = usize::try_from(k).ok().filter(|&k| k >= 1 && k <= self.num);
+        let k = k_ok.ok_or(KernelError::BadK { k, num_classes: self.num })?;
+        let data = self.queries(&x)?;
+        let b = x.nrows();
+        let hits = search_hits(self, &data, b, k);
+        let mut dist = Array2::<f32>::zeros((b, k));
+        let mut idx = Array2::<i64>::zeros((b, k));
+        for (i, row) in hits.iter().enumerate() {
+            for (c, hit) in row.iter().enumerate() {
+                dist[[i, c]] = hit.d2.max(0.0).sqrt() as f32;
+                idx[[i, c]] = i64::from(hit.idx);
+            }
+        }
+        Ok((dist, idx))
+    }
+
+    /// `scale / max(nearest exact L2 distance, eps)` per row of `x`, float32 `(B,)`.
+    pub fn reachability(&self, x: ArrayView2<'_, f32>, scale: f64, eps: f64) -> Result<Array1<f32>, KernelError> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(KernelError::NotPositive { argument: "scale", value: scale });
+        }
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(KernelError::NotPositive { argument: "eps", value: eps });
+        }
+        let data = self.queries(&x)?;
+        let hits = search_hits(self, &data, x.nrows(), 1);
+        Ok(hits.iter().map(|row| reachability_from_nearest(row[0].d2, scale, eps)).collect())
+    }
+}

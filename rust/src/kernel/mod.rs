@@ -1,0 +1,19 @@
+//! The pure-Rust memory core (no Python types): exact fused nearest-centroid search.
+
+pub mod bf16;
+pub mod candidates;
+pub mod distance;
+pub mod error;
+pub mod index;
+pub mod margin;
+pub mod pool;
+pub mod portable;
+pub mod reach;
+mod search;
+pub mod topk;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::KernelError;
+pub use index::{CentroidIndex, Engine};

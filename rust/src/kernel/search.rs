@@ -1,0 +1,123 @@
+//! The search driver: splits (queries × centroids) into tasks run on the private pool, each
+//! task scanning its centroid range with a running exact top-k per query, then merges.
+//!
+//! Extra memory per call: the packed query blocks (B·D/2 words) and O(B·k) hits per centroid
+//! range; the B×K score matrix is never formed.
+
+use rayon::prelude::*;
+
+use super::bf16::{self, LANES};
+use super::candidates::{ExactData, QueryState};
+use super::distance::squared_norm_f64;
+use super::index::{CentroidIndex, Engine};
+use super::pool;
+use super::portable;
+use super::topk::{Hit, TopK};
+
+/// Queries per block (a multiple of the 12-row micro-group).
+const QUERY_BLOCK: usize = 96;
+/// Below this many multiply-adds (B·K·D) the call runs on the caller's thread.
+const PARALLEL_MIN_WORK: usize = 1 << 20;
+/// Fewest 16-centroid panels per task.
+const MIN_PANELS_PER_TASK: usize = 8;
+/// Above this `(‖x‖ + max‖c‖)²` the f32 scores could overflow: scan exactly instead.
+const EXACT_ONLY_NORM_SQ: f64 = 1e30;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    Bf16,
+    Portable,
+    Exact,
+}
+
+/// Splits `n` items into `parts` nearly equal ranges.
+fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts).map(|i| (i * n / parts, (i + 1) * n / parts)).collect()
+}
+
+/// Query block size for `b` queries: at most QUERY_BLOCK, a multiple of 12 when split.
+fn query_block(b: usize) -> usize {
+    if b <= QUERY_BLOCK {
+        return b.max(1);
+    }
+    let blocks = b.div_ceil(QUERY_BLOCK);
+    b.div_ceil(blocks).div_ceil(12) * 12
+}
+
+/// Sorted top-k hits of each of the `b` rows of `x` (row-major `(b, dim)`, finite).
+pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) -> Vec<Vec<Hit>> {
+    if b == 0 {
+        return Vec::new();
+    }
+    let dim = index.dim;
+    let x_norms_sq: Vec<f64> = x.chunks_exact(dim).map(squared_norm_f64).collect();
+    let x_norm_max = x_norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
+    let pass = if (x_norm_max + index.c_norm_max).powi(2) > EXACT_ONLY_NORM_SQ || dim > (1 << 20) {
+        Pass::Exact
+    } else {
+        match index.engine {
+            Engine::Avx512Bf16 => Pass::Bf16,
+            Engine::Portable => Pass::Portable,
+        }
+    };
+    let data = ExactData { x, centroids: &index.rows, dim };
+    let panels = index.num.div_ceil(LANES);
+
+    let threads = pool::num_threads();
+    let work = b.saturating_mul(index.num).saturating_mul(dim);
+    let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
+    let qblock = query_block(b);
+    let qblocks = split_blocks(b, qblock);
+    let ranges = if parallel {
+        let wanted = (8 * threads).div_ceil(qblocks.len());
+        split(panels, wanted.min((panels / MIN_PANELS_PER_TASK).max(1)))
+    } else {
+        vec![(0, panels)]
+    };
+    let tasks: Vec<(usize, usize)> =
+        (0..qblocks.len()).flat_map(|q| (0..ranges.len()).map(move |r| (q, r))).collect();
+
+    let run = |&(q, r): &(usize, usize)| -> Vec<TopK> {
+        let (q0, q1) = qblocks[q];
+        let (p0, p1) = ranges[r];
+        let mut states: Vec<QueryState> =
+            (q0..q1).map(|row| QueryState::new(row, k, x_norms_sq[row], 0.0)).collect();
+        let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
+        match (pass, &index.packed) {
+            (Pass::Bf16, Some(packed)) => {
+                bf16::scan(packed, &data, index.c_norm_max, &mut states, &x_norms_sq, p0, p1)
+            }
+            (Pass::Exact, _) => portable::scan_exact(&data, &mut states, j0, j1),
+            _ => portable::scan(&data, &index.norms_f32, index.c_norm_max, &mut states, &x_norms_sq, j0, j1),
+        }
+        states.into_iter().map(|s| s.best).collect()
+    };
+
+    let results: Vec<Vec<TopK>> = match parallel.then(pool::pool).flatten() {
+        Some(pool) => pool.install(|| tasks.par_iter().map(run).collect()),
+        None => tasks.iter().map(run).collect(),
+    };
+
+    // Merge the ranges of each query block (tasks are ordered query block, then range).
+    let mut out = Vec::with_capacity(b);
+    for chunk in results.chunks(ranges.len()) {
+        let mut merged: Vec<TopK> = Vec::new();
+        for part in chunk {
+            if merged.is_empty() {
+                merged = part.clone();
+            } else {
+                for (m, p) in merged.iter_mut().zip(part.iter()) {
+                    m.merge(p.clone());
+                }
+            }
+        }
+        out.extend(merged.into_iter().map(TopK::into_sorted));
+    }
+    out
+}
+
+/// `[start, end)` query blocks of `block` rows covering `b`.
+fn split_blocks(b: usize, block: usize) -> Vec<(usize, usize)> {
+    (0..b.div_ceil(block)).map(|i| (i * block, ((i + 1) * block).min(b))).collect()
+}

@@ -1,0 +1,121 @@
+//! The only PyO3 file: the extension module `oltr._core`.
+//!
+//! Arrays are borrowed read-only while attached; the kernel runs detached (GIL released) on
+//! views of them and allocates its outputs, which become NumPy arrays after re-attaching.
+//! Inputs must not be modified by another thread during a call.
+
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
+use numpy::ndarray::Ix2;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::kernel::{pool, CentroidIndex, KernelError};
+
+impl From<KernelError> for PyErr {
+    fn from(err: KernelError) -> PyErr {
+        PyValueError::new_err(err.to_string())
+    }
+}
+
+/// Exact k-nearest-centroid search over fixed float32 centroids (K, D), copied once.
+#[pyclass(frozen, module = "oltr._core", name = "CentroidIndex")]
+struct PyCentroidIndex {
+    inner: CentroidIndex,
+}
+
+/// A 2-D view of `array`, or ValueError naming `argument`.
+fn view2<'a>(
+    array: &'a PyReadonlyArrayDyn<'_, f32>,
+    argument: &'static str,
+) -> Result<numpy::ndarray::ArrayView2<'a, f32>, KernelError> {
+    let view = array.as_array();
+    let ndim = view.ndim();
+    view.into_dimensionality::<Ix2>().map_err(|_| KernelError::BadNdim { argument, ndim })
+}
+
+#[pymethods]
+impl PyCentroidIndex {
+    /// centroids: float32 (K, D), K >= 1, D >= 1, finite.
+    #[new]
+    fn new(py: Python<'_>, centroids: PyReadonlyArrayDyn<'_, f32>) -> PyResult<Self> {
+        let view = view2(&centroids, "centroids")?;
+        let inner = py.detach(|| CentroidIndex::new(view))?;
+        Ok(Self { inner })
+    }
+
+    /// Number of centroids K.
+    #[getter]
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+
+    /// Feature dimension D.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// The candidate pass in use: "avx512-bf16" or "portable-f32".
+    #[getter]
+    fn kernel(&self) -> &'static str {
+        self.inner.engine().name()
+    }
+
+    /// x: float32 (B, D); k in [1, K] -> (dist float32 (B, k) exact L2 ascending,
+    /// idx int64 (B, k)); ties by the lower index.
+    fn search<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, f32>,
+        k: i64,
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
+        let view = view2(&x, "x")?;
+        let (dist, idx) = py.detach(|| self.inner.search(view, k))?;
+        Ok((dist.into_pyarray(py), idx.into_pyarray(py)))
+    }
+
+    /// x: float32 (B, D) -> float32 (B,) = scale / max(nearest exact L2 distance, eps).
+    fn reachability<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArrayDyn<'py, f32>,
+        scale: f64,
+        eps: f64,
+    ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let view = view2(&x, "x")?;
+        let reach = py.detach(|| self.inner.reachability(view, scale, eps))?;
+        Ok(reach.into_pyarray(py))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CentroidIndex(num_classes={}, dim={}, kernel={:?})",
+            self.inner.num_classes(),
+            self.inner.dim(),
+            self.inner.engine().name()
+        )
+    }
+}
+
+/// Use n >= 1 threads in the core from the next call on (ValueError otherwise).
+#[pyfunction]
+fn set_num_threads(n: i64) -> PyResult<()> {
+    Ok(pool::set_num_threads(n)?)
+}
+
+/// Threads the core uses: set_num_threads, else OLTR_NUM_THREADS, else the core count.
+#[pyfunction]
+fn get_num_threads() -> usize {
+    pool::num_threads()
+}
+
+#[pymodule(gil_used = false)]
+#[pyo3(name = "_core")]
+fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+    m.add_class::<PyCentroidIndex>()?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    Ok(())
+}
