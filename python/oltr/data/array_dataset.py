@@ -27,7 +27,7 @@ def images_to_tensor(
         arr = arr[:, None]
     elif arr.ndim != 4:
         raise ValueError(f"images must be (N, H, W) or (N, C, H, W), got shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32).div_(255.0)
+    x = torch.tensor(arr, dtype=torch.float32).div_(255.0)  # copies: read-only input is fine
     if mean is not None or std is not None:
         c = x.shape[1]
         m = torch.as_tensor(0.0 if mean is None else mean, dtype=torch.float32).reshape(-1)

@@ -12,7 +12,7 @@ __all__ = ["as_float_tensor", "like_input"]
 def as_float_tensor(value: Any, name: str, ndim: int) -> tuple[torch.Tensor, bool]:
     """``(tensor, was_numpy)``; floats stay float32/float64, anything else → float32."""
     was_numpy = not isinstance(value, torch.Tensor)
-    t = torch.as_tensor(np.asarray(value)) if was_numpy else value.detach()
+    t = torch.tensor(np.asarray(value)) if was_numpy else value.detach()  # copy: read-only ok
     if t.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
