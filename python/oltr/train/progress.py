@@ -1,0 +1,143 @@
+"""Per-epoch progress bar on stderr and a JSON-lines log file.
+
+The bar uses ``tqdm`` when it is installed and a small built-in bar otherwise. Both are
+silent off rank 0 (see :mod:`oltr.train.distributed`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from oltr.train.distributed import is_main
+
+__all__ = ["EpochProgress", "JsonlLogger"]
+
+try:  # optional dependency
+    from tqdm import tqdm as _tqdm
+except ImportError:  # pragma: no cover - exercised where tqdm is absent
+    _tqdm = None
+
+
+class EpochProgress:
+    """Running loss, accuracy and speed over one epoch, shown as a bar.
+
+    Args:
+        total: number of steps in the epoch.
+        description: the bar's label, e.g. ``"stage plain epoch 3/30"``.
+        enabled: False hides the bar (it is also hidden off rank 0).
+        stream: where the bar is drawn (stderr by default).
+    """
+
+    def __init__(
+        self, total: int, description: str, enabled: bool = True, stream: TextIO | None = None
+    ) -> None:
+        self.total = int(total)
+        self.description = description
+        self.loss_sum = 0.0
+        self.correct = 0
+        self.seen = 0
+        self.steps = 0
+        self._start = time.perf_counter()
+        self._stream = stream if stream is not None else sys.stderr
+        self._enabled = bool(enabled) and is_main()
+        self._bar = None
+        self._last_draw = 0.0
+        if self._enabled and _tqdm is not None:
+            self._bar = _tqdm(
+                total=self.total, desc=description, file=self._stream, leave=False,
+                dynamic_ncols=True, unit="step",
+            )
+
+    def update(self, loss: float, correct: int, batch: int) -> None:
+        """Record one step: its mean loss, its number of correct predictions and its size."""
+        self.loss_sum += float(loss) * batch
+        self.correct += int(correct)
+        self.seen += int(batch)
+        self.steps += 1
+        if not self._enabled:
+            return
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.update(1)
+            return
+        now = time.perf_counter()
+        if now - self._last_draw > 0.2 or self.steps == self.total:
+            self._last_draw = now
+            width = 24
+            filled = int(width * self.steps / max(self.total, 1))
+            self._stream.write(
+                f"\r{self.description} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{self.steps}/{self.total} {self._postfix()}"
+            )
+            self._stream.flush()
+
+    def _postfix(self) -> str:
+        return f"loss={self.mean_loss:.4f} acc={self.accuracy:.3f} {self.samples_per_s:.0f} img/s"
+
+    @property
+    def mean_loss(self) -> float:
+        """Mean loss per sample so far (nan before the first step)."""
+        return self.loss_sum / self.seen if self.seen else math.nan
+
+    @property
+    def accuracy(self) -> float:
+        """Training top-1 so far (nan before the first step)."""
+        return self.correct / self.seen if self.seen else math.nan
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self._start
+
+    @property
+    def samples_per_s(self) -> float:
+        elapsed = self.elapsed_s
+        return self.seen / elapsed if elapsed > 0 else 0.0
+
+    def close(self) -> None:
+        """Remove the bar (the epoch's summary goes to the log)."""
+        if self._bar is not None:
+            self._bar.close()
+        elif self._enabled and self.steps:
+            self._stream.write("\n")
+            self._stream.flush()
+
+
+class JsonlLogger:
+    """Appends one JSON object per line to ``path`` (rank 0 only), and echoes a short line.
+
+    Args:
+        path: the log file; its folder is created.
+        echo: also print a one-line summary of each record to stderr.
+    """
+
+    def __init__(self, path: str | Path, echo: bool = True) -> None:
+        self.path = Path(path)
+        self.echo = echo
+        if is_main():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, **record: Any) -> None:
+        """Write ``record`` (plus a ``time`` stamp) as one JSON line."""
+        if not is_main():
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record, default=_jsonable) + "\n")
+        if self.echo:
+            fields = " ".join(
+                f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in record.items() if k != "time"
+            )
+            print(fields, file=sys.stderr, flush=True)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)

@@ -1,0 +1,397 @@
+"""The two-stage trainer: the official recipe (OLTR.md §5, §6) driven by a config.
+
+Per step (``run_networks.py:192-208``)::
+
+    logits, extras = model(images, centroids=criterion.centroids)      # stage 2: live memory, detached inside
+    loss = ce_weight * CE(logits, labels) + centroid_weight * criterion(extras.direct, labels)   # stage 2
+    model_optimizer.zero_grad(); criterion_optimizer.zero_grad(); loss.backward()
+    model_optimizer.step(); criterion_optimizer.step()
+
+After every epoch both StepLRs step, the model is evaluated on val (closed set; stage 2 with
+the live memory) and the best-by-val-top-1 weights and memory are kept. An epoch is
+``steps_per_epoch`` steps (default ``int(len(train) / batch_size)``, as the official code,
+even with the class-aware sampler).
+
+Files in ``out_dir`` (rank 0 only): ``best.pt`` (model checkpoint, see
+:func:`oltr.train.checkpoints.load_model_checkpoint`), ``last.pt`` (resume state, after every
+epoch), ``log.jsonl`` (one JSON object per epoch), ``config.yaml``.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from oltr.model import OLTRModel, create_model, init_from_stage1
+from oltr.nn import DiscCentroidsLoss
+from oltr.train import distributed as dist_seam
+from oltr.train.checkpoints import (
+    BEST_NAME,
+    LAST_NAME,
+    MODEL_FORMAT,
+    RESUME_FORMAT,
+    CheckpointError,
+    load_model_checkpoint,
+    load_resume_state,
+    save_checkpoint,
+)
+from oltr.train.config import ConfigError
+from oltr.train.data import DataBundle, build_data, eval_loader, train_loader
+from oltr.train.evaluation import choose_thresholds, outlier_scores
+from oltr.train.inference import Outputs, run_model
+from oltr.train.memory_init import global_class_means
+from oltr.train.progress import EpochProgress, JsonlLogger
+from oltr.train.rng import capture_rng_state, restore_rng_state, seed_everything
+
+__all__ = ["TrainResult", "build_model", "build_optimizers", "resolve_device", "train"]
+
+#: Config keys that may change between a run and its ``--resume``.
+_RESUMABLE_CHANGES = ("epochs", "progress", "device", "num_workers", "out_dir")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did.
+
+    Attributes:
+        out_dir: the run's folder; best_path: its ``best.pt``.
+        best_epoch: 1-based epoch of the best val top-1; best_acc: that top-1 in [0, 1].
+        epochs_run: epochs trained by this call (fewer than ``epochs`` after ``--resume``).
+        history: the per-epoch log records of this call.
+    """
+
+    out_dir: Path
+    best_path: Path
+    best_epoch: int
+    best_acc: float
+    epochs_run: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available else CPU; ``"cuda"`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device (use --device cpu)")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda; got {name!r}")
+    return torch.device(name)
+
+
+def build_model(config: dict[str, Any], num_classes: Optional[int] = None) -> OLTRModel:
+    """The :class:`oltr.OLTRModel` of ``config`` (fresh weights; no stage-1 loading)."""
+    m = config["model"]
+    try:
+        return create_model(
+            m["backbone"], int(num_classes or m["num_classes"]), stage=config["stage"],
+            feat_dim=m["feat_dim"], use_attention=m["use_modulatedatt"], use_fc_add=m["use_fc"],
+            **dict(m["options"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"cannot build model.backbone {m['backbone']!r}: {exc}") from None
+
+
+def _read_weights(path: str) -> Any:
+    """A stage-1 source for :func:`oltr.model.init_from_stage1`: an oltr ``best.pt`` or an
+    official checkpoint."""
+    from oltr.checkpoint import read_official
+
+    try:
+        return load_model_checkpoint(path)["state_dict"]
+    except CheckpointError:
+        try:
+            return read_official(path)
+        except FileNotFoundError:
+            raise CheckpointError(f"model.init: checkpoint not found: {path!r}") from None
+
+
+def _init_weights(model: OLTRModel, config: dict[str, Any]) -> Optional[str]:
+    """Load ``model.init``: stage 2 → official ``utils.init_weights`` from stage 1 (backbone
+    keys present + ``fc_hallucinator`` ← ``fc``); stage 1 → backbone keys only (pretrained)."""
+    path = config["model"]["init"]
+    if not path:
+        return None
+    source = _read_weights(path)
+    if model.stage == "oltr":
+        report = init_from_stage1(model, source)
+        return f"{len(report.copied)} backbone tensors from {path}, fresh: {len(report.kept)}"
+    from oltr.model import split_state_dict
+
+    feat, _ = split_state_dict(source)
+    own = model.feat_model.state_dict()
+    copied = {k: v for k, v in feat.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    model.feat_model.load_state_dict({**own, **copied})
+    return f"{len(copied)} backbone tensors from {path}"
+
+
+def build_optimizers(
+    config: dict[str, Any], model: OLTRModel, criterion: Optional[DiscCentroidsLoss]
+) -> tuple[torch.optim.Optimizer, Any, Optional[torch.optim.Optimizer], Any]:
+    """``(model_optimizer, model_scheduler, criterion_optimizer, criterion_scheduler)``.
+
+    The model optimiser is one SGD with a param group per network (feat_model at
+    ``optim.feat_lr``, classifier at ``optim.classifier_lr``); the criterion optimiser is a
+    separate SGD over the centroids (``centroids.*``); each has its own StepLR. Frozen
+    parameters (``fix_backbone``) stay in their group and get no gradient, as officially.
+    """
+    o = config["optim"]
+    groups = [
+        {"params": list(model.feat_model.parameters()), "lr": o["feat_lr"]},
+        {"params": list(model.classifier.parameters()), "lr": o["classifier_lr"]},
+    ]
+    model_opt = torch.optim.SGD(groups, lr=o["feat_lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
+    model_sched = torch.optim.lr_scheduler.StepLR(model_opt, step_size=o["step_size"], gamma=o["gamma"])
+    if criterion is None:
+        return model_opt, model_sched, None, None
+    c = config["centroids"]
+    crit_opt = torch.optim.SGD(criterion.parameters(), lr=c["lr"], momentum=c["momentum"],
+                               weight_decay=c["weight_decay"])
+    crit_sched = torch.optim.lr_scheduler.StepLR(crit_opt, step_size=c["step_size"], gamma=c["gamma"])
+    return model_opt, model_sched, crit_opt, crit_sched
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in _RESUMABLE_CHANGES}
+
+
+class _Run:
+    """State of one training stage (model, criterion, optimisers, best record)."""
+
+    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.out_dir = Path(config["out_dir"])
+        seed_everything(int(config["seed"]))
+        self.data: DataBundle = build_data(config)
+        self.model = build_model(config, self.data.num_classes).to(device)
+        self.criterion: Optional[DiscCentroidsLoss] = None
+        if self.model.stage == "oltr":
+            self.criterion = DiscCentroidsLoss(
+                self.data.num_classes, self.model.feat_dim, gradient=config["centroids"]["gradient"]
+            ).to(device)
+        if config["model"]["fix_backbone"]:
+            self.model.freeze_backbone()
+        self.model_opt, self.model_sched, self.crit_opt, self.crit_sched = build_optimizers(
+            config, self.model, self.criterion)
+        self.loader = train_loader(config, self.data)
+        self.val_loader = eval_loader(config, self.data.val)
+        self.logger = JsonlLogger(self.out_dir / "log.jsonl", echo=bool(config["progress"]))
+        self.epoch = 0                      # epochs finished
+        self.best: dict[str, Any] = {"epoch": 0, "acc": -1.0, "state_dict": None}
+
+    # -- initialisation ----------------------------------------------------------------
+    def initialise(self) -> None:
+        """Stage-1 weights (``model.init``) and, in stage 2, the memory from class means."""
+        message = _init_weights(self.model, self.config)
+        if message:
+            self.logger.log(event="init", stage=self.model.stage, detail=message)
+        if self.criterion is not None:
+            plain = eval_loader(self.config, self.data.train_plain, shard=True)
+            centroids = global_class_means(self.model, plain, self.data.num_classes)
+            self.criterion.centroids.data.copy_(centroids.to(self.device))
+            self.model.set_memory(centroids)
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        """Put back the resume state of ``last.pt`` (weights, optimisers, RNG, best record)."""
+        if _comparable(state["config"]) != _comparable(self.config):
+            diff = sorted(k for k in set(state["config"]) | set(self.config)
+                          if k not in _RESUMABLE_CHANGES and state["config"].get(k) != self.config.get(k))
+            raise ConfigError(f"--resume: the config differs from the run in {str(self.out_dir)!r} at {diff}")
+        self.model.load_state_dict(state["model"])
+        self.model_opt.load_state_dict(state["model_optimizer"])
+        self.model_sched.load_state_dict(state["model_scheduler"])
+        if self.criterion is not None:
+            self.criterion.load_state_dict(state["criterion"])
+            self.crit_opt.load_state_dict(state["criterion_optimizer"])
+            self.crit_sched.load_state_dict(state["criterion_scheduler"])
+        self.best = state["best"]
+        self.epoch = int(state["epoch"])
+        restore_rng_state(state["rng"])
+
+    # -- training ----------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        configured = self.config["steps_per_epoch"]
+        if configured:
+            return int(configured)
+        return max(1, int(len(self.data.train) / int(self.config["batch_size"])))
+
+    def train_epoch(self) -> EpochProgress:
+        cfg = self.config
+        steps = self.steps_per_epoch()
+        self.loader.sampler.set_epoch(self.epoch)
+        self.model.train()
+        ce = nn.CrossEntropyLoss()
+        progress = EpochProgress(
+            steps, f"{cfg['name']} {self.model.stage} epoch {self.epoch + 1}/{cfg['epochs']}",
+            enabled=bool(cfg["progress"]))
+        for step, (images, labels, *_rest) in enumerate(self.loader):
+            if step == steps:
+                break
+            images = images.to(self.device, non_blocking=True)
+            labels = torch.as_tensor(labels).to(self.device, dtype=torch.int64)
+            centroids = self.criterion.centroids if self.criterion is not None else None
+            logits, extras = self.model(images, centroids=centroids)
+            loss = cfg["loss"]["ce_weight"] * ce(logits, labels)
+            if self.criterion is not None:
+                loss = loss + cfg["loss"]["centroid_weight"] * self.criterion(extras.direct, labels)
+            self.model_opt.zero_grad(set_to_none=True)
+            if self.crit_opt is not None:
+                self.crit_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.model_opt.step()
+            if self.crit_opt is not None:
+                self.crit_opt.step()
+            with torch.no_grad():
+                correct = int((logits.argmax(1) == labels).sum())
+            progress.update(float(loss.detach()), correct, int(labels.shape[0]))
+        progress.close()
+        self.model_sched.step()
+        if self.crit_sched is not None:
+            self.crit_sched.step()
+        return progress
+
+    def live_centroids(self) -> Optional[torch.Tensor]:
+        return None if self.criterion is None else self.criterion.centroids.detach()
+
+    def validate(self) -> Outputs:
+        return run_model(self.model, self.val_loader, self.device, centroids=self.live_centroids())
+
+    def record_best(self, val: Outputs, acc: float) -> bool:
+        """Keep the weights and memory if ``acc`` beats the best so far (strict ``>``)."""
+        if acc <= self.best["acc"]:
+            return False
+        if self.criterion is not None:
+            self.model.set_memory(self.criterion.centroids)
+        self.best = {
+            "epoch": self.epoch, "acc": acc,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+        }
+        self.write_best(val, feature_means=None)
+        return True
+
+    def thresholds(self, val: Outputs, centroids: Optional[np.ndarray]) -> dict[str, float]:
+        scores = outlier_scores(val.logits, val.features, centroids, self._reach_scale())
+        chosen = choose_thresholds(scores, float(self.config["eval"]["val_keep"]))
+        chosen["open_threshold"] = float(self.config["eval"]["open_threshold"])
+        return chosen
+
+    def _reach_scale(self) -> float:
+        return float(getattr(self.model.classifier, "reach_scale", 10.0))
+
+    def write_best(self, val: Outputs, feature_means: Optional[torch.Tensor]) -> None:
+        """``best.pt`` from the best record; thresholds from the best model's val outputs."""
+        state = self.best["state_dict"]
+        centroids = state["centroids"] if self.model.stage == "oltr" else None
+        memory = centroids if centroids is not None else feature_means
+        if not dist_seam.is_main():
+            return
+        save_checkpoint({
+            "format": MODEL_FORMAT,
+            "config": copy.deepcopy(self.config),
+            "class_names": list(self.data.class_names),
+            "train_class_counts": [int(c) for c in self.data.train_counts],
+            "state_dict": state,
+            "centroids": centroids,
+            "feature_means": feature_means,
+            "epoch": int(self.best["epoch"]) + 1,
+            "best_acc": float(self.best["acc"]),
+            "thresholds": self.thresholds(val, None if memory is None else memory.numpy()),
+            "complete": feature_means is not None or self.model.stage == "oltr",
+        }, self.out_dir / BEST_NAME)
+
+    def write_last(self) -> None:
+        if not dist_seam.is_main():
+            return
+        state = {
+            "format": RESUME_FORMAT,
+            "config": copy.deepcopy(self.config),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "model_optimizer": self.model_opt.state_dict(),
+            "model_scheduler": self.model_sched.state_dict(),
+            "rng": capture_rng_state(),
+            "best": self.best,
+        }
+        if self.criterion is not None:
+            state.update(criterion=self.criterion.state_dict(),
+                         criterion_optimizer=self.crit_opt.state_dict(),
+                         criterion_scheduler=self.crit_sched.state_dict())
+        save_checkpoint(state, self.out_dir / LAST_NAME)
+
+    def finalise(self) -> None:
+        """Rewrite ``best.pt`` with the best weights' val thresholds; for the plain model also
+        the class means of its training features (its reachability score's centroids)."""
+        self.model.load_state_dict(self.best["state_dict"])
+        feature_means = None
+        if self.model.stage == "plain":
+            plain = eval_loader(self.config, self.data.train_plain, shard=True)
+            feature_means = global_class_means(self.model, plain, self.data.num_classes).cpu()
+        val = run_model(self.model, self.val_loader, self.device)
+        self.write_best(val, feature_means)
+
+
+def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = None) -> TrainResult:
+    """Train one stage as ``config`` says; see the module docstring.
+
+    Args:
+        config: a complete config (:func:`oltr.train.load_config`).
+        resume: continue from ``out_dir/last.pt`` if it exists (same config required, except
+            ``epochs``, ``progress``, ``device``, ``num_workers``); the result equals an
+            uninterrupted run's.
+        device: overrides ``config["device"]`` (``auto``, ``cpu``, ``cuda``).
+
+    Returns:
+        :class:`TrainResult`.
+    """
+    config = copy.deepcopy(config)
+    if device is not None:
+        config["device"] = device
+    run = _Run(config, resolve_device(config["device"]))
+    out_dir = run.out_dir
+    last = out_dir / LAST_NAME
+    if dist_seam.is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if resume and last.is_file():
+        run.resume_from(load_resume_state(last))
+        run.logger.log(event="resume", stage=run.model.stage, epoch=run.epoch)
+    else:
+        run.initialise()
+    history = []
+    start_epoch = run.epoch
+    while run.epoch < int(config["epochs"]):
+        started = time.perf_counter()
+        progress = run.train_epoch()
+        val = run.validate()
+        acc = float(np.mean(val.logits.argmax(1) == val.labels))
+        improved = run.record_best(val, acc)
+        record = {
+            "event": "epoch", "stage": run.model.stage, "epoch": run.epoch + 1,
+            "train_loss": progress.mean_loss, "train_acc": progress.accuracy, "val_top1": acc,
+            "best": improved, "lr_feat": run.model_opt.param_groups[0]["lr"],
+            "lr_classifier": run.model_opt.param_groups[1]["lr"],
+            "samples_per_s": progress.samples_per_s, "time_s": time.perf_counter() - started,
+        }
+        if run.crit_opt is not None:
+            record["lr_centroids"] = run.crit_opt.param_groups[0]["lr"]
+        run.epoch += 1
+        run.write_last()
+        run.logger.log(**record)
+        history.append(record)
+        dist_seam.barrier()
+    if run.best["state_dict"] is None:
+        raise CheckpointError(f"{str(last)!r} holds no trained epoch (epochs={config['epochs']})")
+    run.finalise()
+    dist_seam.barrier()
+    return TrainResult(
+        out_dir=out_dir, best_path=out_dir / BEST_NAME, best_epoch=int(run.best["epoch"]) + 1,
+        best_acc=float(run.best["acc"]), epochs_run=run.epoch - start_epoch, history=history,
+    )
