@@ -1,1 +1,220 @@
+//! Kernel tests against a naive scalar f64 implementation.
 
+use ndarray::{Array2, ArrayView2};
+
+use super::{pool, CentroidIndex, Engine, KernelError};
+
+/// Small deterministic generator (xorshift64*), uniform in [-1, 1) and ~normal.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        (v as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+    fn normal(&mut self) -> f32 {
+        (0..4).map(|_| self.uniform()).sum::<f32>() * 0.866
+    }
+    fn matrix(&mut self, rows: usize, cols: usize, scale: f32) -> Array2<f32> {
+        Array2::from_shape_fn((rows, cols), |_| self.normal() * scale)
+    }
+}
+
+/// Naive reference: every distance in f64 (sequential sum), stable sort, first k.
+fn naive(x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) -> Vec<Vec<(f64, i64)>> {
+    x.rows()
+        .into_iter()
+        .map(|xr| {
+            let mut all: Vec<(f64, i64)> = c
+                .rows()
+                .into_iter()
+                .enumerate()
+                .map(|(j, cr)| {
+                    let d2: f64 = xr.iter().zip(cr.iter()).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
+                    (d2.sqrt(), j as i64)
+                })
+                .collect();
+            all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            all.truncate(k);
+            all
+        })
+        .collect()
+}
+
+/// Checks `search` against the naive reference: distances to 1e-6 relative (1e-5 is the
+/// contract) and identical indices, except that among centroids whose exact distances agree
+/// to 1e-12 (f64 summation-order ties) any order is accepted.
+fn check(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) {
+    let (dist, idx) = index.search(x, k as i64).unwrap();
+    assert_eq!(dist.dim(), (x.nrows(), k));
+    let want = naive(x, c, k);
+    for (i, row) in want.iter().enumerate() {
+        for (col, &(d, j)) in row.iter().enumerate() {
+            let got_d = f64::from(dist[[i, col]]);
+            let rel = (got_d - d).abs() / d.max(1e-30);
+            assert!(rel <= 1e-6 || (got_d - d).abs() <= 1e-30, "row {i} col {col}: {got_d} vs {d}");
+            if idx[[i, col]] != j {
+                let alt = naive(x.slice(ndarray::s![i..i + 1, ..]), c, c.nrows())[0]
+                    .iter()
+                    .find(|e| e.1 == idx[[i, col]])
+                    .map(|e| e.0)
+                    .unwrap();
+                assert!((alt - d).abs() <= 1e-12 * d.max(1e-30), "row {i} col {col}: idx {} vs {j}", idx[[i, col]]);
+            }
+        }
+    }
+}
+
+fn engines() -> Vec<Engine> {
+    vec![Engine::Avx512Bf16, Engine::Portable]
+}
+
+#[test]
+fn random_odd_dims_both_engines() {
+    let mut rng = Rng(7);
+    for &(b, kc, d, k) in &[(37usize, 1000usize, 67usize, 5usize), (13, 300, 512, 1), (5, 64, 1, 3), (1, 17, 33, 17)] {
+        let c = rng.matrix(kc, d, 1.0);
+        let x = rng.matrix(b, d, 1.0);
+        for e in engines() {
+            let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+            check(&index, x.view(), c.view(), k);
+        }
+    }
+}
+
+#[test]
+fn duplicates_ties_and_queries_on_centroids() {
+    let mut rng = Rng(11);
+    let base = rng.matrix(40, 24, 3.0);
+    // Every centroid appears three times (rows j, j+40, j+80): exact ties.
+    let c = ndarray::concatenate![ndarray::Axis(0), base, base, base];
+    let x = ndarray::concatenate![ndarray::Axis(0), base.slice(ndarray::s![..10, ..]), rng.matrix(6, 24, 3.0)];
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        let (dist, idx) = index.search(x.view(), 7).unwrap();
+        for i in 0..10 {
+            assert_eq!(dist[[i, 0]], 0.0);
+            assert_eq!([idx[[i, 0]], idx[[i, 1]], idx[[i, 2]]], [i as i64, i as i64 + 40, i as i64 + 80]);
+        }
+        check(&index, x.view(), c.view(), 7);
+        check(&index, x.view(), c.view(), 120);
+    }
+}
+
+#[test]
+fn query_near_a_centroid_of_norm_25_is_exact() {
+    let mut rng = Rng(3);
+    let d = 512;
+    let mut c = rng.matrix(2000, d, 1.0);
+    for mut row in c.rows_mut() {
+        let n = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        row.mapv_inplace(|v| v * 25.0 / n);
+    }
+    // Queries 1e-3 from centroid 5i (random direction), plus near-ties between two centroids.
+    let mut x = Array2::<f32>::zeros((20, d));
+    for i in 0..20 {
+        let dir = rng.matrix(1, d, 1.0);
+        let n = dir.iter().map(|v| v * v).sum::<f32>().sqrt();
+        for l in 0..d {
+            x[[i, l]] = c[[5 * i, l]] + 1e-3 * dir[[0, l]] / n;
+        }
+    }
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        let (dist, idx) = index.search(x.view(), 3).unwrap();
+        let want = naive(x.view(), c.view(), 3);
+        for i in 0..20 {
+            assert_eq!(idx[[i, 0]], 5 * i as i64);
+            let rel = (f64::from(dist[[i, 0]]) - want[i][0].0).abs() / want[i][0].0;
+            assert!(rel <= 1e-5, "relative error {rel}");
+        }
+        let reach = index.reachability(x.view(), 10.0, 1e-6).unwrap();
+        assert!(reach.iter().all(|r| r.is_finite() && *r > 1000.0));
+    }
+}
+
+#[test]
+fn near_ties_inside_the_gemm_error_are_ranked_exactly() {
+    // Centroids on a sphere of radius 25 around the query, radii differing by 1e-6 relative:
+    // far below the GEMM-form error, so only the exact re-rank can order them.
+    let mut rng = Rng(5);
+    let d = 96;
+    let q = rng.matrix(1, d, 2.0);
+    let mut c = Array2::<f32>::zeros((300, d));
+    for j in 0..300 {
+        let dir = rng.matrix(1, d, 1.0);
+        let n = dir.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let radius = 25.0 * (1.0 + 1e-6 * ((j * 7919) % 300) as f32);
+        for l in 0..d {
+            c[[j, l]] = q[[0, l]] + radius * dir[[0, l]] / n;
+        }
+    }
+    let x = ndarray::concatenate![ndarray::Axis(0), q, q, q];
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        check(&index, x.view(), c.view(), 10);
+    }
+}
+
+#[test]
+fn parallel_split_matches_single_thread() {
+    let mut rng = Rng(13);
+    let c = rng.matrix(3001, 64, 1.0);
+    let x = rng.matrix(211, 64, 1.0);
+    let index = CentroidIndex::new(c.view()).unwrap();
+    pool::set_num_threads(3).unwrap();
+    let par = index.search(x.view(), 4).unwrap();
+    pool::set_num_threads(1).unwrap();
+    let single = index.search(x.view(), 4).unwrap();
+    assert_eq!(par, single);
+    check(&index, x.view(), c.view(), 4);
+}
+
+#[test]
+fn huge_norms_fall_back_to_exact_scan() {
+    let mut rng = Rng(17);
+    let c = rng.matrix(50, 8, 1e18);
+    let x = rng.matrix(4, 8, 1e18);
+    let index = CentroidIndex::new(c.view()).unwrap();
+    check(&index, x.view(), c.view(), 2);
+}
+
+#[test]
+fn shapes_k1_b1_empty_batch() {
+    let mut rng = Rng(19);
+    let c = rng.matrix(1, 5, 1.0);
+    let index = CentroidIndex::new(c.view()).unwrap();
+    check(&index, rng.matrix(1, 5, 1.0).view(), c.view(), 1);
+    let (dist, idx) = index.search(Array2::<f32>::zeros((0, 5)).view(), 1).unwrap();
+    assert_eq!((dist.dim(), idx.dim()), ((0, 1), (0, 1)));
+    assert_eq!(index.reachability(Array2::<f32>::zeros((0, 5)).view(), 1.0, 1e-6).unwrap().len(), 0);
+    // A non-contiguous query view.
+    let wide = rng.matrix(6, 10, 1.0);
+    let strided = wide.slice(ndarray::s![.., ..;2]);
+    check(&index, strided, c.view(), 1);
+}
+
+#[test]
+fn bad_inputs_are_rejected() {
+    let c = Array2::<f32>::ones((4, 3));
+    let index = CentroidIndex::new(c.view()).unwrap();
+    let x = Array2::<f32>::ones((2, 3));
+    assert!(matches!(index.search(x.view(), 0), Err(KernelError::BadK { .. })));
+    assert!(matches!(index.search(x.view(), 5), Err(KernelError::BadK { .. })));
+    assert!(matches!(index.search(Array2::<f32>::ones((2, 4)).view(), 1), Err(KernelError::DimMismatch { .. })));
+    let mut bad = x.clone();
+    bad[[1, 2]] = f32::NAN;
+    let err = index.search(bad.view(), 1).unwrap_err();
+    assert_eq!(err, KernelError::NonFinite { argument: "x", row: 1 });
+    assert!(err.to_string().contains('x'));
+    assert!(CentroidIndex::new(Array2::<f32>::zeros((0, 3)).view()).is_err());
+    let mut bad_c = c.clone();
+    bad_c[[0, 0]] = f32::INFINITY;
+    assert!(matches!(CentroidIndex::new(bad_c.view()), Err(KernelError::NonFinite { argument: "centroids", .. })));
+    assert!(index.reachability(x.view(), 1.0, 0.0).is_err());
+    assert!(index.reachability(x.view(), -1.0, 1e-6).is_err());
+    assert!(index.reachability(x.view(), 1.0, f64::NAN).is_err());
+}
