@@ -103,7 +103,7 @@ def aupr(known_scores, unknown_scores, positive: str = "unknown") -> float:
     ``positive="unknown"`` (AUPR-Out): unknown samples are the positives, ranked by the
     outlier score; ``positive="known"`` (AUPR-In): known samples are the positives,
     ranked by the negated score. Equals ``sklearn.metrics.average_precision_score``.
-    ``nan`` if there is no positive sample.
+    ``nan`` if either set is empty (without negatives the value is trivially 1).
     """
     k = as_scores(known_scores, "known_scores")
     u = as_scores(unknown_scores, "unknown_scores")
@@ -113,7 +113,7 @@ def aupr(known_scores, unknown_scores, positive: str = "unknown") -> float:
         pos, neg = -k, -u
     else:
         raise ValueError(f"positive must be 'unknown' or 'known', got {positive!r}")
-    if pos.size == 0:
+    if pos.size == 0 or neg.size == 0:
         return float("nan")
     # flag samples with score >= t, t descending == accept-curve of the negated scores
     _, tp, fp = _accept_curve(-pos, -neg, np.ones(pos.size))
