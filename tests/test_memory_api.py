@@ -258,15 +258,17 @@ def test_auto_routes_grad_inputs_to_torch_and_others_refuse(backend, data):
 # ---------------------------------------------------------------- threads
 @pytest.fixture
 def restore_threads():
-    saved = threads_module._configured
-    yield
-    threads_module._configured = saved
-    oltr.set_num_threads(threads_module.get_num_threads())
+    with threads_module.using_num_threads(threads_module.get_num_threads()):
+        yield
 
 
 def test_set_num_threads_applies_to_faiss_and_core(restore_threads):
     import faiss
 
+    torch_threads = torch.get_num_threads()
+    with threads_module.using_num_threads(1):
+        assert oltr.get_num_threads() == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == torch_threads
     oltr.set_num_threads(1)
     assert oltr.get_num_threads() == 1
     assert faiss.omp_get_max_threads() == 1

@@ -3,14 +3,18 @@
 The count is, in order of precedence: the last ``set_num_threads(n)``; the environment
 variable ``OLTR_NUM_THREADS``; ``torch.get_num_threads()``. It is applied to the Rust core's
 private pool and to FAISS (``faiss.omp_set_num_threads``) when each is loaded, and again on
-every ``set_num_threads`` call. The torch backend follows torch's own setting.
+every ``set_num_threads`` call. The torch backend follows torch's own setting; note that
+FAISS and torch share one OpenMP runtime in the usual wheels, so setting FAISS's count also
+changes ``torch.get_num_threads()``. ``using_num_threads(n)`` sets all three for a block and
+restores them afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 __all__ = [
     "ENV_VAR",
@@ -18,6 +22,7 @@ __all__ = [
     "apply_thread_count_to_faiss",
     "get_num_threads",
     "set_num_threads",
+    "using_num_threads",
 ]
 
 #: environment variable read for the default thread count.
@@ -81,3 +86,21 @@ def apply_thread_count_to_core(core: Any) -> None:
 def apply_thread_count_to_faiss(faiss: Any) -> None:
     """Give FAISS the current thread count."""
     faiss.omp_set_num_threads(get_num_threads())
+
+
+@contextlib.contextmanager
+def using_num_threads(n: int) -> Iterator[None]:
+    """Use ``n`` threads in the Rust core, FAISS and torch inside the block; restore after."""
+    global _configured
+    import torch
+
+    saved_torch, saved_configured = torch.get_num_threads(), _configured
+    torch.set_num_threads(_check_count(n, "n"))
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(saved_configured or saved_torch)
+        with _lock:
+            _configured = saved_configured
+        torch.set_num_threads(saved_torch)  # last: FAISS may share torch's OpenMP runtime
