@@ -175,6 +175,21 @@ def _backbone_options(backbone: str, feat: Mapping[str, Tensor], path: str) -> d
     return options
 
 
+def _mismatch(expected: Mapping[str, Tensor], found: Mapping[str, Tensor]) -> str:
+    """A short description of how ``found`` differs from ``expected`` ('' when it fits)."""
+    def listed(keys: list[str]) -> str:
+        return ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [f"{k} {tuple(found[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                if k in found and tuple(found[k].shape) != tuple(v.shape)]
+    parts = [f"{len(missing)} missing key(s) ({listed(missing)})" if missing else "",
+             f"{len(unexpected)} unexpected key(s) ({listed(unexpected)})" if unexpected else "",
+             f"{len(reshaped)} shape mismatch(es) ({listed(reshaped)})" if reshaped else ""]
+    return "; ".join(p for p in parts if p)
+
+
 def load_official(path: str | os.PathLike, backbone: str = "resnet10", **kw: Any):
     """A ready :class:`~oltr.OLTRModel` from an official checkpoint, in eval mode.
 
@@ -198,11 +213,10 @@ def load_official(path: str | os.PathLike, backbone: str = "resnet10", **kw: Any
                          use_fc_add="fc_add.weight" in ckpt.feat_model, **options)
     for name, module, state in (("feat_model", model.feat_model, ckpt.feat_model),
                                 ("classifier", model.classifier, ckpt.classifier)):
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as err:
-            raise CheckpointError(f"{ckpt.path}: its {name} does not fit backbone={backbone!r}: "
-                                  f"{' '.join(str(err).split())[:800]}") from err
+        problem = _mismatch(module.state_dict(), state)
+        if problem:
+            raise CheckpointError(f"{ckpt.path}: its {name} does not fit backbone={backbone!r}: {problem}")
+        module.load_state_dict(state, strict=True)
     if ckpt.centroids is not None:
         if tuple(ckpt.centroids.shape) != (num_classes, feat_dim):
             raise CheckpointError(f"{ckpt.path}: centroids have shape {tuple(ckpt.centroids.shape)}, expected "
