@@ -53,15 +53,19 @@ def fashion_lt() -> OpenLTData:
     ``scripts/build_fashion_lt.py`` from Debian's ``dataset-fashion-mnist``.
 
     * Known classes, labels 0–6, with 640/320/160/80/40/20/10 training images (an
-      exponential profile, imbalance 64): T-shirt/top, Trouser, Pullover, Dress, Shirt,
-      Sneaker, Ankle boot. Official shot groups (≥100 / ≤20): many = T-shirt, Trouser,
-      Pullover; medium = Dress, Shirt; few = Sneaker, Ankle boot. With the paper's rule
-      (>100 / <20) Sneaker (20) is medium.
+      exponential profile, imbalance 64): T-shirt/top, Trouser, Sneaker, Pullover,
+      Ankle boot, Dress, Shirt. Official shot groups (≥100 / ≤20): many = T-shirt,
+      Trouser, Sneaker; medium = Pullover, Ankle boot; few = Dress, Shirt. With the
+      paper's rule (>100 / <20) Dress (20) is medium. The few-shot classes are the ones
+      easily confused with a head class (Dress, Shirt vs T-shirt, Pullover), so a plain
+      model shows the usual many > medium > few drop; in Fashion-MNIST's own class order the tail would be the easy footwear.
     * Open set (label −1): Coat, Sandal, Bag — one near unknown (Coat resembles Pullover
       and Shirt), one in between (Sandal is footwear like Sneaker and Ankle boot) and
       one far (Bag). Holding out Coat *and* Shirt makes max-softmax AUROC ≈ 0.5
-      (they look like the known Pullover and T-shirt); this split gave MSP AUROC ≈ 0.70
-      with a small MLP, so detection is meaningful but not trivial.
+      (they look like the known Pullover and T-shirt); this split gave MSP AUROC ≈ 0.68
+      both with a small MLP and with a small CNN (10 epochs of plain cross-entropy:
+      top-1 many/medium/few 0.99 / 0.83 / 0.17), so detection is meaningful but not
+      trivial.
     * val: 20 per known class (from the training file, disjoint from train); test: 200
       per known class; open: 200 per unknown class (both from the test file).
 
