@@ -134,3 +134,19 @@ def test_works_with_dataloader(labels):
     assert len(batches) == 4 and all(len(b) == 8 for b in batches)
     # each batch holds 2 classes × 4
     assert all(len(torch.unique(b)) <= 2 for b in batches)
+
+
+def test_merge_shards_restores_input_order():
+    from oltr.data import merge_shards
+
+    n, w = 11, 3
+    shards = [np.asarray(list(ShardedSampler(n, shuffle=False, num_replicas=w, rank=r, pad=False))) * 10
+              for r in range(w)]
+    assert merge_shards(shards).tolist() == [10 * i for i in range(n)]
+    feats = [torch.from_numpy(np.stack([s, s], axis=1)).float() for s in shards]
+    merged = merge_shards(feats)
+    assert isinstance(merged, torch.Tensor) and merged[:, 0].tolist() == [10.0 * i for i in range(n)]
+    with pytest.raises(ValueError, match="strided split"):
+        merge_shards([np.zeros(2), np.zeros(4)])
+    with pytest.raises(ValueError, match="empty"):
+        merge_shards([])

@@ -5,7 +5,8 @@
 * :class:`ArrayDataset`, :func:`images_to_tensor` — uint8 arrays as float tensors.
 * :func:`longtail_counts`, :func:`make_longtail_split`, :func:`make_balanced_split`,
   :func:`make_open_split`, :func:`remap_labels` — seeded split builders.
-* :class:`ClassAwareSampler`, :class:`ShardedSampler` — seeded, DDP-sharded samplers.
+* :class:`ClassAwareSampler`, :class:`ShardedSampler` — seeded, DDP-sharded samplers;
+  :func:`merge_shards` puts per-rank outputs back in order.
 * :func:`shot_groups` — many / medium / few-shot classes (official or paper rule).
 
 Submodules that need torch are imported on first use, so ``oltr.data.shot_groups`` and
@@ -32,6 +33,7 @@ _LAZY = {
     "remap_labels": "oltr.data.splits",
     "ClassAwareSampler": "oltr.data.samplers",
     "ShardedSampler": "oltr.data.samplers",
+    "merge_shards": "oltr.data.samplers",
     "SHOT_RULES": "oltr.data.shots",
     "ShotGroups": "oltr.data.shots",
     "shot_groups": "oltr.data.shots",

@@ -9,12 +9,12 @@ sampler with ``num_replicas=1`` — a DDP run sees the same global batches as on
 from __future__ import annotations
 
 import math
-from typing import Iterator, Optional, Sized, Union
+from typing import Any, Iterator, Optional, Sequence, Sized, Union
 
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["ClassAwareSampler", "ShardedSampler"]
+__all__ = ["ClassAwareSampler", "ShardedSampler", "merge_shards"]
 
 
 def _replicas(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, int]:
@@ -197,3 +197,37 @@ class ShardedSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def merge_shards(shards: Sequence[Any]):
+    """Interleave per-rank outputs back into the global order of the sharded stream.
+
+    ``shards[r]`` holds rank ``r``'s outputs (numpy arrays or torch tensors, items along
+    axis 0) in the order its sampler yielded them; item ``j`` of rank ``r`` goes to global
+    position ``j·W + r``. With :class:`ShardedSampler` (``shuffle=False, pad=False``)
+    the result is in input order — how a sharded evaluation or prediction is put back
+    together after gathering (e.g. ``torch.distributed.all_gather_object``).
+
+    Raises:
+        ValueError: the shard lengths are not those of a strided split (rank ``r`` must
+            hold ``ceil((N - r) / W)`` items).
+    """
+    if len(shards) == 0:
+        raise ValueError("shards is empty")
+    w = len(shards)
+    lengths = [len(s) for s in shards]
+    n = sum(lengths)
+    expected = [len(range(r, n, w)) for r in range(w)]
+    if lengths != expected:
+        raise ValueError(f"shard lengths {lengths} are not a strided split of {n} items (expected {expected})")
+    if hasattr(shards[0], "detach"):  # torch tensors in, a tensor out
+        import torch
+
+        parts = [torch.as_tensor(s) for s in shards]
+        out = parts[0].new_empty((n, *parts[0].shape[1:]))
+    else:
+        parts = [np.asarray(s) for s in shards]
+        out = np.empty((n, *parts[0].shape[1:]), dtype=np.result_type(*parts))
+    for r, part in enumerate(parts):
+        out[r::w] = part
+    return out
