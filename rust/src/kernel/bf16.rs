@@ -18,33 +18,43 @@ pub const LANES: usize = 16;
 #[repr(C, align(64))]
 pub struct Row16(pub [u32; LANES]);
 
-/// bf16 with round-to-nearest-even; values below the smallest normal f32 become zero
-/// (the hardware treats bf16 denormals as zero, so the residual accounts for them).
-#[inline]
+/// bf16 with round-to-nearest-even; values below the smallest normal f32 become (signed)
+/// zero (the hardware treats bf16 denormals as zero, so the residual accounts for them).
+/// Branch-free so that loops over slices vectorise.
+#[inline(always)]
 pub fn to_bf16(v: f32) -> u16 {
     let bits = v.to_bits();
-    if v.abs() < f32::MIN_POSITIVE {
-        return ((bits >> 16) & 0x8000) as u16;
-    }
-    let lsb = (bits >> 16) & 1;
-    (bits.wrapping_add(0x7fff + lsb) >> 16) as u16
+    let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
+    let signed_zero = (bits >> 16) & 0x8000;
+    (if bits & 0x7fff_ffff < 0x0080_0000 { signed_zero } else { rounded }) as u16
 }
 
 /// The f32 value of a bf16.
-#[inline]
+#[inline(always)]
 pub fn from_bf16(h: u16) -> f32 {
     f32::from_bits(u32::from(h) << 16)
 }
 
+/// Rounds `v` to bf16 into `out` (same length) and returns `(‖v̂‖, ‖v − v̂‖)` in f64.
+pub fn round_with_norms(v: &[f32], out: &mut [u16]) -> (f64, f64) {
+    const L: usize = 8;
+    let (mut hat, mut res) = ([0.0f64; L], [0.0f64; L]);
+    for (vc, oc) in v.chunks(L).zip(out.chunks_mut(L)) {
+        for (l, (&a, o)) in vc.iter().zip(oc.iter_mut()).enumerate() {
+            *o = to_bf16(a);
+            let h = f64::from(from_bf16(*o));
+            hat[l] += h * h;
+            let r = f64::from(a) - h;
+            res[l] += r * r;
+        }
+    }
+    (hat.iter().sum::<f64>().sqrt(), res.iter().sum::<f64>().sqrt())
+}
+
 /// `(‖v̂‖, ‖v − v̂‖)` for the bf16 rounding v̂ of `v`, in f64.
 pub fn bf16_norms(v: &[f32]) -> (f64, f64) {
-    let (mut hat, mut res) = (0.0f64, 0.0f64);
-    for &a in v {
-        let h = f64::from(from_bf16(to_bf16(a)));
-        hat += h * h;
-        res += (f64::from(a) - h).powi(2);
-    }
-    (hat.sqrt(), res.sqrt())
+    let mut tmp = vec![0u16; v.len()];
+    round_with_norms(v, &mut tmp)
 }
 
 /// True when this CPU runs the AVX-512 BF16 kernel.
@@ -79,18 +89,16 @@ impl Bf16Centroids {
         let mut panels = vec![Row16::default(); num_panels * pairs];
         let mut norms = vec![Row16([f32::INFINITY.to_bits(); LANES]); num_panels];
         let (mut c_hat_max, mut c_residual_max) = (0.0f64, 0.0f64);
+        let mut hat = vec![0u16; 2 * pairs];
         for j in 0..num {
             let (p, lane) = (j / LANES, j % LANES);
-            let c = &rows[j * dim..(j + 1) * dim];
+            let (h, r) = round_with_norms(&rows[j * dim..(j + 1) * dim], &mut hat[..dim]);
             for q in 0..pairs {
-                let lo = to_bf16(c[2 * q]);
-                let hi = if 2 * q + 1 < dim { to_bf16(c[2 * q + 1]) } else { 0 };
-                panels[p * pairs + q].0[lane] = u32::from(lo) | (u32::from(hi) << 16);
+                panels[p * pairs + q].0[lane] = u32::from(hat[2 * q]) | (u32::from(hat[2 * q + 1]) << 16);
             }
             norms[p].0[lane] = (norms_sq[j] as f32).to_bits();
-            let (hat, res) = bf16_norms(c);
-            c_hat_max = c_hat_max.max(hat);
-            c_residual_max = c_residual_max.max(res);
+            c_hat_max = c_hat_max.max(h);
+            c_residual_max = c_residual_max.max(r);
         }
         Self { pairs, panels, norms, c_hat_max, c_residual_max }
     }
@@ -107,27 +115,51 @@ fn chunk_panels(pairs: usize) -> usize {
     if n >= 24 { n / 24 * 24 } else { n.max(1) }
 }
 
-/// Scans centroid panels `p0..p1` for the queries `states` (their rows of `data.x`),
-/// evaluating exactly every candidate under each query's threshold.
-///
-/// `c_norm_max` is `max_j ‖c_j‖`; `x_norms_sq[i]` is the exact `‖x_i‖²` of row i.
-pub fn scan(
+/// A block of queries packed for the bf16 pass (once per call, shared by its tasks):
+/// micro-groups of up to 12 rows as `[q][r]` bf16 pairs, and each row's margin.
+pub struct QueryPack {
+    /// `(first row in the block, live rows, MR variant, packed words)` per micro-group.
+    groups: Vec<(usize, usize, usize, Vec<u32>)>,
+    /// `E(x)` of each row of the block (see `margin.rs`).
+    margins: Vec<f64>,
+}
+
+/// The MR variant used for a micro-group of `rows` live queries.
+fn variant(rows: usize) -> usize {
+    match rows {
+        1 => 1,
+        2 => 2,
+        3..=4 => 4,
+        5..=8 => 8,
+        _ => 12,
+    }
+}
+
+/// Packs queries `q0..q1` of `data.x`; `x_norms_sq[i]` is the exact `‖x_i‖²`,
+/// `c_norm_max` is `max_j ‖c_j‖`.
+pub fn pack_queries(
     packed: &Bf16Centroids,
     data: &ExactData<'_>,
     c_norm_max: f64,
-    states: &mut [QueryState],
     x_norms_sq: &[f64],
-    p0: usize,
-    p1: usize,
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // Margins use the bf16 bound of each query.
-        let d = data.dim;
-        let pad_dim = 2 * packed.pairs;
-        for st in states.iter_mut() {
-            let x = &data.x[st.row * d..(st.row + 1) * d];
-            let (x_hat, x_residual) = bf16_norms(x);
+    q0: usize,
+    q1: usize,
+) -> QueryPack {
+    let (d, pairs) = (data.dim, packed.pairs);
+    let mut hat = vec![0u16; 2 * pairs];
+    let mut margins = Vec::with_capacity(q1 - q0);
+    let mut groups = Vec::new();
+    let mut start = q0;
+    while start < q1 {
+        let len = (q1 - start).min(12);
+        let mr = variant(len);
+        let mut words = vec![0u32; pairs * mr];
+        for r in 0..len {
+            let row = start + r;
+            let (x_hat, x_residual) = round_with_norms(&data.x[row * d..(row + 1) * d], &mut hat[..d]);
+            for q in 0..pairs {
+                words[q * mr + r] = u32::from(hat[2 * q]) | (u32::from(hat[2 * q + 1]) << 16);
+            }
             let n = Bf16Norms {
                 x_hat,
                 x_residual,
@@ -135,15 +167,29 @@ pub fn scan(
                 c_hat_max: packed.c_hat_max,
                 c_residual_max: packed.c_residual_max,
             };
-            let x_norm = x_norms_sq[st.row].sqrt();
-            st.set_margin(score_margin(dot_error_bf16(pad_dim, &n), x_norm, c_norm_max));
+            let x_norm = x_norms_sq[row].sqrt();
+            margins.push(score_margin(dot_error_bf16(2 * pairs, &n), x_norm, c_norm_max));
         }
+        groups.push((start - q0, len, mr, words));
+        start += len;
+    }
+    QueryPack { groups, margins }
+}
+
+/// Scans centroid panels `p0..p1` for the queries of `pack` (`states[i]` is row i of the
+/// block), evaluating exactly every candidate under each query's threshold.
+pub fn scan(packed: &Bf16Centroids, pack: &QueryPack, data: &ExactData<'_>, states: &mut [QueryState], p0: usize, p1: usize) {
+    for (st, &m) in states.iter_mut().zip(&pack.margins) {
+        st.set_margin(m);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
         // SAFETY: `available()` was checked when the index chose this engine.
-        unsafe { avx512::scan(packed, data, states, p0, p1) }
+        unsafe { avx512::scan(packed, pack, data, states, p0, p1) }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (packed, data, c_norm_max, states, x_norms_sq, p0, p1);
+        let _ = (packed, pack, data, states, p0, p1);
         unreachable!("the bf16 engine is only selected on x86_64");
     }
 }
@@ -153,22 +199,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::super::candidates::{ExactData, QueryState};
-    use super::{chunk_panels, to_bf16, Bf16Centroids, Row16, LANES};
-
-    /// Packs up to MR query rows as `[q][r]` bf16 pairs (missing rows are zero).
-    fn pack_group(data: &ExactData<'_>, rows: &[usize], mr: usize, pairs: usize, out: &mut Vec<u32>) {
-        let d = data.dim;
-        out.clear();
-        out.resize(pairs * mr, 0);
-        for (r, &row) in rows.iter().enumerate() {
-            let x = &data.x[row * d..(row + 1) * d];
-            for q in 0..pairs {
-                let lo = to_bf16(x[2 * q]);
-                let hi = if 2 * q + 1 < d { to_bf16(x[2 * q + 1]) } else { 0 };
-                out[q * mr + r] = u32::from(lo) | (u32::from(hi) << 16);
-            }
-        }
-    }
+    use super::{chunk_panels, Bf16Centroids, QueryPack, Row16, LANES};
 
     #[inline(always)]
     unsafe fn as_bh(v: __m512i) -> __m512bh {
@@ -202,10 +233,10 @@ mod avx512 {
             }
         }
         let minus_two = _mm512_set1_ps(-2.0);
-        for (r, st) in states.iter_mut().enumerate().take(MR) {
-            for p in 0..NP {
+        for (row, st) in acc.iter().zip(states.iter_mut()) {
+            for (p, dots) in row.iter().enumerate() {
                 let cn = _mm512_load_ps((*norms.add(p)).0.as_ptr().cast());
-                let v = _mm512_fmadd_ps(acc[r][p], minus_two, cn);
+                let v = _mm512_fmadd_ps(*dots, minus_two, cn);
                 let mut mask = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(st.t));
                 if mask != 0 {
                     let mut vals = [0.0f32; LANES];
@@ -214,7 +245,7 @@ mod avx512 {
                         let lane = mask.trailing_zeros() as usize;
                         mask &= mask - 1;
                         if vals[lane] <= st.t {
-                            st.consider(first_centroid + p * LANES + lane, data);
+                            st.offer(first_centroid + p * LANES + lane, vals[lane], data);
                         }
                     }
                 }
@@ -246,49 +277,26 @@ mod avx512 {
         }
     }
 
-    /// The MR variant used for a micro-group of `rows` live queries.
-    fn variant(rows: usize) -> usize {
-        match rows {
-            1 => 1,
-            2 => 2,
-            3..=4 => 4,
-            5..=8 => 8,
-            _ => 12,
-        }
-    }
-
     pub(super) unsafe fn scan(
         packed: &Bf16Centroids,
+        pack: &QueryPack,
         data: &ExactData<'_>,
         states: &mut [QueryState],
         p0: usize,
         p1: usize,
     ) {
-        let pairs = packed.pairs;
-        // Pack every micro-group of the block once.
-        let mut groups: Vec<(usize, usize, usize, Vec<u32>)> = Vec::new(); // (start, len, MR, data)
-        let mut start = 0;
-        while start < states.len() {
-            let len = (states.len() - start).min(12);
-            let mr = variant(len);
-            let rows: Vec<usize> = states[start..start + len].iter().map(|s| s.row).collect();
-            let mut buf = Vec::new();
-            pack_group(data, &rows, mr, pairs, &mut buf);
-            groups.push((start, len, mr, buf));
-            start += len;
-        }
-        let chunk = chunk_panels(pairs);
+        let chunk = chunk_panels(packed.pairs);
         let mut c0 = p0;
         while c0 < p1 {
             let c1 = (c0 + chunk).min(p1);
-            for (start, len, mr, buf) in &groups {
+            for (start, len, mr, words) in &pack.groups {
                 let st = &mut states[*start..*start + *len];
                 match mr {
-                    1 => group::<1, 8>(packed, buf, st, data, c0, c1),
-                    2 => group::<2, 8>(packed, buf, st, data, c0, c1),
-                    4 => group::<4, 6>(packed, buf, st, data, c0, c1),
-                    8 => group::<8, 3>(packed, buf, st, data, c0, c1),
-                    _ => group::<12, 2>(packed, buf, st, data, c0, c1),
+                    1 => group::<1, 8>(packed, words, st, data, c0, c1),
+                    2 => group::<2, 8>(packed, words, st, data, c0, c1),
+                    4 => group::<4, 6>(packed, words, st, data, c0, c1),
+                    8 => group::<8, 3>(packed, words, st, data, c0, c1),
+                    _ => group::<12, 2>(packed, words, st, data, c0, c1),
                 }
             }
             c0 = c1;

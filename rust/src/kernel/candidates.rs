@@ -1,7 +1,18 @@
-//! Per-query state of a scan: the exact running top-k and the candidate threshold.
+//! Per-query state of a scan: candidates under the threshold, and the exact running top-k.
+//!
+//! A centroid whose approximate score `v_j` passes the threshold `t` is buffered, not evaluated
+//! at once. Two thresholds are valid (each keeps every centroid of the true top-k, see
+//! `margin.rs`), and `t` is the smaller one:
+//! * from the scores: `kth(v) + 2·E` (the true k-th score is at most `kth(v) + E`);
+//! * from exact distances: `d²_k − ‖x‖² + E`, once k candidates were evaluated exactly.
+//!
+//! The buffer is evaluated exactly (keeping only entries still under `t`) when it outgrows its
+//! capacity and at the end, so memory stays O(k) per query whatever the data (even when
+//! thousands of centroids tie) and only about one to three exact distances are computed per
+//! query on ordinary data.
 
 use super::distance::squared_l2_f64;
-use super::margin::threshold;
+use super::margin::{threshold, threshold_from_score};
 use super::topk::{Hit, TopK};
 
 /// Row-major f32 data the exact re-rank reads: the query rows and the centroid rows.
@@ -18,14 +29,32 @@ pub struct QueryState {
     pub row: usize,
     /// Candidate threshold on the approximate score `v_j` (see `margin`).
     pub t: f32,
+    t_scores: f32,
+    t_exact: f32,
     x_norm_sq: f64,
     margin: f64,
-    pub best: TopK,
+    /// k smallest approximate scores seen (as `Hit { d2: v, .. }`).
+    scores: TopK,
+    /// Candidates not yet evaluated exactly: (score, centroid).
+    pending: Vec<(f32, u32)>,
+    capacity: usize,
+    best: TopK,
 }
 
 impl QueryState {
-    pub fn new(row: usize, k: usize, x_norm_sq: f64, margin: f64) -> Self {
-        Self { row, t: f32::MAX, x_norm_sq, margin, best: TopK::new(k) }
+    pub fn new(row: usize, k: usize, x_norm_sq: f64) -> Self {
+        Self {
+            row,
+            t: f32::MAX,
+            t_scores: f32::MAX,
+            t_exact: f32::MAX,
+            x_norm_sq,
+            margin: 0.0,
+            scores: TopK::new(k),
+            pending: Vec::new(),
+            capacity: 4 * k + 60,
+            best: TopK::new(k),
+        }
     }
 
     /// Sets the margin `E(x)` of the engine's candidate pass (before the scan starts).
@@ -33,15 +62,48 @@ impl QueryState {
         self.margin = margin;
     }
 
-    /// Evaluates centroid `j` exactly and keeps it if it enters the top-k; tightens `t`.
+    /// Takes centroid `j` with approximate score `v <= self.t` as a candidate.
     #[inline(never)]
-    pub fn consider(&mut self, j: usize, data: &ExactData<'_>) {
+    pub fn offer(&mut self, j: usize, v: f32, data: &ExactData<'_>) {
+        self.pending.push((v, j as u32));
+        if self.scores.push(Hit { d2: f64::from(v), idx: j as u32 }) && self.scores.is_full() {
+            let kth = self.scores.kth().map_or(f64::from(f32::MAX), |h| h.d2);
+            self.t_scores = threshold_from_score(kth, self.x_norm_sq, self.margin);
+            self.t = self.t_scores.min(self.t_exact);
+        }
+        if self.pending.len() > self.capacity {
+            self.flush(data);
+        }
+    }
+
+    /// Evaluates centroid `j` exactly (no candidate test).
+    #[inline]
+    pub fn evaluate(&mut self, j: usize, data: &ExactData<'_>) {
         let d = data.dim;
         let x = &data.x[self.row * d..(self.row + 1) * d];
         let c = &data.centroids[j * d..(j + 1) * d];
         let hit = Hit { d2: squared_l2_f64(x, c), idx: j as u32 };
         if self.best.push(hit) && self.best.is_full() {
-            self.t = threshold(self.best.kth().map(|h| h.d2), self.x_norm_sq, self.margin);
+            self.t_exact = threshold(self.best.kth().map(|h| h.d2), self.x_norm_sq, self.margin);
+            self.t = self.t_scores.min(self.t_exact);
         }
+    }
+
+    /// Evaluates exactly the pending candidates still under the threshold.
+    fn flush(&mut self, data: &ExactData<'_>) {
+        let mut pending = std::mem::take(&mut self.pending);
+        for &(v, j) in &pending {
+            if v <= self.t {
+                self.evaluate(j as usize, data);
+            }
+        }
+        pending.clear();
+        self.pending = pending;
+    }
+
+    /// Ends the scan: the exact top-k of the candidates.
+    pub fn finish(mut self, data: &ExactData<'_>) -> TopK {
+        self.flush(data);
+        self.best
     }
 }

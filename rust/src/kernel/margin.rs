@@ -4,8 +4,9 @@
 //! `‖x‖²`: `v_j = fl(‖c_j‖² − 2·x̂·ĉ_j)`, computed in f32 (x̂, ĉ are x, c themselves, or their
 //! bf16 roundings). If `|v_j − (‖c_j‖² − 2·x·c_j)| ≤ E(x)` for every j, then every centroid whose
 //! exact squared distance is at most the current exact k-th best `d²_k` satisfies
-//! `v_j ≤ d²_k − ‖x‖² + E(x)`. The kernel evaluates exactly every centroid under that threshold,
-//! so no centroid of the true top-k (ties included) can be skipped.
+//! `v_j ≤ d²_k − ‖x‖² + E(x)`, and also `v_j ≤ kth(v) + 2·E(x)`. The kernel evaluates exactly
+//! every centroid under the smaller threshold, so no centroid of the true top-k (ties
+//! included) can be skipped (`candidates.rs`).
 //!
 //! Bounds used (u = 2⁻²⁴, γ_n = n·u / (1 − n·u), any summation order, FMA or not):
 //! * f32 dot of length D: `|fl(x·c) − x·c| ≤ γ_D · ‖x‖ · ‖c‖`.
@@ -67,6 +68,17 @@ pub fn score_margin(dot_err: f64, x_norm: f64, c_norm_max: f64) -> f64 {
 pub fn threshold(kth_d2: Option<f64>, x_norm_sq: f64, margin: f64) -> f32 {
     let Some(kth) = kth_d2 else { return f32::MAX };
     let t = kth - x_norm_sq + margin + 1e-9 * (kth.abs() + x_norm_sq);
+    if t >= f64::from(f32::MAX) {
+        return f32::MAX;
+    }
+    let r = t as f32;
+    if f64::from(r) < t { r.next_up() } else { r }
+}
+
+/// The f32 threshold derived from the k-th smallest approximate score `kth_score` seen:
+/// `kth_score + 2·margin` (+ slack), rounded up, never +inf.
+pub fn threshold_from_score(kth_score: f64, x_norm_sq: f64, margin: f64) -> f32 {
+    let t = kth_score + 2.0 * margin + 1e-9 * (kth_score.abs() + x_norm_sq);
     if t >= f64::from(f32::MAX) {
         return f32::MAX;
     }

@@ -34,12 +34,12 @@ fn scan_impl(data: &ExactData<'_>, norms_f32: &[f32], states: &mut [QueryState],
         let c1 = (c0 + CHUNK).min(j1);
         for st in states.iter_mut() {
             let x = &data.x[st.row * d..(st.row + 1) * d];
-            for j in c0..c1 {
+            for (j, &norm) in norms_f32.iter().enumerate().take(c1).skip(c0) {
                 let dot = dot_f32(x, &data.centroids[j * d..(j + 1) * d]);
                 // 2·dot is exact; one rounding for the subtraction (covered by the margin).
-                let v = norms_f32[j] - 2.0 * dot;
+                let v = norm - 2.0 * dot;
                 if v <= st.t {
-                    st.consider(j, data);
+                    st.offer(j, v, data);
                 }
             }
         }
@@ -83,7 +83,7 @@ pub fn scan(
 pub fn scan_exact(data: &ExactData<'_>, states: &mut [QueryState], j0: usize, j1: usize) {
     for st in states.iter_mut() {
         for j in j0..j1 {
-            st.consider(j, data);
+            st.evaluate(j, data);
         }
     }
 }

@@ -78,23 +78,31 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
     let tasks: Vec<(usize, usize)> =
         (0..qblocks.len()).flat_map(|q| (0..ranges.len()).map(move |r| (q, r))).collect();
 
+    let pool = parallel.then(pool::pool).flatten();
+    let pack_block = |&(q0, q1): &(usize, usize)| match (pass, &index.packed) {
+        (Pass::Bf16, Some(packed)) => Some(bf16::pack_queries(packed, &data, index.c_norm_max, &x_norms_sq, q0, q1)),
+        _ => None,
+    };
+    let packs: Vec<Option<bf16::QueryPack>> = match &pool {
+        Some(pool) if qblocks.len() > 1 => pool.install(|| qblocks.par_iter().map(pack_block).collect()),
+        _ => qblocks.iter().map(pack_block).collect(),
+    };
+
     let run = |&(q, r): &(usize, usize)| -> Vec<TopK> {
         let (q0, q1) = qblocks[q];
         let (p0, p1) = ranges[r];
         let mut states: Vec<QueryState> =
-            (q0..q1).map(|row| QueryState::new(row, k, x_norms_sq[row], 0.0)).collect();
+            (q0..q1).map(|row| QueryState::new(row, k, x_norms_sq[row])).collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
-        match (pass, &index.packed) {
-            (Pass::Bf16, Some(packed)) => {
-                bf16::scan(packed, &data, index.c_norm_max, &mut states, &x_norms_sq, p0, p1)
-            }
-            (Pass::Exact, _) => portable::scan_exact(&data, &mut states, j0, j1),
+        match (pass, &index.packed, &packs[q]) {
+            (Pass::Bf16, Some(packed), Some(pack)) => bf16::scan(packed, pack, &data, &mut states, p0, p1),
+            (Pass::Exact, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
             _ => portable::scan(&data, &index.norms_f32, index.c_norm_max, &mut states, &x_norms_sq, j0, j1),
         }
-        states.into_iter().map(|s| s.best).collect()
+        states.into_iter().map(|s| s.finish(&data)).collect()
     };
 
-    let results: Vec<Vec<TopK>> = match parallel.then(pool::pool).flatten() {
+    let results: Vec<Vec<TopK>> = match &pool {
         Some(pool) => pool.install(|| tasks.par_iter().map(run).collect()),
         None => tasks.iter().map(run).collect(),
     };
