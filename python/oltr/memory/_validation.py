@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +36,7 @@ ArrayKind = Literal["numpy", "torch"]
 BACKEND_NAMES = ("auto", "rust", "faiss", "torch")
 
 _FLOAT_DTYPES = ("float32", "float64")
+_FLOAT_CHARS = "fd"  # numpy dtype.char of float32, float64
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -45,8 +47,6 @@ def is_torch_tensor(value: Any) -> bool:
 
 
 def _loaded_torch():
-    import sys
-
     return sys.modules.get("torch")
 
 
@@ -107,7 +107,7 @@ def _check_matrix_shape(shape: tuple[int, ...], name: str, dim: int | None) -> N
 def _as_numpy_float32(value: Any, name: str) -> np.ndarray:
     """numpy array (or array-like) -> float32 C-contiguous, copying only when needed."""
     array = np.asarray(value)
-    if array.dtype.name not in _FLOAT_DTYPES:
+    if array.dtype.char not in _FLOAT_CHARS:
         raise TypeError(f"{name} must be float32 or float64, got dtype {array.dtype}")
     return array
 
@@ -127,7 +127,7 @@ def _torch_float_tensor(value: Any, name: str, require_cpu: bool):
 
 
 def _check_finite(array: Any, name: str) -> None:
-    if is_torch_tensor(array):
+    if not isinstance(array, np.ndarray):
         torch = _loaded_torch()
         with torch.no_grad():
             finite = bool(torch.isfinite(array).all())
@@ -137,9 +137,9 @@ def _check_finite(array: Any, name: str) -> None:
         raise ValueError(f"{name} contains NaN or Inf (after conversion to float32)")
 
 
-def _convert(value: Any, name: str, kind: ArrayKind, require_cpu: bool):
+def _convert(value: Any, name: str, kind: ArrayKind, require_cpu: bool, is_torch: bool):
     """Convert to float32 of the given kind, once; keep the autograd graph for torch->torch."""
-    if is_torch_tensor(value):
+    if is_torch:
         tensor = _torch_float_tensor(value, name, require_cpu=require_cpu or kind == "numpy")
         if kind == "torch":
             return tensor.to(dtype=_loaded_torch().float32)
@@ -166,7 +166,7 @@ def prepare_centroids(centroids: Any, kind: ArrayKind, *, require_cpu: bool = Tr
         raise ValueError("centroids is empty: need at least one centroid (K >= 1)")
     if shape[1] == 0:
         raise ValueError("centroids has dimension D=0: need D >= 1")
-    converted = _convert(centroids, "centroids", kind, require_cpu)
+    converted = _convert(centroids, "centroids", kind, require_cpu, is_torch_tensor(centroids))
     _check_finite(converted, "centroids")
     return converted
 
@@ -180,17 +180,13 @@ def prepare_queries(x: Any, dim: int, kind: ArrayKind, *, require_cpu: bool = Tr
     as_torch = is_torch_tensor(x)
     shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
     _check_matrix_shape(shape, "x", dim)
-    converted = _convert(x, "x", kind, require_cpu)
+    converted = _convert(x, "x", kind, require_cpu, as_torch)
     _check_finite(converted, "x")
     return converted, as_torch
 
 
 def wrap_output(value: Any, as_torch: bool):
     """Return a backend result as a torch tensor (``as_torch``) or a numpy array."""
-    if is_torch_tensor(value):
-        return value if as_torch else value.detach().cpu().numpy()
-    if as_torch:
-        import torch
-
-        return torch.from_numpy(value)
-    return value
+    if isinstance(value, np.ndarray):
+        return _loaded_torch().from_numpy(value) if as_torch else value
+    return value if as_torch else value.detach().cpu().numpy()
