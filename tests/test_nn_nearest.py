@@ -85,6 +85,21 @@ def test_the_index_is_cached_until_the_centroids_change(fake_rust):
     assert len(fake_rust.built) == 4
 
 
+def test_copies_and_pickles_drop_the_cached_index(fake_rust):
+    import copy
+    import pickle
+
+    layer, x, centroids = _layer_and_data()
+    layer.eval()
+    with torch.no_grad():
+        expected, _ = layer(x, centroids)
+    assert layer.nearest.builds == 1
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert clone.nearest.builds == 0 and clone.nearest.backend == "auto"
+        with torch.no_grad():
+            torch.testing.assert_close(clone(x, centroids)[0], expected)
+
+
 def test_backend_choice():
     layer, x, centroids = _layer_and_data()
     with pytest.raises(ValueError, match="backend must be one of"):

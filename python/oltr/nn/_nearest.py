@@ -70,6 +70,14 @@ class NearestCentroid:
         self._source_key: Optional[tuple] = None
         self.builds = 0  # how many indexes were built (for tests and diagnostics)
 
+    def __getstate__(self) -> dict:
+        # the cached index (a Rust object) is neither copied nor pickled: it is rebuilt on use
+        return {"backend": self.backend}
+
+    def __setstate__(self, state: dict) -> None:
+        self.backend = state["backend"]
+        self.clear()
+
     def uses_rust(self, x: Tensor, centroids: Tensor) -> bool:
         """Whether ``__call__`` would answer with the Rust core for these tensors."""
         if self.backend == "torch":
