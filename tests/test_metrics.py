@@ -170,6 +170,14 @@ def test_predict_open_threshold_is_strict():
     assert reject_by_score([0, 0], msp_score(logits), -0.6).tolist() == [0, -1]
     with pytest.raises(ValueError, match="logits"):
         predict_open(np.zeros(3))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            predict_open(np.array([[0.0, 1.0], [bad, 0.0]]))
+    big = np.random.default_rng(0).normal(size=(9000, 3))  # more rows than one chunk
+    p, m = predict_open(torch.from_numpy(big).float(), 0.5)
+    e = np.exp(big - big.max(1, keepdims=True))
+    np.testing.assert_allclose(m, (e / e.sum(1, keepdims=True)).max(1), rtol=1e-6)
+    assert p.tolist() == np.where(m < 0.5, -1, big.argmax(1)).tolist()
 
 
 def test_macro_f1_matches_sklearn(rng):

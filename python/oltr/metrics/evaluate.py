@@ -7,11 +7,11 @@ import numpy as np
 
 from oltr.metrics._arrays import as_labels, as_scores
 from oltr.metrics.closed import macro_f1, shot_accuracy, top1_accuracy
+from oltr.metrics._logits import argmax_and_msp, per_row
 from oltr.metrics.official import (
     OFFICIAL_OPEN_THRESHOLD,
     open_set_accuracy,
     open_set_f_measure,
-    predict_open,
     reject_by_score,
 )
 from oltr.metrics.open_set import open_set_metrics, open_set_metrics_by_group
@@ -85,17 +85,20 @@ def evaluate(
         * for each ``reject_thresholds`` entry: ``reject.<s>.threshold`` and the
           :func:`rejection_metrics` keys under ``reject.<s>.``.
     """
+    from functools import partial
+
     from oltr.scores.logits import score_from_logits
 
     y = as_labels(labels, "labels")
-    preds_open, _ = predict_open(logits, open_threshold)
+    preds, msp = argmax_and_msp(logits)
     n = y.size
-    if preds_open.size != n:
-        raise ValueError(f"logits have {preds_open.size} rows, labels {n}")
+    if preds.size != n:
+        raise ValueError(f"logits have {preds.size} rows, labels {n}")
     counts = np.asarray(train_counts)
     if y.max(initial=-1) >= counts.size:
         raise ValueError(f"labels go up to {y.max()}, but train_counts has {counts.size} classes")
-    preds, _ = predict_open(logits, threshold=-np.inf)
+    preds_open = preds.copy()
+    preds_open[msp < open_threshold] = -1  # the official rule, as predict_open
     known = y != -1
     groups = dict(many_thr=many_thr, few_thr=few_thr, rule=rule)
     out: dict[str, float] = {
@@ -111,9 +114,10 @@ def evaluate(
     for k, v in rejection_metrics(preds_open, y, counts, **groups).items():
         out[f"official.{k}"] = v
 
+    names = list(logit_scores)
+    values = per_row(logits, [partial(score_from_logits, name) for name in names])
     all_scores: dict[str, np.ndarray] = {
-        name: as_scores(score_from_logits(name, np.asarray(_numpy(logits))), name)
-        for name in logit_scores
+        name: as_scores(v, name) for name, v in zip(names, values)
     }
     for name, s in (scores or {}).items():
         arr = as_scores(s, f"scores[{name!r}]")
@@ -139,8 +143,3 @@ def evaluate(
             out[f"reject.{name}.{k}"] = v
     return out
 
-
-def _numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)

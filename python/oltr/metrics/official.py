@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from oltr.metrics._arrays import as_labels, as_scores, nan_mean
+from oltr.metrics._logits import argmax_and_msp
 
 __all__ = [
     "OFFICIAL_OPEN_THRESHOLD",
@@ -19,20 +20,6 @@ __all__ = [
 ]
 
 OFFICIAL_OPEN_THRESHOLD = 0.1
-
-
-def _softmax_max(logits) -> tuple[np.ndarray, np.ndarray]:
-    if hasattr(logits, "detach"):
-        logits = logits.detach().cpu().numpy()
-    z = np.asarray(logits, dtype=np.float64)
-    if z.ndim != 2 or z.shape[1] == 0:
-        raise ValueError(f"logits must be (N, K) with K >= 1, got shape {z.shape}")
-    if not np.all(np.isfinite(z)):
-        raise ValueError("logits contain NaN or infinite values")
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    probs = e / e.sum(axis=1, keepdims=True)
-    return probs.argmax(axis=1).astype(np.int64), probs.max(axis=1)
 
 
 def predict_open(logits, threshold: float = OFFICIAL_OPEN_THRESHOLD) -> tuple[np.ndarray, np.ndarray]:
@@ -47,10 +34,10 @@ def predict_open(logits, threshold: float = OFFICIAL_OPEN_THRESHOLD) -> tuple[np
         threshold: max-softmax threshold (official 0.1).
 
     Returns:
-        ``(preds int64 (N,), max_prob float64 (N,))``.
+        ``(preds int64 (N,), max_prob float64 (N,))`` (computed in float64, in chunks of
+        rows, so a large logit matrix is never copied whole).
     """
-    preds, max_prob = _softmax_max(logits)
-    preds = preds.copy()
+    preds, max_prob = argmax_and_msp(logits)
     preds[max_prob < threshold] = -1
     return preds, max_prob
 

@@ -6,20 +6,32 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["as_float_tensor", "like_input"]
+__all__ = ["as_float_tensor", "checked_output", "like_input"]
 
 
-def as_float_tensor(value: Any, name: str, ndim: int) -> tuple[torch.Tensor, bool]:
-    """``(tensor, was_numpy)``; floats stay float32/float64, anything else → float32."""
+def as_float_tensor(
+    value: Any, name: str, ndim: int, check_finite: bool = True
+) -> tuple[torch.Tensor, bool]:
+    """``(tensor, was_numpy)``; floats stay float32/float64, anything else → float32.
+
+    ``check_finite=False`` skips the full NaN/inf scan; the caller then checks its
+    per-row result with :func:`checked_output`."""
     was_numpy = not isinstance(value, torch.Tensor)
     t = torch.tensor(np.asarray(value)) if was_numpy else value.detach()  # copy: read-only ok
     if t.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(t.shape)}")
     if not t.is_floating_point():
         t = t.to(torch.float32)
-    if not bool(torch.isfinite(t).all()):
+    if check_finite and not bool(torch.isfinite(t).all()):
         raise ValueError(f"{name} contains NaN or infinite values")
     return t, was_numpy
+
+
+def checked_output(value: torch.Tensor, name: str) -> torch.Tensor:
+    """``value`` if finite; else ``ValueError`` blaming the input ``name``."""
+    if not bool(torch.isfinite(value).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return value
 
 
 def like_input(value: torch.Tensor, was_numpy: bool):

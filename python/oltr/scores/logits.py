@@ -22,13 +22,14 @@ from typing import Any, Callable
 
 import torch
 
-from oltr.scores._tensor import as_float_tensor, like_input
+from oltr.scores._tensor import as_float_tensor, checked_output, like_input
 
 __all__ = ["LOGIT_SCORES", "energy_score", "max_logit_score", "msp_score", "score_from_logits"]
 
 
 def _logits(value: Any) -> tuple[torch.Tensor, bool]:
-    t, was_numpy = as_float_tensor(value, "logits", 2)
+    # NaN / +inf logits make every score below non-finite: the output is checked instead
+    t, was_numpy = as_float_tensor(value, "logits", 2, check_finite=False)
     if t.shape[1] == 0:
         raise ValueError("logits must have at least one class column")
     return t, was_numpy
@@ -38,13 +39,13 @@ def msp_score(logits):
     """``-max_k softmax(z)_k``: in ``[-1, -1/K]``; the official rejection ``msp < t``
     is ``msp_score > -t``."""
     z, np_in = _logits(logits)
-    return like_input(-torch.softmax(z, dim=1).amax(dim=1), np_in)
+    return like_input(checked_output(-torch.softmax(z, dim=1).amax(dim=1), "logits"), np_in)
 
 
 def max_logit_score(logits):
     """``-max_k z_k``."""
     z, np_in = _logits(logits)
-    return like_input(-z.amax(dim=1), np_in)
+    return like_input(checked_output(-z.amax(dim=1), "logits"), np_in)
 
 
 def energy_score(logits, temperature: float = 1.0):
@@ -52,7 +53,8 @@ def energy_score(logits, temperature: float = 1.0):
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     z, np_in = _logits(logits)
-    return like_input(-temperature * torch.logsumexp(z / temperature, dim=1), np_in)
+    score = -temperature * torch.logsumexp(z / temperature, dim=1)
+    return like_input(checked_output(score, "logits"), np_in)
 
 
 LOGIT_SCORES: dict[str, Callable[[Any], Any]] = {
