@@ -124,7 +124,7 @@ def test_faiss_options_validation(data):
         FaissOptions(index="lsh")
     with pytest.raises(ValueError, match="FaissOptions.ef_search"):
         FaissOptions(index="hnsw", ef_search=0)
-    with pytest.raises(ValueError, match="FaissOptions.nlist"):
+    with pytest.raises(ValueError, match="FaissOptions.nlist must be >= 1"):
         FaissOptions(index="ivf", nlist=0)
     with pytest.raises(ValueError, match="only valid with backend='faiss'"):
         CentroidIndex(c, backend="torch", faiss_options=FaissOptions(index="hnsw"))

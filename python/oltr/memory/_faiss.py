@@ -19,6 +19,7 @@ import torch
 
 from ._exact import gemm_tolerance, pair_distances, select_topk
 from ._torch import TorchBackend
+from ._validation import check_int
 from .threads import apply_thread_count_to_faiss
 
 __all__ = ["FaissBackend", "FaissOptions"]
@@ -49,21 +50,11 @@ class FaissOptions:
             raise ValueError(
                 f"FaissOptions.index must be 'flat', 'hnsw' or 'ivf', got {self.index!r}"
             )
-        for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"FaissOptions.{name} must be an integer >= 1, got {value!r}")
-        if self.nlist is not None and (
-            isinstance(self.nlist, bool) or not isinstance(self.nlist, (int, np.integer))
-            or self.nlist < 1
-        ):
-            raise ValueError(f"FaissOptions.nlist must be None or an integer >= 1, got {self.nlist!r}")
-        if isinstance(self.extra_candidates, bool) or not isinstance(
-            self.extra_candidates, (int, np.integer)
-        ) or self.extra_candidates < 0:
-            raise ValueError(
-                f"FaissOptions.extra_candidates must be an integer >= 0, got {self.extra_candidates!r}"
-            )
+        for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe", "extra_candidates"):
+            check_int(getattr(self, name), f"FaissOptions.{name}",
+                      0 if name == "extra_candidates" else 1)
+        if self.nlist is not None:
+            check_int(self.nlist, "FaissOptions.nlist", 1)
 
     @property
     def exact(self) -> bool:

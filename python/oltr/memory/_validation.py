@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import operator
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 import numpy as np
 
@@ -22,6 +22,7 @@ __all__ = [
     "BACKEND_NAMES",
     "check_backend_name",
     "check_eps",
+    "check_int",
     "check_k",
     "check_scale",
     "is_torch_tensor",
@@ -57,14 +58,22 @@ def check_backend_name(backend: Any) -> str:
     return backend
 
 
+def check_int(value: Any, name: str, minimum: Optional[int] = None) -> int:
+    """Return ``value`` as an int (>= ``minimum`` if given); TypeError for bool, float, ..."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
 def check_k(k: Any, num_classes: int) -> int:
     """Return ``k`` as an int with ``1 <= k <= num_classes``."""
-    if isinstance(k, bool):
-        raise TypeError(f"k must be an integer, got {k!r}")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise TypeError(f"k must be an integer, got {type(k).__name__}") from None
+    k = check_int(k, "k")
     if not 1 <= k <= num_classes:
         raise ValueError(f"k must satisfy 1 <= k <= K = {num_classes}, got k={k}")
     return k

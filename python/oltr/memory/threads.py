@@ -16,6 +16,8 @@ import sys
 import threading
 from typing import Any, Iterator, Optional
 
+from ._validation import check_int
+
 __all__ = [
     "ENV_VAR",
     "apply_thread_count_to_core",
@@ -32,20 +34,11 @@ _lock = threading.Lock()
 _configured: Optional[int] = None
 
 
-def _check_count(n: Any, name: str) -> int:
-    if isinstance(n, bool) or not hasattr(n, "__index__"):
-        raise TypeError(f"{name} must be an integer, got {n!r}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return n
-
-
 def _default_count() -> int:
     raw = os.environ.get(ENV_VAR)
     if raw is not None and raw.strip():
         try:
-            return _check_count(int(raw), ENV_VAR)
+            return check_int(int(raw), ENV_VAR, 1)
         except (TypeError, ValueError):
             raise ValueError(f"{ENV_VAR} must be an integer >= 1, got {raw!r}") from None
     import torch
@@ -62,7 +55,7 @@ def get_num_threads() -> int:
 def set_num_threads(n: int) -> None:
     """Use ``n >= 1`` threads in the Rust core and in FAISS from now on (process-wide)."""
     global _configured
-    n = _check_count(n, "n")
+    n = check_int(n, "n", 1)
     with _lock:
         _configured = n
     core = sys.modules.get("oltr._core")
@@ -95,7 +88,7 @@ def using_num_threads(n: int) -> Iterator[None]:
     import torch
 
     saved_torch, saved_configured = torch.get_num_threads(), _configured
-    torch.set_num_threads(_check_count(n, "n"))
+    torch.set_num_threads(check_int(n, "n", 1))
     set_num_threads(n)
     try:
         yield
