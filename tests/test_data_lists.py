@@ -128,3 +128,12 @@ def test_array_dataset_bad_input():
         ArrayDataset(np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="std must be positive"):
         images_to_tensor(np.zeros((1, 2, 2), np.uint8), std=[0.0])
+
+
+def test_write_image_list_rgb_and_mode_none(tmp_path):
+    rgb = np.random.default_rng(1).integers(0, 256, size=(2, 4, 5, 3), dtype=np.uint8)
+    lst = write_image_list(rgb, [0, 1], tmp_path, tmp_path / "rgb.txt", prefix="c")
+    img, label, _ = ListDataset(lst, tmp_path, mode=None)[1]
+    assert img.mode == "RGB" and np.array_equal(np.asarray(img), rgb[1]) and label == 1
+    with pytest.raises(ValueError, match="uint8"):
+        write_image_list(rgb.astype(np.float32), [0, 1], tmp_path, tmp_path / "bad.txt")
