@@ -292,3 +292,19 @@ def test_thread_count_default_and_errors(restore_threads, monkeypatch):
         oltr.set_num_threads(0)
     with pytest.raises(TypeError, match="n must be an integer"):
         oltr.set_num_threads(2.0)
+
+
+def test_missing_core_gives_build_hint_and_auto_falls_back(monkeypatch, data):
+    import sys
+
+    from oltr.memory import _rust
+
+    c, x = data
+    monkeypatch.setattr(_rust, "_core", None)
+    monkeypatch.setitem(sys.modules, "oltr._core", None)  # makes the import fail
+    with pytest.raises(ImportError, match="make install"):
+        CentroidIndex(c, backend="rust")
+    index = CentroidIndex(c)
+    assert index.backend == "faiss"
+    dist, idx = index.search(x, k=2)
+    assert dist.shape == (5, 2)

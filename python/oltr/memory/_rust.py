@@ -7,6 +7,7 @@ distances (GEMM-form candidates re-ranked exactly, ties by the lower index).
 """
 from __future__ import annotations
 
+import importlib
 import threading
 
 import numpy as np
@@ -28,7 +29,7 @@ def load_core():
     with _load_lock:
         if _core is None:
             try:
-                from oltr import _core as core
+                core = importlib.import_module("oltr._core")
             except ImportError as err:
                 raise ImportError(
                     "the Rust backend needs the compiled extension oltr._core; build it with "
