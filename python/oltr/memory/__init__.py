@@ -14,7 +14,7 @@ Backends: "rust" (``oltr._core``), "faiss" (:class:`FaissOptions` for HNSW / IVF
 """
 from __future__ import annotations
 
-from ._faiss import FaissOptions
+from .faiss_options import FaissOptions
 from ._validation import BACKEND_NAMES
 from .functional import nearest_centroids, reachability
 from .index import REACHABILITY_EPS, CentroidIndex

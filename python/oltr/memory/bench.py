@@ -409,8 +409,19 @@ def format_markdown(rows: Sequence[BenchRow], command: str = "", info: Optional[
     return "\n".join(lines) + "\n"
 
 
+def _passive_openmp() -> str:
+    """Ask OpenMP pools to sleep, not spin, when idle; effective only before they start."""
+    if "torch" in sys.modules or "faiss" in sys.modules:
+        return " (torch/faiss were loaded before the benchmark: whatever was set then)"
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return ""
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python benches/bench_memory.py [--quick] [--shapes 1x1e3,...] [--write FILE]``."""
+    """``python benches/bench_memory.py [--quick] [--shapes 1x1e3,...] [--write FILE]``.
+
+    ``argv`` None reads ``sys.argv`` (script use); ``oltr bench`` passes its own arguments.
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (3-5 per method)")
     parser.add_argument("--shapes", type=parse_shapes, default=list(DEFAULT_SHAPES),
@@ -421,6 +432,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="approximate faiss indexes to include: ivf, hnsw, both or none")
     parser.add_argument("--write", metavar="FILE", help="write the Markdown table to FILE")
     args = parser.parse_args(argv)
+    omp_note = _passive_openmp()
     approx = {"none": (), "both": ("ivf", "hnsw")}.get(args.approx, tuple(
         a for a in args.approx.split(",") if a))
     repeats, budget = (5, 0.4) if args.quick else (30, 1.5)
@@ -433,7 +445,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import oltr.memory as memory
 
     info = machine_info(args.threads or memory.get_num_threads())
-    command = " ".join(["python3", "benches/bench_memory.py", *(argv if argv is not None else sys.argv[1:])])
+    info["OMP_WAIT_POLICY"] += omp_note
+    if argv is None:  # run as a script
+        command = " ".join(["python3", *sys.argv])
+    else:  # called by `oltr bench`
+        command = " ".join(["oltr bench", *argv])
     text = format_markdown(rows, command=command, info=info)
     print(text)
     if args.write:

@@ -96,7 +96,7 @@ class CentroidIndex:
     def __init__(self, centroids: Any, backend: str = "auto", *, faiss_options: Any = None):
         backend = check_backend_name(backend)
         if faiss_options is not None:
-            from ._faiss import FaissOptions
+            from .faiss_options import FaissOptions
 
             if not isinstance(faiss_options, FaissOptions):
                 raise TypeError(
