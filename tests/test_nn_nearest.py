@@ -150,3 +150,14 @@ def test_rust_core_and_torch_path_give_the_same_logits(golden):
     with torch.no_grad():
         torch.testing.assert_close(layers["rust"](x, centroids)[0], layers["torch"](x, centroids)[0],
                                    atol=1e-4, rtol=1e-4)
+
+
+def test_half_precision_features_under_autocast():
+    layer, x, centroids = _layer_and_data()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, extras = layer(x.requires_grad_(True), centroids)
+    assert torch.isfinite(logits.float()).all()
+    reference, _ = layer(x, centroids)
+    torch.testing.assert_close(logits.float(), reference, atol=0.2, rtol=0.05)
+    logits.float().sum().backward()
+    assert x.grad is not None

@@ -99,7 +99,9 @@ class NearestCentroid:
         only, as in the official training where the classifier gets ``centroids.data``.
         """
         if not self.uses_rust(x, centroids):
-            dist, idx = _torch_nearest(x, centroids.detach())
+            # half-precision features (autocast) are measured in float32
+            query = x if x.dtype in (torch.float32, torch.float64) else x.float()
+            dist, idx = _torch_nearest(query, centroids.detach().to(query.dtype))
             return dist.to(x.dtype), idx
         index = self._index_for(centroids)
         dist, idx = index.search(x.detach().to(torch.float32), k=1)
