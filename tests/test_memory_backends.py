@@ -154,3 +154,37 @@ def test_faiss_approximate_distances_exact_for_returned_ids(kind):
     np.testing.assert_allclose(dist, np.take_along_axis(ref, idx, axis=1), rtol=1e-5, atol=1e-7)
     recall_at_1 = np.mean(idx[:, 0] == ref.argmin(axis=1))
     assert recall_at_1 >= 0.95  # well-separated clusters: both indexes find nearly all
+
+
+def test_faiss_approximate_rows_with_too_few_candidates_fall_back_to_exact():
+    """IVF visiting 1 of 8 cells cannot return k = K neighbours: those rows are answered
+    exactly instead of padding with FAISS's -1."""
+    rng = np.random.default_rng(4)
+    c = rng.standard_normal((400, 16)).astype(np.float32)
+    x = rng.standard_normal((10, 16)).astype(np.float32)
+    index = CentroidIndex(c, faiss_options=FaissOptions(index="ivf", nlist=8, nprobe=1))
+    dist, idx = index.search(x, k=400)
+    assert_matches_oracle(dist, idx, x, c, 400)
+
+
+def test_torch_backend_in_many_small_blocks(monkeypatch):
+    """Force the B-chunking and pair-blocking paths; results and gradients unchanged."""
+    from oltr.memory import _exact, _torch
+
+    rng = np.random.default_rng(8)
+    c = rng.standard_normal((50, 12)).astype(np.float32)
+    x = rng.standard_normal((23, 12)).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    dist_ref, idx_ref = oltr.nearest_centroids(xt, c, k=3, backend="torch")
+    dist_ref.sum().backward()
+    grad_ref = xt.grad.clone()
+
+    monkeypatch.setattr(_torch, "_SCORE_BLOCK_BYTES", 4 * 50 * 4)  # 4 queries per block
+    monkeypatch.setattr(_exact, "_PAIR_BLOCK_BYTES", 4 * 12 * 5)  # 5 pairs per block
+    xt.grad = None
+    dist, idx = oltr.nearest_centroids(xt, c, k=3, backend="torch")
+    dist.sum().backward()
+    assert_matches_oracle(dist.detach(), idx, x, c, 3)
+    torch.testing.assert_close(idx, idx_ref)
+    torch.testing.assert_close(dist, dist_ref)
+    torch.testing.assert_close(xt.grad, grad_ref)

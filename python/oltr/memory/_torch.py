@@ -7,6 +7,12 @@ tensor: for blocks of queries it scores all centroids with the GEMM form (one ``
 is within the GEMM error bound of the k-th best, and recomputes those candidates exactly with
 the official ``torch.norm`` formula (:mod:`._exact`). The returned distances carry the
 gradient of the exact distance when x (or the centroids) require grad.
+
+Memory beyond the inputs: one score block (64 MiB, or one row when a row is larger), its
+boolean mask, and the candidate pairs, which number about B_block·k unless many centroids
+tie within the GEMM error bound (worst case all K of a row: 16 bytes of indices per pair);
+exact distances are computed 32 MiB of differences at a time. With autograd on, the
+differences of the candidate pairs are kept for the backward pass.
 """
 from __future__ import annotations
 
