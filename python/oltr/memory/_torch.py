@@ -43,7 +43,12 @@ class TorchBackend:
             self._max_c_norm_sq = float(self._c_norm_sq.max())
 
     def search(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: float32 (B, D), B >= 1 -> (dist float32 (B, k) ascending, idx int64 (B, k))."""
+        """x: float32 (B, D), B >= 1 -> (dist float32 (B, k) ascending, idx int64 (B, k)).
+
+        x is moved to the centroids' device if it is elsewhere; results live there too.
+        """
+        if x.device != self._centroids.device:
+            x = x.to(self._centroids.device)
         num_classes = self._centroids.shape[0]
         block = max(1, _SCORE_BLOCK_BYTES // (4 * num_classes))
         if x.shape[0] <= block:

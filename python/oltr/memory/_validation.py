@@ -114,7 +114,7 @@ def _check_matrix_shape(shape: tuple[int, ...], name: str, dim: int | None) -> N
 
 
 def _as_numpy_float32(value: Any, name: str) -> np.ndarray:
-    """numpy array (or array-like) -> float32 C-contiguous, copying only when needed."""
+    """numpy array (or array-like) as an ndarray, checking that it is float32 or float64."""
     array = np.asarray(value)
     if array.dtype.char not in _FLOAT_CHARS:
         raise TypeError(f"{name} must be float32 or float64, got dtype {array.dtype}")
