@@ -35,11 +35,13 @@ import numpy as np
 __all__ = [
     "DEFAULT_SHAPES",
     "BenchRow",
+    "floor_seconds",
     "format_markdown",
     "machine_info",
     "main",
     "parse_shapes",
     "run_benchmark",
+    "summarize",
 ]
 
 DIM = 512
@@ -305,6 +307,17 @@ def _fmt_k(k: int) -> str:
     return f"1e{exp}" if 10**exp == k else str(k)
 
 
+def floor_seconds(batch: int, num_classes: int, dim: int = DIM) -> float:
+    """The machine floor of PERF_BASELINE.md: max(bytes of C / bandwidth, 2·B·K·D / peak).
+
+    Uses that file's measured limits of the 2-core Zen 4 box (116 GB/s from L2, 145 GB/s
+    from L3, 31 GB/s from DRAM, 210 GFLOP/s sgemm), for float32 centroids.
+    """
+    c_bytes = 4 * num_classes * dim
+    bandwidth = 116e9 if c_bytes <= (2 << 20) else 145e9 if c_bytes <= (32 << 20) else 31e9
+    return max(c_bytes / bandwidth, 2.0 * batch * num_classes * dim / 210e9)
+
+
 def summarize(rows: Sequence[BenchRow]) -> list[dict]:
     """One dict per shape: times by method, rust's queries/s and its ratios."""
     shapes: dict[tuple[int, int], dict] = {}
@@ -330,8 +343,37 @@ def summarize(rows: Sequence[BenchRow]) -> list[dict]:
             "rust_vs_sgemm": sgemm.seconds / rust_s if rust_s and sgemm and sgemm.seconds else None,
             "rust_vs_official": official.seconds / rust_s
             if rust_s and official and official.seconds else None,
+            "rust_over_floor": rust_s / floor_seconds(b, k) if rust_s else None,
         })
     return out
+
+
+def _target_lines(summary: Sequence[dict]) -> list[str]:
+    """Issue 2's targets, each with the shapes that miss it in this run."""
+    def shapes(pred, key):
+        return [f"{s['batch']} × {_fmt_k(s['num_classes'])} ({s[key]:.2f}×)"
+                for s in summary if s[key] is not None and pred(s)]
+
+    def line(text, misses):
+        return f"- {text}: " + ("met at every measured shape" if not misses
+                                else "missed at " + ", ".join(misses))
+
+    compute_bound = [s for s in summary if s["batch"] >= 1024]
+    return [
+        "",
+        "Targets of issue 2, checked on this run:",
+        "",
+        line("rust ≥ 1.2× the fastest peer", shapes(lambda s: s["rust_vs_fastest_peer"] < 1.2,
+                                                     "rust_vs_fastest_peer")),
+        line("rust never below 1.0× the fastest peer",
+             shapes(lambda s: s["rust_vs_fastest_peer"] < 1.0, "rust_vs_fastest_peer")),
+        line("rust ≥ 0.9× sgemm throughput at compute-bound shapes (B = 1024)",
+             shapes(lambda s: s in compute_bound and s["rust_vs_sgemm"] < 0.9, "rust_vs_sgemm")),
+        line("B = 1 within 1.3× of the floor",
+             shapes(lambda s: s["batch"] == 1 and s["rust_over_floor"] > 1.3, "rust_over_floor")),
+        line("rust ≥ 100× the official method at B ≥ 64 (where it runs)",
+             shapes(lambda s: s["batch"] >= 64 and s["rust_vs_official"] < 100, "rust_vs_official")),
+    ]
 
 
 def format_markdown(rows: Sequence[BenchRow], command: str = "", info: Optional[dict] = None) -> str:
@@ -356,8 +398,8 @@ def format_markdown(rows: Sequence[BenchRow], command: str = "", info: Optional[
         "N(0, 1) noise per coordinate.",
         "",
         "| B × K | " + " | ".join(methods) + " | rust queries/s | rust ÷ fastest peer | "
-        "rust ÷ sgemm | rust ÷ official |",
-        "|---|" + "---|" * (len(methods) + 4),
+        "rust ÷ sgemm | rust ÷ official | rust time ÷ floor |",
+        "|---|" + "---|" * (len(methods) + 5),
     ]
 
     def ratio(value):
@@ -372,14 +414,18 @@ def format_markdown(rows: Sequence[BenchRow], command: str = "", info: Optional[
             peer += f" ({s['fastest_peer']})"
         lines.append(
             f"| {s['batch']} × {_fmt_k(s['num_classes'])} | " + " | ".join(cells)
-            + f" | {qps} | {peer} | {ratio(s['rust_vs_sgemm'])} | {ratio(s['rust_vs_official'])} |"
+            + f" | {qps} | {peer} | {ratio(s['rust_vs_sgemm'])} | {ratio(s['rust_vs_official'])}"
+            + f" | {ratio(s['rust_over_floor'])} |"
         )
     lines += [
         "",
         "Ratios are speed-ups of rust (> 1 = rust faster): time of the other method ÷ time of "
         "rust. \"rust ÷ sgemm\" is rust's throughput as a fraction of a bare sgemm of the same "
-        "shape.",
+        "shape. \"rust time ÷ floor\" divides rust's time by the floor of PERF_BASELINE.md, "
+        "max(bytes of float32 C / bandwidth, 2·B·K·D / 210 GFLOP/s), from that file's measured "
+        "limits of this 2-core box (the Rust core may store C more compactly than float32).",
     ]
+    lines += _target_lines(summary)
     notes = sorted({f"{r.method} at {r.batch} × {_fmt_k(r.num_classes)}: {r.note}"
                     for r in rows if r.note})
     if notes:
