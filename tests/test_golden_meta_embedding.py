@@ -61,9 +61,11 @@ def test_hallucinator_and_distance_intermediates(golden, device):
     hallucinated = layer.fc_hallucinator(x)
     _close(hallucinated, g["mid.hallucinator_logits"], device)
     _close(torch.softmax(hallucinated, dim=1), g["mid.values_memory"], device)
-    # the official full distance matrix (our classifier only needs its minimum)
-    _close(torch.cdist(x, centroids, compute_mode="donot_use_mm_for_euclid_dist"), g["mid.dist_cur"], device)
-    _close(10.0 / torch.as_tensor(g["mid.dist_cur"]).min(dim=1).values.to(device), g["mid.reachability"], device)
+    # the official full distance matrix: the classifier needs only its row minimum and argmin
+    _, extras = layer(x, centroids)
+    dist_cur = torch.as_tensor(g["mid.dist_cur"])
+    _close(layer.reach_scale / extras.reachability, dist_cur.min(dim=1).values.numpy(), device)
+    assert torch.equal(extras.nearest.cpu(), dist_cur.argmin(dim=1))
 
 
 @pytest.mark.parametrize("device", DEVICES)
