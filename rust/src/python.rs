@@ -4,8 +4,8 @@
 //! views of them and allocates its outputs, which become NumPy arrays after re-attaching.
 //! Inputs must not be modified by another thread during a call.
 
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
 use numpy::ndarray::Ix2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
@@ -30,7 +30,8 @@ fn view2<'a>(
 ) -> Result<numpy::ndarray::ArrayView2<'a, f32>, KernelError> {
     let view = array.as_array();
     let ndim = view.ndim();
-    view.into_dimensionality::<Ix2>().map_err(|_| KernelError::BadNdim { argument, ndim })
+    view.into_dimensionality::<Ix2>()
+        .map_err(|_| KernelError::BadNdim { argument, ndim })
 }
 
 #[pymethods]
@@ -113,7 +114,14 @@ fn get_num_threads() -> usize {
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("build_profile", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+    m.add(
+        "build_profile",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     m.add_class::<PyCentroidIndex>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;

@@ -26,7 +26,11 @@ pub fn to_bf16(v: f32) -> u16 {
     let bits = v.to_bits();
     let rounded = bits.wrapping_add(0x7fff + ((bits >> 16) & 1)) >> 16;
     let signed_zero = (bits >> 16) & 0x8000;
-    (if bits & 0x7fff_ffff < 0x0080_0000 { signed_zero } else { rounded }) as u16
+    (if bits & 0x7fff_ffff < 0x0080_0000 {
+        signed_zero
+    } else {
+        rounded
+    }) as u16
 }
 
 /// The f32 value of a bf16.
@@ -48,7 +52,10 @@ pub fn round_with_norms(v: &[f32], out: &mut [u16]) -> (f64, f64) {
             res[l] += r * r;
         }
     }
-    (hat.iter().sum::<f64>().sqrt(), res.iter().sum::<f64>().sqrt())
+    (
+        hat.iter().sum::<f64>().sqrt(),
+        res.iter().sum::<f64>().sqrt(),
+    )
 }
 
 /// `(‖v̂‖, ‖v − v̂‖)` for the bf16 rounding v̂ of `v`, in f64.
@@ -61,7 +68,8 @@ pub fn bf16_norms(v: &[f32]) -> (f64, f64) {
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bf16")
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -94,13 +102,20 @@ impl Bf16Centroids {
             let (p, lane) = (j / LANES, j % LANES);
             let (h, r) = round_with_norms(&rows[j * dim..(j + 1) * dim], &mut hat[..dim]);
             for q in 0..pairs {
-                panels[p * pairs + q].0[lane] = u32::from(hat[2 * q]) | (u32::from(hat[2 * q + 1]) << 16);
+                panels[p * pairs + q].0[lane] =
+                    u32::from(hat[2 * q]) | (u32::from(hat[2 * q + 1]) << 16);
             }
             norms[p].0[lane] = (norms_sq[j] as f32).to_bits();
             c_hat_max = c_hat_max.max(h);
             c_residual_max = c_residual_max.max(r);
         }
-        Self { pairs, panels, norms, c_hat_max, c_residual_max }
+        Self {
+            pairs,
+            panels,
+            norms,
+            c_hat_max,
+            c_residual_max,
+        }
     }
 
     pub fn num_panels(&self) -> usize {
@@ -112,7 +127,11 @@ impl Bf16Centroids {
 fn chunk_panels(pairs: usize) -> usize {
     let bytes = pairs * 64;
     let n = (384 << 10) / bytes.max(1);
-    if n >= 24 { n / 24 * 24 } else { n.max(1) }
+    if n >= 24 {
+        n / 24 * 24
+    } else {
+        n.max(1)
+    }
 }
 
 /// A block of queries packed for the bf16 pass (once per call, shared by its tasks):
@@ -156,7 +175,8 @@ pub fn pack_queries(
         let mut words = vec![0u32; pairs * mr];
         for r in 0..len {
             let row = start + r;
-            let (x_hat, x_residual) = round_with_norms(&data.x[row * d..(row + 1) * d], &mut hat[..d]);
+            let (x_hat, x_residual) =
+                round_with_norms(&data.x[row * d..(row + 1) * d], &mut hat[..d]);
             for q in 0..pairs {
                 words[q * mr + r] = u32::from(hat[2 * q]) | (u32::from(hat[2 * q + 1]) << 16);
             }
@@ -168,7 +188,11 @@ pub fn pack_queries(
                 c_residual_max: packed.c_residual_max,
             };
             let x_norm = x_norms_sq[row].sqrt();
-            margins.push(score_margin(dot_error_bf16(2 * pairs, &n), x_norm, c_norm_max));
+            margins.push(score_margin(
+                dot_error_bf16(2 * pairs, &n),
+                x_norm,
+                c_norm_max,
+            ));
         }
         groups.push((start - q0, len, mr, words));
         start += len;
@@ -178,7 +202,14 @@ pub fn pack_queries(
 
 /// Scans centroid panels `p0..p1` for the queries of `pack` (`states[i]` is row i of the
 /// block), evaluating exactly every candidate under each query's threshold.
-pub fn scan(packed: &Bf16Centroids, pack: &QueryPack, data: &ExactData<'_>, states: &mut [QueryState], p0: usize, p1: usize) {
+pub fn scan(
+    packed: &Bf16Centroids,
+    pack: &QueryPack,
+    data: &ExactData<'_>,
+    states: &mut [QueryState],
+    p0: usize,
+    p1: usize,
+) {
     for (st, &m) in states.iter_mut().zip(&pack.margins) {
         st.set_margin(m);
     }
@@ -268,11 +299,27 @@ mod avx512 {
         let norms = packed.norms.as_ptr();
         let mut p = p0;
         while p + NP <= p1 {
-            micro::<MR, NP>(xg.as_ptr(), base.add(p * pairs), norms.add(p), pairs, p * LANES, states, data);
+            micro::<MR, NP>(
+                xg.as_ptr(),
+                base.add(p * pairs),
+                norms.add(p),
+                pairs,
+                p * LANES,
+                states,
+                data,
+            );
             p += NP;
         }
         while p < p1 {
-            micro::<MR, 1>(xg.as_ptr(), base.add(p * pairs), norms.add(p), pairs, p * LANES, states, data);
+            micro::<MR, 1>(
+                xg.as_ptr(),
+                base.add(p * pairs),
+                norms.add(p),
+                pairs,
+                p * LANES,
+                states,
+                data,
+            );
             p += 1;
         }
     }

@@ -66,7 +66,11 @@ impl QueryState {
     #[inline(never)]
     pub fn offer(&mut self, j: usize, v: f32, data: &ExactData<'_>) {
         self.pending.push((v, j as u32));
-        if self.scores.push(Hit { d2: f64::from(v), idx: j as u32 }) && self.scores.is_full() {
+        if self.scores.push(Hit {
+            d2: f64::from(v),
+            idx: j as u32,
+        }) && self.scores.is_full()
+        {
             let kth = self.scores.kth().map_or(f64::from(f32::MAX), |h| h.d2);
             self.t_scores = threshold_from_score(kth, self.x_norm_sq, self.margin);
             self.t = self.t_scores.min(self.t_exact);
@@ -82,7 +86,10 @@ impl QueryState {
         let d = data.dim;
         let x = &data.x[self.row * d..(self.row + 1) * d];
         let c = &data.centroids[j * d..(j + 1) * d];
-        let hit = Hit { d2: squared_l2_f64(x, c), idx: j as u32 };
+        let hit = Hit {
+            d2: squared_l2_f64(x, c),
+            idx: j as u32,
+        };
         if self.best.push(hit) && self.best.is_full() {
             self.t_exact = threshold(self.best.kth().map(|h| h.d2), self.x_norm_sq, self.margin);
             self.t = self.t_scores.min(self.t_exact);

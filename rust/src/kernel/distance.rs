@@ -39,7 +39,11 @@ pub fn squared_norm_f64(x: &[f32]) -> f64 {
             acc[l] += v * v;
         }
     }
-    let tail: f64 = xs.remainder().iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+    let tail: f64 = xs
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum();
     acc.iter().sum::<f64>() + tail
 }
 
@@ -52,7 +56,11 @@ mod tests {
         for d in [1usize, 3, 7, 8, 9, 17, 513] {
             let x: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin() * 25.0).collect();
             let c: Vec<f32> = (0..d).map(|i| (i as f32 * 0.11).cos() * 3.0).collect();
-            let naive: f64 = x.iter().zip(&c).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
+            let naive: f64 = x
+                .iter()
+                .zip(&c)
+                .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                .sum();
             assert!((squared_l2_f64(&x, &c) - naive).abs() <= 1e-12 * naive.max(1.0));
             let norm: f64 = x.iter().map(|&a| f64::from(a).powi(2)).sum();
             assert!((squared_norm_f64(&x) - norm).abs() <= 1e-12 * norm.max(1.0));
@@ -61,7 +69,9 @@ mod tests {
 
     #[test]
     fn near_point_distance_has_no_cancellation() {
-        let c: Vec<f32> = (0..512).map(|i| ((i * 7919 % 512) as f32 / 512.0 - 0.5) * 2.2).collect();
+        let c: Vec<f32> = (0..512)
+            .map(|i| ((i * 7919 % 512) as f32 / 512.0 - 0.5) * 2.2)
+            .collect();
         let mut x = c.clone();
         x[5] += 1e-3;
         let d = squared_l2_f64(&x, &c).sqrt();

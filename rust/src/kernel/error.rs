@@ -33,14 +33,20 @@ impl fmt::Display for KernelError {
                 write!(f, "{argument} must have at least one column (D >= 1)")
             }
             Self::BadNdim { argument, ndim } => {
-                write!(f, "{argument} must be 2-D (rows, D), got {ndim} dimension(s)")
+                write!(
+                    f,
+                    "{argument} must be 2-D (rows, D), got {ndim} dimension(s)"
+                )
             }
             Self::DimMismatch { expected, got } => write!(
                 f,
                 "x has {got} columns but the centroids have D = {expected}"
             ),
             Self::BadK { k, num_classes } => {
-                write!(f, "k must be in [1, {num_classes}] (the number of centroids), got {k}")
+                write!(
+                    f,
+                    "k must be in [1, {num_classes}] (the number of centroids), got {k}"
+                )
             }
             Self::NonFinite { argument, row } => {
                 write!(f, "{argument} contains NaN or Inf (first in row {row})")

@@ -20,7 +20,11 @@ pub enum Engine {
 impl Engine {
     /// The fastest engine this CPU supports.
     pub fn detect() -> Self {
-        if bf16::available() { Self::Avx512Bf16 } else { Self::Portable }
+        if bf16::available() {
+            Self::Avx512Bf16
+        } else {
+            Self::Portable
+        }
     }
 
     pub fn name(self) -> &'static str {
@@ -46,9 +50,16 @@ pub struct CentroidIndex {
 }
 
 /// Checks `x` is finite; `argument` names it in the error.
-pub(crate) fn check_finite(data: &[f32], dim: usize, argument: &'static str) -> Result<(), KernelError> {
+pub(crate) fn check_finite(
+    data: &[f32],
+    dim: usize,
+    argument: &'static str,
+) -> Result<(), KernelError> {
     match data.iter().position(|v| !v.is_finite()) {
-        Some(pos) => Err(KernelError::NonFinite { argument, row: pos / dim.max(1) }),
+        Some(pos) => Err(KernelError::NonFinite {
+            argument,
+            row: pos / dim.max(1),
+        }),
         None => Ok(()),
     }
 }
@@ -69,13 +80,18 @@ impl CentroidIndex {
 
     /// As [`CentroidIndex::new`] with an explicit engine (the bf16 engine falls back to
     /// the portable one on CPUs without AVX-512 BF16).
-    pub fn with_engine(centroids: ArrayView2<'_, f32>, engine: Engine) -> Result<Self, KernelError> {
+    pub fn with_engine(
+        centroids: ArrayView2<'_, f32>,
+        engine: Engine,
+    ) -> Result<Self, KernelError> {
         let (num, dim) = centroids.dim();
         if num == 0 {
             return Err(KernelError::EmptyCentroids);
         }
         if dim == 0 {
-            return Err(KernelError::ZeroDim { argument: "centroids" });
+            return Err(KernelError::ZeroDim {
+                argument: "centroids",
+            });
         }
         if u32::try_from(num).is_err() {
             return Err(KernelError::TooManyCentroids { num_classes: num });
@@ -85,12 +101,24 @@ impl CentroidIndex {
         let norms_sq: Vec<f64> = rows.chunks_exact(dim).map(squared_norm_f64).collect();
         let norms_f32 = norms_sq.iter().map(|&n| n as f32).collect();
         let c_norm_max = norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
-        let engine = if engine == Engine::Avx512Bf16 && !bf16::available() { Engine::Portable } else { engine };
+        let engine = if engine == Engine::Avx512Bf16 && !bf16::available() {
+            Engine::Portable
+        } else {
+            engine
+        };
         let packed = match engine {
             Engine::Avx512Bf16 => Some(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
             Engine::Portable => None,
         };
-        Ok(Self { num, dim, rows, norms_f32, c_norm_max, engine, packed })
+        Ok(Self {
+            num,
+            dim,
+            rows,
+            norms_f32,
+            c_norm_max,
+            engine,
+            packed,
+        })
     }
 
     /// Number of centroids K.
@@ -109,9 +137,15 @@ impl CentroidIndex {
     }
 
     /// Validates a query batch and returns it C-contiguous with its row count.
-    fn queries<'a>(&self, x: &'a ArrayView2<'a, f32>) -> Result<std::borrow::Cow<'a, [f32]>, KernelError> {
+    fn queries<'a>(
+        &self,
+        x: &'a ArrayView2<'a, f32>,
+    ) -> Result<std::borrow::Cow<'a, [f32]>, KernelError> {
         if x.ncols() != self.dim {
-            return Err(KernelError::DimMismatch { expected: self.dim, got: x.ncols() });
+            return Err(KernelError::DimMismatch {
+                expected: self.dim,
+                got: x.ncols(),
+            });
         }
         let data = contiguous(x);
         check_finite(&data, self.dim, "x")?;
@@ -121,9 +155,16 @@ impl CentroidIndex {
     /// The k nearest centroids of each row of `x` `(B, D)`: exact L2 distances (not squared)
     /// ascending `(B, k)` float32 and their indices `(B, k)` int64; equal distances are
     /// ordered by the lower index.
-    pub fn search(&self, x: ArrayView2<'_, f32>, k: i64) -> Result<(Array2<f32>, Array2<i64>), KernelError> {
+    pub fn search(
+        &self,
+        x: ArrayView2<'_, f32>,
+        k: i64,
+    ) -> Result<(Array2<f32>, Array2<i64>), KernelError> {
         let k_ok = usize::try_from(k).ok().filter(|&k| k >= 1 && k <= self.num);
-        let k = k_ok.ok_or(KernelError::BadK { k, num_classes: self.num })?;
+        let k = k_ok.ok_or(KernelError::BadK {
+            k,
+            num_classes: self.num,
+        })?;
         let data = self.queries(&x)?;
         let b = x.nrows();
         let hits = search_hits(self, &data, b, k);
@@ -139,15 +180,29 @@ impl CentroidIndex {
     }
 
     /// `scale / max(nearest exact L2 distance, eps)` per row of `x`, float32 `(B,)`.
-    pub fn reachability(&self, x: ArrayView2<'_, f32>, scale: f64, eps: f64) -> Result<Array1<f32>, KernelError> {
+    pub fn reachability(
+        &self,
+        x: ArrayView2<'_, f32>,
+        scale: f64,
+        eps: f64,
+    ) -> Result<Array1<f32>, KernelError> {
         if !(scale.is_finite() && scale > 0.0) {
-            return Err(KernelError::NotPositive { argument: "scale", value: scale });
+            return Err(KernelError::NotPositive {
+                argument: "scale",
+                value: scale,
+            });
         }
         if !(eps.is_finite() && eps > 0.0) {
-            return Err(KernelError::NotPositive { argument: "eps", value: eps });
+            return Err(KernelError::NotPositive {
+                argument: "eps",
+                value: eps,
+            });
         }
         let data = self.queries(&x)?;
         let hits = search_hits(self, &data, x.nrows(), 1);
-        Ok(hits.iter().map(|row| reachability_from_nearest(row[0].d2, scale, eps)).collect())
+        Ok(hits
+            .iter()
+            .map(|row| reachability_from_nearest(row[0].d2, scale, eps))
+            .collect())
     }
 }

@@ -72,7 +72,11 @@ pub fn threshold(kth_d2: Option<f64>, x_norm_sq: f64, margin: f64) -> f32 {
         return f32::MAX;
     }
     let r = t as f32;
-    if f64::from(r) < t { r.next_up() } else { r }
+    if f64::from(r) < t {
+        r.next_up()
+    } else {
+        r
+    }
 }
 
 /// The f32 threshold derived from the k-th smallest approximate score `kth_score` seen:
@@ -83,7 +87,11 @@ pub fn threshold_from_score(kth_score: f64, x_norm_sq: f64, margin: f64) -> f32 
         return f32::MAX;
     }
     let r = t as f32;
-    if f64::from(r) < t { r.next_up() } else { r }
+    if f64::from(r) < t {
+        r.next_up()
+    } else {
+        r
+    }
 }
 
 #[cfg(test)]

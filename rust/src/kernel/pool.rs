@@ -17,11 +17,16 @@ struct PoolState {
     pool: Option<Arc<ThreadPool>>,
 }
 
-static STATE: Mutex<PoolState> = Mutex::new(PoolState { requested: None, pool: None });
+static STATE: Mutex<PoolState> = Mutex::new(PoolState {
+    requested: None,
+    pool: None,
+});
 
 fn lock() -> MutexGuard<'static, PoolState> {
     // A panic while holding the lock cannot leave the state inconsistent: recover it.
-    STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn default_threads() -> usize {
@@ -34,7 +39,10 @@ fn default_threads() -> usize {
 
 /// Use `n >= 1` threads from the next kernel call on.
 pub fn set_num_threads(n: i64) -> Result<(), KernelError> {
-    let n = usize::try_from(n).ok().filter(|&n| n >= 1).ok_or(KernelError::BadThreads { n })?;
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|&n| n >= 1)
+        .ok_or(KernelError::BadThreads { n })?;
     lock().requested = Some(n);
     Ok(())
 }

@@ -27,7 +27,13 @@ fn dot_f32(x: &[f32], c: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn scan_impl(data: &ExactData<'_>, norms_f32: &[f32], states: &mut [QueryState], j0: usize, j1: usize) {
+fn scan_impl(
+    data: &ExactData<'_>,
+    norms_f32: &[f32],
+    states: &mut [QueryState],
+    j0: usize,
+    j1: usize,
+) {
     let d = data.dim;
     let mut c0 = j0;
     while c0 < j1 {
@@ -49,7 +55,13 @@ fn scan_impl(data: &ExactData<'_>, norms_f32: &[f32], states: &mut [QueryState],
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn scan_avx2(data: &ExactData<'_>, norms_f32: &[f32], states: &mut [QueryState], j0: usize, j1: usize) {
+unsafe fn scan_avx2(
+    data: &ExactData<'_>,
+    norms_f32: &[f32],
+    states: &mut [QueryState],
+    j0: usize,
+    j1: usize,
+) {
     scan_impl(data, norms_f32, states, j0, j1)
 }
 
@@ -65,11 +77,16 @@ pub fn scan(
 ) {
     for st in states.iter_mut() {
         let x_norm = x_norms_sq[st.row].sqrt();
-        st.set_margin(score_margin(dot_error_f32(data.dim, x_norm, c_norm_max), x_norm, c_norm_max));
+        st.set_margin(score_margin(
+            dot_error_f32(data.dim, x_norm, c_norm_max),
+            x_norm,
+            c_norm_max,
+        ));
     }
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the features were just detected.
             unsafe { scan_avx2(data, norms_f32, states, j0, j1) };
             return;

@@ -14,7 +14,10 @@ mod tests {
 
     #[test]
     fn zero_distance_uses_eps_and_stays_finite() {
-        assert_eq!(reachability_from_nearest(0.0, 10.0, 1e-6), (10.0f64 / 1e-6) as f32);
+        assert_eq!(
+            reachability_from_nearest(0.0, 10.0, 1e-6),
+            (10.0f64 / 1e-6) as f32
+        );
         assert_eq!(reachability_from_nearest(4.0, 10.0, 1e-6), 5.0);
         assert!(reachability_from_nearest(0.0, 1e30, 1e-30).is_finite());
     }

@@ -33,7 +33,9 @@ enum Pass {
 /// Splits `n` items into `parts` nearly equal ranges.
 fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
     let parts = parts.clamp(1, n.max(1));
-    (0..parts).map(|i| (i * n / parts, (i + 1) * n / parts)).collect()
+    (0..parts)
+        .map(|i| (i * n / parts, (i + 1) * n / parts))
+        .collect()
 }
 
 /// Query block size for `b` queries: at most QUERY_BLOCK, a multiple of 12 when split.
@@ -61,7 +63,11 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
             Engine::Portable => Pass::Portable,
         }
     };
-    let data = ExactData { x, centroids: &index.rows, dim };
+    let data = ExactData {
+        x,
+        centroids: &index.rows,
+        dim,
+    };
     let panels = index.num.div_ceil(LANES);
 
     let threads = pool::num_threads();
@@ -75,29 +81,50 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
     } else {
         vec![(0, panels)]
     };
-    let tasks: Vec<(usize, usize)> =
-        (0..qblocks.len()).flat_map(|q| (0..ranges.len()).map(move |r| (q, r))).collect();
+    let tasks: Vec<(usize, usize)> = (0..qblocks.len())
+        .flat_map(|q| (0..ranges.len()).map(move |r| (q, r)))
+        .collect();
 
     let pool = parallel.then(pool::pool).flatten();
     let pack_block = |&(q0, q1): &(usize, usize)| match (pass, &index.packed) {
-        (Pass::Bf16, Some(packed)) => Some(bf16::pack_queries(packed, &data, index.c_norm_max, &x_norms_sq, q0, q1)),
+        (Pass::Bf16, Some(packed)) => Some(bf16::pack_queries(
+            packed,
+            &data,
+            index.c_norm_max,
+            &x_norms_sq,
+            q0,
+            q1,
+        )),
         _ => None,
     };
     let packs: Vec<Option<bf16::QueryPack>> = match &pool {
-        Some(pool) if qblocks.len() > 1 => pool.install(|| qblocks.par_iter().map(pack_block).collect()),
+        Some(pool) if qblocks.len() > 1 => {
+            pool.install(|| qblocks.par_iter().map(pack_block).collect())
+        }
         _ => qblocks.iter().map(pack_block).collect(),
     };
 
     let run = |&(q, r): &(usize, usize)| -> Vec<TopK> {
         let (q0, q1) = qblocks[q];
         let (p0, p1) = ranges[r];
-        let mut states: Vec<QueryState> =
-            (q0..q1).map(|row| QueryState::new(row, k, x_norms_sq[row])).collect();
+        let mut states: Vec<QueryState> = (q0..q1)
+            .map(|row| QueryState::new(row, k, x_norms_sq[row]))
+            .collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
         match (pass, &index.packed, &packs[q]) {
-            (Pass::Bf16, Some(packed), Some(pack)) => bf16::scan(packed, pack, &data, &mut states, p0, p1),
+            (Pass::Bf16, Some(packed), Some(pack)) => {
+                bf16::scan(packed, pack, &data, &mut states, p0, p1)
+            }
             (Pass::Exact, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
-            _ => portable::scan(&data, &index.norms_f32, index.c_norm_max, &mut states, &x_norms_sq, j0, j1),
+            _ => portable::scan(
+                &data,
+                &index.norms_f32,
+                index.c_norm_max,
+                &mut states,
+                &x_norms_sq,
+                j0,
+                j1,
+            ),
         }
         states.into_iter().map(|s| s.finish(&data)).collect()
     };
@@ -127,5 +154,7 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
 
 /// `[start, end)` query blocks of `block` rows covering `b`.
 fn split_blocks(b: usize, block: usize) -> Vec<(usize, usize)> {
-    (0..b.div_ceil(block)).map(|i| (i * block, ((i + 1) * block).min(b))).collect()
+    (0..b.div_ceil(block))
+        .map(|i| (i * block, ((i + 1) * block).min(b)))
+        .collect()
 }

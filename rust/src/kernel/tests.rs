@@ -33,7 +33,11 @@ fn naive(x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) -> Vec<Vec<(f
                 .into_iter()
                 .enumerate()
                 .map(|(j, cr)| {
-                    let d2: f64 = xr.iter().zip(cr.iter()).map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2)).sum();
+                    let d2: f64 = xr
+                        .iter()
+                        .zip(cr.iter())
+                        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+                        .sum();
                     (d2.sqrt(), j as i64)
                 })
                 .collect();
@@ -55,14 +59,21 @@ fn check(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, 
         for (col, &(d, j)) in row.iter().enumerate() {
             let got_d = f64::from(dist[[i, col]]);
             let rel = (got_d - d).abs() / d.max(1e-30);
-            assert!(rel <= 1e-6 || (got_d - d).abs() <= 1e-30, "row {i} col {col}: {got_d} vs {d}");
+            assert!(
+                rel <= 1e-6 || (got_d - d).abs() <= 1e-30,
+                "row {i} col {col}: {got_d} vs {d}"
+            );
             if idx[[i, col]] != j {
                 let alt = naive(x.slice(ndarray::s![i..i + 1, ..]), c, c.nrows())[0]
                     .iter()
                     .find(|e| e.1 == idx[[i, col]])
                     .map(|e| e.0)
                     .unwrap();
-                assert!((alt - d).abs() <= 1e-12 * d.max(1e-30), "row {i} col {col}: idx {} vs {j}", idx[[i, col]]);
+                assert!(
+                    (alt - d).abs() <= 1e-12 * d.max(1e-30),
+                    "row {i} col {col}: idx {} vs {j}",
+                    idx[[i, col]]
+                );
             }
         }
     }
@@ -75,7 +86,12 @@ fn engines() -> Vec<Engine> {
 #[test]
 fn random_odd_dims_both_engines() {
     let mut rng = Rng(7);
-    for &(b, kc, d, k) in &[(37usize, 1000usize, 67usize, 5usize), (13, 300, 512, 1), (5, 64, 1, 3), (1, 17, 33, 17)] {
+    for &(b, kc, d, k) in &[
+        (37usize, 1000usize, 67usize, 5usize),
+        (13, 300, 512, 1),
+        (5, 64, 1, 3),
+        (1, 17, 33, 17),
+    ] {
         let c = rng.matrix(kc, d, 1.0);
         let x = rng.matrix(b, d, 1.0);
         for e in engines() {
@@ -91,13 +107,20 @@ fn duplicates_ties_and_queries_on_centroids() {
     let base = rng.matrix(40, 24, 3.0);
     // Every centroid appears three times (rows j, j+40, j+80): exact ties.
     let c = ndarray::concatenate![ndarray::Axis(0), base, base, base];
-    let x = ndarray::concatenate![ndarray::Axis(0), base.slice(ndarray::s![..10, ..]), rng.matrix(6, 24, 3.0)];
+    let x = ndarray::concatenate![
+        ndarray::Axis(0),
+        base.slice(ndarray::s![..10, ..]),
+        rng.matrix(6, 24, 3.0)
+    ];
     for e in engines() {
         let index = CentroidIndex::with_engine(c.view(), e).unwrap();
         let (dist, idx) = index.search(x.view(), 7).unwrap();
         for i in 0..10 {
             assert_eq!(dist[[i, 0]], 0.0);
-            assert_eq!([idx[[i, 0]], idx[[i, 1]], idx[[i, 2]]], [i as i64, i as i64 + 40, i as i64 + 80]);
+            assert_eq!(
+                [idx[[i, 0]], idx[[i, 1]], idx[[i, 2]]],
+                [i as i64, i as i64 + 40, i as i64 + 80]
+            );
         }
         check(&index, x.view(), c.view(), 7);
         check(&index, x.view(), c.view(), 120);
@@ -188,9 +211,17 @@ fn shapes_k1_b1_empty_batch() {
     let c = rng.matrix(1, 5, 1.0);
     let index = CentroidIndex::new(c.view()).unwrap();
     check(&index, rng.matrix(1, 5, 1.0).view(), c.view(), 1);
-    let (dist, idx) = index.search(Array2::<f32>::zeros((0, 5)).view(), 1).unwrap();
+    let (dist, idx) = index
+        .search(Array2::<f32>::zeros((0, 5)).view(), 1)
+        .unwrap();
     assert_eq!((dist.dim(), idx.dim()), ((0, 1), (0, 1)));
-    assert_eq!(index.reachability(Array2::<f32>::zeros((0, 5)).view(), 1.0, 1e-6).unwrap().len(), 0);
+    assert_eq!(
+        index
+            .reachability(Array2::<f32>::zeros((0, 5)).view(), 1.0, 1e-6)
+            .unwrap()
+            .len(),
+        0
+    );
     // A non-contiguous query view.
     let wide = rng.matrix(6, 10, 1.0);
     let strided = wide.slice(ndarray::s![.., ..;2]);
@@ -202,18 +233,39 @@ fn bad_inputs_are_rejected() {
     let c = Array2::<f32>::ones((4, 3));
     let index = CentroidIndex::new(c.view()).unwrap();
     let x = Array2::<f32>::ones((2, 3));
-    assert!(matches!(index.search(x.view(), 0), Err(KernelError::BadK { .. })));
-    assert!(matches!(index.search(x.view(), 5), Err(KernelError::BadK { .. })));
-    assert!(matches!(index.search(Array2::<f32>::ones((2, 4)).view(), 1), Err(KernelError::DimMismatch { .. })));
+    assert!(matches!(
+        index.search(x.view(), 0),
+        Err(KernelError::BadK { .. })
+    ));
+    assert!(matches!(
+        index.search(x.view(), 5),
+        Err(KernelError::BadK { .. })
+    ));
+    assert!(matches!(
+        index.search(Array2::<f32>::ones((2, 4)).view(), 1),
+        Err(KernelError::DimMismatch { .. })
+    ));
     let mut bad = x.clone();
     bad[[1, 2]] = f32::NAN;
     let err = index.search(bad.view(), 1).unwrap_err();
-    assert_eq!(err, KernelError::NonFinite { argument: "x", row: 1 });
+    assert_eq!(
+        err,
+        KernelError::NonFinite {
+            argument: "x",
+            row: 1
+        }
+    );
     assert!(err.to_string().contains('x'));
     assert!(CentroidIndex::new(Array2::<f32>::zeros((0, 3)).view()).is_err());
     let mut bad_c = c.clone();
     bad_c[[0, 0]] = f32::INFINITY;
-    assert!(matches!(CentroidIndex::new(bad_c.view()), Err(KernelError::NonFinite { argument: "centroids", .. })));
+    assert!(matches!(
+        CentroidIndex::new(bad_c.view()),
+        Err(KernelError::NonFinite {
+            argument: "centroids",
+            ..
+        })
+    ));
     assert!(index.reachability(x.view(), 1.0, 0.0).is_err());
     assert!(index.reachability(x.view(), -1.0, 1e-6).is_err());
     assert!(index.reachability(x.view(), 1.0, f64::NAN).is_err());

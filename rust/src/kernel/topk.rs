@@ -35,7 +35,10 @@ pub struct TopK {
 impl TopK {
     /// An empty top-k; `k >= 1`.
     pub fn new(k: usize) -> Self {
-        Self { k, heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1) }
+        Self {
+            k,
+            heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1),
+        }
     }
 
     /// True once k hits are held.
@@ -47,7 +50,11 @@ impl TopK {
     /// The current k-th best hit (the worst kept), if full.
     #[inline]
     pub fn kth(&self) -> Option<Hit> {
-        if self.is_full() { self.heap.peek().copied() } else { None }
+        if self.is_full() {
+            self.heap.peek().copied()
+        } else {
+            None
+        }
     }
 
     /// Offers a hit; returns true when it was kept.
@@ -95,7 +102,12 @@ mod tests {
 
     #[test]
     fn merge_equals_single_pass() {
-        let hits: Vec<Hit> = (0..50u32).map(|i| Hit { d2: f64::from((i * 37) % 11), idx: i }).collect();
+        let hits: Vec<Hit> = (0..50u32)
+            .map(|i| Hit {
+                d2: f64::from((i * 37) % 11),
+                idx: i,
+            })
+            .collect();
         let mut whole = TopK::new(7);
         hits.iter().for_each(|&h| {
             whole.push(h);
