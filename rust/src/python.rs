@@ -17,6 +17,9 @@ impl From<KernelError> for PyErr {
     }
 }
 
+/// `(dist float32 (B, k), idx int64 (B, k))` as NumPy arrays.
+type SearchResult<'py> = (Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>);
+
 /// Exact k-nearest-centroid search over fixed float32 centroids (K, D), copied once.
 #[pyclass(frozen, module = "oltr._core", name = "CentroidIndex")]
 struct PyCentroidIndex {
@@ -69,7 +72,7 @@ impl PyCentroidIndex {
         py: Python<'py>,
         x: PyReadonlyArrayDyn<'py, f32>,
         k: i64,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>)> {
+    ) -> PyResult<SearchResult<'py>> {
         let view = view2(&x, "x")?;
         let (dist, idx) = py.detach(|| self.inner.search(view, k))?;
         Ok((dist.into_pyarray(py), idx.into_pyarray(py)))
