@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 30,
     "batch_size": 128,            # global batch (split across ranks under torch.distributed)
     "num_workers": 0,
+    "threads": None,              # torch CPU threads (torch.set_num_threads); None = torch's default
     "steps_per_epoch": None,      # None -> int(len(train) / batch_size), as the official code
     "progress": True,
     "data": {
@@ -314,6 +315,9 @@ def validate_config(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"config key 'model.{key}' must be null, true or false; got {config['model'][key]!r}")
     if config["num_workers"] < 0:
         raise ConfigError(f"config key 'num_workers' must be >= 0; got {config['num_workers']!r}")
+    threads = config["threads"]
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ConfigError(f"config key 'threads' must be null or a positive integer; got {threads!r}")
     spe = config["steps_per_epoch"]
     if spe is not None and (not isinstance(spe, int) or isinstance(spe, bool) or spe < 1):
         raise ConfigError(f"config key 'steps_per_epoch' must be null or a positive integer; got {spe!r}")

@@ -53,7 +53,7 @@ from oltr.train.rng import capture_rng_state, restore_rng_state, seed_everything
 __all__ = ["TrainResult", "build_model", "build_optimizers", "resolve_device", "train"]
 
 #: Config keys that may change between a run and its ``--resume``.
-_RESUMABLE_CHANGES = ("epochs", "progress", "device", "num_workers", "out_dir")
+_RESUMABLE_CHANGES = ("epochs", "progress", "device", "num_workers", "threads", "out_dir")
 
 
 @dataclass
@@ -354,6 +354,8 @@ def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = 
     config = copy.deepcopy(config)
     if device is not None:
         config["device"] = device
+    if config["threads"]:
+        torch.set_num_threads(int(config["threads"]))
     run = _Run(config, resolve_device(config["device"]))
     out_dir = run.out_dir
     last = out_dir / LAST_NAME

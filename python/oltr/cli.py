@@ -1,0 +1,205 @@
+"""The ``oltr`` command.
+
+::
+
+    oltr train CONFIG [--set KEY=VALUE ...] [--resume] [--device auto|cpu|cuda] [--out DIR]
+    oltr eval CHECKPOINT [--open] [--split test|val] [--json FILE] [--device ...]
+    oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
+    oltr bench [--quick] [bench options ...]
+    oltr demo [--out DIR] [--seeds N] [--quick]
+    oltr configs
+
+CONFIG is a YAML file or the name of a shipped config (``oltr configs`` lists them).
+Errors print one line, ``oltr: error: ...``, and exit with status 1 (2 for usage errors);
+set ``OLTR_DEBUG=1`` to get the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+__all__ = ["build_parser", "format_metrics", "main"]
+
+_DEVICES = ("auto", "cpu", "cuda")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``oltr`` command."""
+    parser = argparse.ArgumentParser(
+        prog="oltr", description="Open long-tailed recognition (OLTR): train, evaluate, predict, demo.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train one stage from a YAML config")
+    p.add_argument("config", help="YAML config file or shipped config name")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (dotted keys, typed values); repeatable")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    p.add_argument("--device", choices=_DEVICES, default=None, help="overrides the config's device")
+    p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides out_dir)")
+
+    p = sub.add_parser("eval", help="evaluate a trained model (best.pt)")
+    p.add_argument("checkpoint")
+    p.add_argument("--open", action="store_true", help="add the open set: official and modern open-set metrics")
+    p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--json", default=None, metavar="FILE",
+                   help="where to write the metrics (default: eval_<split>[_open].json beside the checkpoint)")
+    p.add_argument("--device", choices=_DEVICES, default="auto")
+
+    p = sub.add_parser("predict", help="label images, a list file or a .npy of features")
+    p.add_argument("checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--output", "-o", default="-", metavar="FILE", help="JSON-lines output (default: stdout)")
+    p.add_argument("--rule", choices=("val", "official"), default="val",
+                   help="unknown if MSP below the validation-chosen threshold (val) or below 0.1 (official)")
+    p.add_argument("--root", default=None, help="image root of a list file (default: its folder)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", choices=_DEVICES, default="auto")
+
+    p = sub.add_parser("bench", help="memory-core benchmark (oltr.memory.bench); extra options pass through",
+                       add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+
+    p = sub.add_parser("demo", help="plain vs OLTR on the embedded Fashion-MNIST-LT, several seeds")
+    p.add_argument("--out", default="demo_out", metavar="DIR")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
+    p.add_argument("--device", choices=_DEVICES, default="cpu")
+
+    sub.add_parser("configs", help="list the shipped configs")
+    return parser
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text table of an ``oltr eval`` result."""
+    lines = [f"checkpoint {metrics['checkpoint']}  stage {metrics['stage']}  split {metrics['split']}"
+             f"  known {metrics['num_known']}  unknown {metrics['num_unknown']}"]
+    closed = metrics["closed"]
+    lines.append("closed set   " + "  ".join(f"{k} {_fmt(closed[k])}" for k in ("top1", "macro_f1", "many", "medium", "few")))
+    for block, title in (("official", "open @0.1   "), ("val_threshold", "open @val   ")):
+        if block in metrics:
+            b = metrics[block]
+            lines.append(title + "  ".join(f"{k} {_fmt(b[k])}" for k in (
+                "f_measure", "f_measure_legacy", "open_set_accuracy", "top1", "many", "medium", "few")))
+    if "modern" in metrics:
+        lines.append(f"{'score':<13}{'AUROC':>8}{'FPR95':>8}{'AUPR-in':>9}{'AUPR-out':>9}{'OSCR':>8}"
+                     f"{'AUROC many/med/few':>24}")
+        for name, m in metrics["modern"].items():
+            groups = "/".join(_fmt(m["groups"][g]["auroc"]) for g in ("many", "medium", "few"))
+            lines.append(f"{name:<13}{_fmt(m['auroc']):>8}{_fmt(m['fpr_at_tpr']):>8}{_fmt(m['aupr_in']):>9}"
+                         f"{_fmt(m['aupr_out']):>9}{_fmt(m['oscr']):>8}{groups:>24}")
+    return "\n".join(lines)
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from oltr.train import load_config, train
+
+    overrides = list(args.overrides)
+    if args.out is not None:
+        overrides.append(f"out_dir={args.out}")
+    config = load_config(args.config, overrides)
+    result = train(config, resume=args.resume, device=args.device)
+    print(f"best val top-1 {result.best_acc:.4f} at epoch {result.best_epoch}; model: {result.best_path}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from oltr.train.eval_run import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, open_set=args.open, split=args.split, device=args.device)
+    print(format_metrics(metrics))
+    target = Path(args.json) if args.json else Path(args.checkpoint).with_name(
+        f"eval_{args.split}{'_open' if args.open else ''}.json")
+    target.write_text(json.dumps(metrics, indent=2, default=_json_default))
+    print(f"wrote {target}", file=sys.stderr)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from oltr.predict import predict, write_jsonl
+
+    records = predict(args.checkpoint, args.inputs, device=args.device, batch_size=args.batch_size,
+                      root=args.root, rule=args.rule)
+    if args.output == "-":
+        count = write_jsonl(records, sys.stdout)
+    else:
+        records = list(records)  # fail before creating the file
+        with open(args.output, "w") as stream:
+            count = write_jsonl(iter(records), stream)
+    print(f"predicted {count} input(s)", file=sys.stderr)
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from oltr.memory.bench import main as bench_main
+
+    return int(bench_main(list(args.bench_args)) or 0)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from oltr.demo import run_demo
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    run_demo(args.out, seeds=args.seeds, quick=args.quick, device=args.device)
+    return 0
+
+
+def _cmd_configs(_args: argparse.Namespace) -> int:
+    from oltr.train import shipped_configs
+    from oltr.train.config import config_dir
+
+    for name in shipped_configs():
+        print(name)
+    print(f"(in {config_dir()})", file=sys.stderr)
+    return 0
+
+
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "bench": _cmd_bench,
+             "demo": _cmd_demo, "configs": _cmd_configs}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the ``oltr`` command; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse already printed its one-line usage error or help
+        return int(exc.code or 0)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("oltr: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the command's contract: one line, no traceback
+        if os.environ.get("OLTR_DEBUG"):
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)) and exc.filename and \
+                str(exc.filename) not in message:
+            message = f"{message}: {exc.filename}"
+        from oltr.errors import OLTRError
+
+        if not isinstance(exc, (OLTRError, ValueError, OSError)):  # unexpected: say what it was
+            message = f"{type(exc).__name__}: {message} (OLTR_DEBUG=1 shows the traceback)"
+        print(f"oltr: error: {message}", file=sys.stderr)
+        return 1
