@@ -85,6 +85,18 @@ def test_reads_an_official_resnet10_stage2_file_with_cuda_storages(tmp_path, mon
     _same_state(loaded, model)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_memory_saved_on_cuda_for_the_official_code(tmp_path):
+    path = save_official(_trained_like("oltr"), tmp_path / "gpu.pth", memory_device="cuda")
+    assert torch.load(path, weights_only=True)["centroids"].is_cuda
+    assert read_official(path).centroids.device.type == "cpu"
+
+
+def test_memory_device_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="memory_device must be"):
+        save_official(_trained_like("oltr"), tmp_path / "x.pth", memory_device="gpu")
+
+
 def test_load_detects_the_official_stage1_resnet10_layout(tmp_path):
     torch.manual_seed(0)
     model = create_model("resnet10", 6)

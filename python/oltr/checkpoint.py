@@ -228,11 +228,18 @@ def load_official(path: str | os.PathLike, backbone: str = "resnet10", **kw: Any
 
 
 def save_official(model, path: str | os.PathLike, epoch: int = 0, best_epoch: int = 0, best_acc: float = 0.0,
-                  legacy: bool = False) -> str:
+                  legacy: bool = False, memory_device: str = "cpu") -> str:
     """Write ``model`` (an :class:`~oltr.OLTRModel`) in the official layout: ``module.``-prefixed
     feat_model and classifier state dicts, ``centroids`` (the memory, stage 2) or ``None``
-    (stage 1). Tensors are saved from the CPU. ``legacy=True`` uses the pre-1.6 serialization.
-    The write is atomic. Returns the path."""
+    (stage 1). Weights are saved from the CPU; the centroids from ``memory_device``: the
+    official code loads without ``map_location`` and feeds the stored centroids to its CUDA
+    classifier as they are (Q13), so files meant for it on a GPU want ``memory_device="cuda"``
+    (needs CUDA here). ``legacy=True`` uses the pre-1.6 serialization. The write is atomic.
+    Returns the path."""
+    if memory_device not in ("cpu", "cuda"):
+        raise ValueError(f"memory_device must be 'cpu' or 'cuda', got {memory_device!r}")
+    if memory_device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("memory_device='cuda' needs a CUDA device")
     def prefixed(module) -> "OrderedDict[str, Tensor]":
         return OrderedDict((_PREFIX + k, v.detach().cpu().clone()) for k, v in module.state_dict().items())
 
@@ -241,7 +248,7 @@ def save_official(model, path: str | os.PathLike, epoch: int = 0, best_epoch: in
         "best_epoch": int(best_epoch),
         "state_dict_best": {"feat_model": prefixed(model.feat_model), "classifier": prefixed(model.classifier)},
         "best_acc": float(best_acc),
-        "centroids": model.centroids.detach().cpu().clone() if model.stage == "oltr" else None,
+        "centroids": model.centroids.detach().to(memory_device, copy=True) if model.stage == "oltr" else None,
     }
     atomic_save(payload, path, _use_new_zipfile_serialization=not legacy)
     return os.fspath(path)
