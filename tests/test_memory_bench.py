@@ -20,7 +20,7 @@ def test_run_benchmark_tiny_shape_and_markdown():
     import oltr
 
     before = (torch.get_num_threads(), oltr.get_num_threads())
-    rows = bench.run_benchmark([(3, 80)], repeats=3, budget_s=0.01, threads=1, approx=("ivf",))
+    rows = bench.run_benchmark([(3, 80)], repeats=3, budget_s=0.01, warmup_s=0.0, threads=1, approx=("ivf",))
     assert (torch.get_num_threads(), oltr.get_num_threads()) == before  # settings restored
     by_method = {r.method: r for r in rows}
     assert set(by_method) == {"official", "torch", "numpy", "faiss", "rust", "sgemm", "faiss-ivf"}

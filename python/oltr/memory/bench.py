@@ -87,12 +87,19 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
     return shapes
 
 
-def _time_calls(fn: Callable[[], object], repeats: int, budget_s: float) -> tuple[float, int]:
-    """Warm up, then time ``fn`` call by call; median seconds and the number of calls."""
+def _time_calls(fn: Callable[[], object], repeats: int, budget_s: float,
+                warmup_s: float) -> tuple[float, int]:
+    """Warm up, then time ``fn`` call by call; median seconds and the number of timed calls.
+
+    Warm-up runs at least two calls and lasts ``warmup_s``: some pools stay slow for their
+    first hundred or so calls (numpy's OpenBLAS took ~12 ms per 1×1e3 call for ~1 s here).
+    """
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    fn()  # second warm-up: thread pools spun up, caches filled
+    fn()
+    while time.perf_counter() - start < warmup_s:
+        fn()
     calls = max(3, min(repeats, int(budget_s / max(first, 1e-9))))
     times = []
     for _ in range(calls):
@@ -214,6 +221,7 @@ def run_benchmark(
     shapes: Sequence[tuple[int, int]] = DEFAULT_SHAPES,
     repeats: int = 30,
     budget_s: float = 1.5,
+    warmup_s: float = 1.0,
     threads: Optional[int] = None,
     approx: Sequence[str] = ("ivf",),
     seed: int = 0,
@@ -222,7 +230,7 @@ def run_benchmark(
     """Time every method at every (B, K) shape (D = 512, k = 1). Returns one row per method.
 
     repeats: most timed calls per method (at least 3; fewer when a call is slower than
-    ``budget_s / repeats``). approx: approximate faiss indexes to include ("ivf", "hnsw");
+    ``budget_s / repeats``); each method first warms up for ``warmup_s``. approx: approximate faiss indexes to include ("ivf", "hnsw");
     their recall@1 is measured against exact search (faiss IndexFlatL2) on all the queries
     generated for a K (as many as its largest B), and repeated on each row of that K.
     """
@@ -230,10 +238,10 @@ def run_benchmark(
 
     threads = threads or get_num_threads()
     with _thread_count(threads):
-        return _run(shapes, repeats, budget_s, approx, seed, log or (lambda _msg: None))
+        return _run(shapes, repeats, budget_s, warmup_s, approx, seed, log or (lambda _msg: None))
 
 
-def _run(shapes, repeats, budget_s, approx, seed, log) -> list[BenchRow]:
+def _run(shapes, repeats, budget_s, warmup_s, approx, seed, log) -> list[BenchRow]:
     import faiss
     import torch
 
@@ -285,7 +293,7 @@ def _run(shapes, repeats, budget_s, approx, seed, log) -> list[BenchRow]:
                 if fn is None:
                     rows.append(BenchRow(b, k, name, None, note=note))
                     continue
-                seconds, calls = _time_calls(fn, repeats, budget_s)
+                seconds, calls = _time_calls(fn, repeats, budget_s, warmup_s)
                 rows.append(BenchRow(b, k, name, seconds, calls, recall.get(name), note))
                 log(f"B={b:5d} K={k:7d} {name:11s} {seconds * 1e3:10.3f} ms  ({calls} calls)")
         del data, flat, rust, approx_indexes
@@ -481,12 +489,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     omp_note = _passive_openmp()
     approx = {"none": (), "both": ("ivf", "hnsw")}.get(args.approx, tuple(
         a for a in args.approx.split(",") if a))
-    repeats, budget = (5, 0.4) if args.quick else (30, 1.5)
+    repeats, budget, warmup = (5, 0.4, 0.3) if args.quick else (30, 1.5, 1.0)
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    rows = run_benchmark(args.shapes, repeats=repeats, budget_s=budget, threads=args.threads,
+    rows = run_benchmark(args.shapes, repeats=repeats, budget_s=budget, warmup_s=warmup,
+                         threads=args.threads,
                          approx=approx, log=log)
     import oltr.memory as memory
 
