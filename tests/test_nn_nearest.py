@@ -100,6 +100,24 @@ def test_copies_and_pickles_drop_the_cached_index(fake_rust):
             torch.testing.assert_close(clone(x, centroids)[0], expected)
 
 
+def test_threads_sharing_a_layer_get_answers_for_their_own_centroids(fake_rust):
+    from concurrent.futures import ThreadPoolExecutor
+
+    layer, x, _ = _layer_and_data()
+    layer.eval()
+    memories = [torch.randn(6, 8) * 3 for _ in range(3)]
+    with torch.no_grad():
+        expected = [layer.nearest.__class__("torch")(x, m)[1] for m in memories]
+
+    def run(i):
+        with torch.no_grad():
+            return all(torch.equal(layer(x, memories[(i + j) % 3])[1].nearest, expected[(i + j) % 3])
+                       for j in range(20))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(run, range(8)))
+
+
 def test_backend_choice():
     layer, x, centroids = _layer_and_data()
     with pytest.raises(ValueError, match="backend must be one of"):

@@ -17,6 +17,7 @@ The classifier needs, per query row, the distance to (and index of) the nearest 
 """
 from __future__ import annotations
 
+import threading
 import weakref
 from typing import Optional
 
@@ -60,6 +61,7 @@ class NearestCentroid:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.backend = backend
+        self._lock = threading.Lock()
         self.clear()
 
     def clear(self) -> None:
@@ -76,6 +78,7 @@ class NearestCentroid:
 
     def __setstate__(self, state: dict) -> None:
         self.backend = state["backend"]
+        self._lock = threading.Lock()
         self.clear()
 
     def uses_rust(self, x: Tensor, centroids: Tensor) -> bool:
@@ -108,6 +111,10 @@ class NearestCentroid:
         return dist[:, 0].to(x.dtype), idx[:, 0].to(torch.long)
 
     def _index_for(self, centroids: Tensor):
+        with self._lock:  # several threads may run the same model
+            return self._cached_index(centroids)
+
+    def _cached_index(self, centroids: Tensor):
         key = (centroids.data_ptr(), centroids._version, tuple(centroids.shape), centroids.dtype)
         if self._index is not None:
             if self._source is not None and self._source() is centroids and self._source_key == key:
