@@ -87,14 +87,11 @@ class FaissBackend:
         return dist, idx
 
     def _rows_to_redo(self, x, approx_sq, cand, k, fetch, num_classes) -> np.ndarray:
-        """Rows that need the exact fallback: too few valid candidates, or (flat index) a
-        candidate list that may have cut a near-tie of the k-th neighbour."""
-        redo = (cand[:, k - 1] < 0) if fetch >= k else np.ones(len(cand), dtype=bool)
+        """Rows that need the exact fallback: fewer than k valid candidates (FAISS pads with
+        -1), or (flat index) a candidate list that may have cut a near-tie of the k-th."""
+        redo = cand[:, k - 1] < 0
         if self.options.exact and fetch < num_classes:
-            x_norm_sq = (x * x).sum(dim=1).numpy()
-            tol = gemm_tolerance(
-                torch.from_numpy(x_norm_sq), self._max_c_norm_sq, x.shape[1]
-            ).numpy()
+            tol = gemm_tolerance((x * x).sum(dim=1), self._max_c_norm_sq, x.shape[1]).numpy()
             redo |= approx_sq[:, -1] <= approx_sq[:, k - 1] + 2.0 * tol
         return redo
 
