@@ -74,9 +74,9 @@ class ModulatedAttention(nn.Module):
                 f"got {tuple(x.shape)}")
         batch, channels, height, width = x.shape
         positions = height * width
-        values = self.g(x).view(batch, self.inter_channels, positions).permute(0, 2, 1)
-        queries = self.theta(x).view(batch, self.inter_channels, positions).permute(0, 2, 1)
-        keys = self.phi(x).view(batch, self.inter_channels, positions)
+        values = self.g(x).reshape(batch, self.inter_channels, positions).permute(0, 2, 1)
+        queries = self.theta(x).reshape(batch, self.inter_channels, positions).permute(0, 2, 1)
+        keys = self.phi(x).reshape(batch, self.inter_channels, positions)
         affinity = torch.softmax(torch.bmm(queries, keys), dim=-1)  # (B, N, N), no 1/sqrt(d)
         attended = torch.bmm(affinity, values).permute(0, 2, 1).reshape(batch, self.inter_channels, height, width)
         mask = self.conv_mask(attended)
