@@ -6,7 +6,7 @@
 
 use numpy::ndarray::Ix2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::kernel::{pool, CentroidIndex, KernelError};
@@ -26,6 +26,17 @@ struct PyCentroidIndex {
     inner: CentroidIndex,
 }
 
+/// `obj` as a read-only float32 array, or TypeError naming `argument` and what it got.
+fn float32_array<'py>(obj: &Bound<'py, PyAny>, argument: &str) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+    obj.extract::<PyReadonlyArrayDyn<'py, f32>>().map_err(|_| {
+        let got = match obj.getattr("dtype") {
+            Ok(dtype) => format!("{} with dtype {}", obj.get_type(), dtype),
+            Err(_) => obj.get_type().to_string(),
+        };
+        PyTypeError::new_err(format!("{argument} must be a float32 NumPy array, got {got}"))
+    })
+}
+
 /// A 2-D view of `array`, or ValueError naming `argument`.
 fn view2<'a>(
     array: &'a PyReadonlyArrayDyn<'_, f32>,
@@ -41,7 +52,8 @@ fn view2<'a>(
 impl PyCentroidIndex {
     /// centroids: float32 (K, D), K >= 1, D >= 1, finite.
     #[new]
-    fn new(py: Python<'_>, centroids: PyReadonlyArrayDyn<'_, f32>) -> PyResult<Self> {
+    fn new(py: Python<'_>, centroids: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let centroids = float32_array(centroids, "centroids")?;
         let view = view2(&centroids, "centroids")?;
         let inner = py.detach(|| CentroidIndex::new(view))?;
         Ok(Self { inner })
@@ -70,9 +82,10 @@ impl PyCentroidIndex {
     fn search<'py>(
         &self,
         py: Python<'py>,
-        x: PyReadonlyArrayDyn<'py, f32>,
+        x: &Bound<'py, PyAny>,
         k: i64,
     ) -> PyResult<SearchResult<'py>> {
+        let x = float32_array(x, "x")?;
         let view = view2(&x, "x")?;
         let (dist, idx) = py.detach(|| self.inner.search(view, k))?;
         Ok((dist.into_pyarray(py), idx.into_pyarray(py)))
@@ -82,10 +95,11 @@ impl PyCentroidIndex {
     fn reachability<'py>(
         &self,
         py: Python<'py>,
-        x: PyReadonlyArrayDyn<'py, f32>,
+        x: &Bound<'py, PyAny>,
         scale: f64,
         eps: f64,
     ) -> PyResult<Bound<'py, PyArray1<f32>>> {
+        let x = float32_array(x, "x")?;
         let view = view2(&x, "x")?;
         let reach = py.detach(|| self.inner.reachability(view, scale, eps))?;
         Ok(reach.into_pyarray(py))
