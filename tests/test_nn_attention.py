@@ -47,6 +47,15 @@ def test_forward_matches_the_official_formulas(device, spatial):
     torch.testing.assert_close(maps.spatial_attention[:, 0].sum(dim=(1, 2)), torch.ones(4, device=device))
 
 
+def test_channels_last_maps_give_the_same_output():
+    torch.manual_seed(0)
+    layer = resnet10_feature(use_attention=True, use_fc_add=True).modulatedatt
+    x = torch.randn(2, 512, 7, 7)
+    expected, _ = layer(x)
+    out, _ = layer(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, expected)
+
+
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
     layer = resnet10_feature(use_attention=True, use_fc_add=True).modulatedatt  # Q2 init: non-zero mask
