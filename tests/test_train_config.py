@@ -1,0 +1,128 @@
+"""Training configs: every shipped YAML parses and builds its model; --set overrides."""
+from __future__ import annotations
+
+import pytest
+
+from oltr.train import ConfigError, apply_overrides, build_model, load_config, parse_value, shipped_configs
+from oltr.train.config import DEFAULTS
+from oltr.train.trainer import build_optimizers
+from oltr.nn import DiscCentroidsLoss
+
+_OFFICIAL = {
+    # name: (stage, backbone, K, feat lr, classifier lr, epochs, step, sampler, fix)
+    "imagenet_lt_stage1": ("plain", "resnet10", 1000, 0.1, 0.1, 30, 10, "shuffle", False),
+    "imagenet_lt_stage2": ("oltr", "resnet10", 1000, 0.01, 0.1, 60, 20, "class_aware", False),
+    "places_lt_stage1": ("plain", "resnet152", 365, 0.001, 0.1, 30, 10, "shuffle", False),
+    "places_lt_stage2": ("oltr", "resnet152", 365, 0.0001, 0.01, 30, 10, "class_aware", True),
+}
+
+
+def test_shipped_configs_include_official_and_demo_recipes():
+    names = set(shipped_configs())
+    assert set(_OFFICIAL) <= names
+    assert {"fashion_lt_stage1", "fashion_lt_stage2", "digits_lt_stage1", "digits_lt_stage2"} <= names
+
+
+@pytest.mark.parametrize("name", sorted(_OFFICIAL))
+def test_official_recipe_values(name):
+    stage, backbone, k, feat_lr, cls_lr, epochs, step, sampler, fix = _OFFICIAL[name]
+    c = load_config(name)
+    assert (c["stage"], c["model"]["backbone"], c["model"]["num_classes"]) == (stage, backbone, k)
+    assert (c["optim"]["feat_lr"], c["optim"]["classifier_lr"]) == (feat_lr, cls_lr)
+    assert (c["epochs"], c["optim"]["step_size"], c["batch_size"]) == (epochs, step, 128)
+    assert (c["optim"]["momentum"], c["optim"]["weight_decay"], c["optim"]["gamma"]) == (0.9, 5e-4, 0.1)
+    assert c["sampler"]["kind"] == sampler and c["sampler"]["samples_per_class"] == 4
+    assert c["model"]["fix_backbone"] is fix
+    assert c["eval"]["open_threshold"] == 0.1
+    if stage == "oltr":
+        assert c["centroids"]["lr"] == 0.01 and c["loss"]["centroid_weight"] == 0.01
+        assert c["model"]["init"].endswith("stage1/best.pt")
+
+
+@pytest.mark.parametrize("name", ["imagenet_lt_stage1", "imagenet_lt_stage2", "places_lt_stage2",
+                                  "fashion_lt_stage2", "digits_lt_stage1"])
+def test_shipped_config_builds_its_model(name):
+    c = load_config(name)
+    model = build_model(c)
+    assert model.stage == c["stage"] and model.num_classes == c["model"]["num_classes"]
+    keys = model.state_dict().keys()
+    has_attention = any("modulatedatt" in k for k in keys)
+    assert has_attention == (c["stage"] == "oltr")
+    if name == "imagenet_lt_stage2":  # official key layout: fc_add 512x512, fc_spatial 49x25088
+        state = model.state_dict()
+        assert tuple(state["feat_model.fc_add.weight"].shape) == (512, 512)
+        assert tuple(state["feat_model.modulatedatt.fc_spatial.weight"].shape) == (49, 25088)
+
+
+def test_optimizers_follow_the_official_recipe_and_fix_freezes_the_backbone():
+    c = load_config("digits_lt_stage2", ["model.fix_backbone=true", "optim.feat_lr=0.02"])
+    model = build_model(c)
+    model.freeze_backbone()
+    criterion = DiscCentroidsLoss(6, model.feat_dim)
+    opt, sched, copt, csched = build_optimizers(c, model, criterion)
+    assert [g["lr"] for g in opt.param_groups] == [0.02, 0.1]
+    assert all(g["momentum"] == 0.9 and g["weight_decay"] == 5e-4 for g in opt.param_groups)
+    assert copt.param_groups[0]["params"][0] is criterion.centroids and copt.param_groups[0]["lr"] == 0.01
+    assert sched.step_size == 5 and csched.step_size == 5
+    trainable = {n for n, p in model.feat_model.named_parameters() if p.requires_grad}
+    assert trainable and all("modulatedatt" in n or "fc" in n for n in trainable)
+    assert all(p.requires_grad for p in model.classifier.parameters())
+
+
+@pytest.mark.parametrize("text, value", [
+    ("3", 3), ("0.1", 0.1), ("5e-4", 5e-4), ("true", True), ("False", False), ("null", None),
+    ("none", None), ("[1, 2]", [1, 2]), ("resnet10", "resnet10"), ("a=b", "a=b"),
+])
+def test_parse_value_types(text, value):
+    parsed = parse_value(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+def test_overrides_nested_typed_and_int_to_float():
+    c = load_config("digits_lt_stage1", ["optim.feat_lr=1", "epochs=4", "model.fix_backbone=yes",
+                                         "data.root=/x", "optim.weight_decay=5e-4"])
+    assert c["optim"]["feat_lr"] == 1.0 and isinstance(c["optim"]["feat_lr"], float)
+    assert c["epochs"] == 4 and c["model"]["fix_backbone"] is True and c["data"]["root"] == "/x"
+    assert c["optim"]["weight_decay"] == 5e-4
+    again = apply_overrides(c, ["epochs=5"])
+    assert again["epochs"] == 5 and c["epochs"] == 4  # no mutation
+
+
+@pytest.mark.parametrize("override, match", [
+    ("optim.nope=1", "unknown config key 'optim.nope'"),
+    ("bogus=1", "unknown config key 'bogus'"),
+    ("epochs=abc", "'epochs' must be an integer"),
+    ("epochs=0", "'epochs' must be a positive integer"),
+    ("stage=stage3", "'stage' must be one of plain, oltr"),
+    ("optim=3", "'optim' must be a mapping"),
+    ("epochs", "expects key=value"),
+    ("=3", "expects key=value"),
+    ("model.fix_backbone=2", "must be true or false"),
+])
+def test_bad_overrides_are_clear_errors(override, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config("digits_lt_stage1", [override])
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("model:\n  backbone: cnn8\n  widht: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'model.widht'"):
+        load_config(unknown)
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config(listed)
+
+
+def test_defaults_are_the_official_imagenet_stage1_recipe():
+    assert DEFAULTS["optim"] == {"feat_lr": 0.1, "classifier_lr": 0.1, "momentum": 0.9,
+                                 "weight_decay": 5e-4, "step_size": 10, "gamma": 0.1}
+    assert DEFAULTS["loss"] == {"ce_weight": 1.0, "centroid_weight": 0.01}
+    assert DEFAULTS["sampler"]["samples_per_class"] == 4 and DEFAULTS["batch_size"] == 128
