@@ -17,7 +17,7 @@ use super::topk::{Hit, TopK};
 /// Queries per block (a multiple of the 12-row micro-group).
 const QUERY_BLOCK: usize = 96;
 /// Below this many multiply-adds (B·K·D) the call runs on the caller's thread.
-const PARALLEL_MIN_WORK: usize = 1 << 20;
+const PARALLEL_MIN_WORK: usize = 1 << 23;
 /// Fewest 16-centroid panels per task.
 const MIN_PANELS_PER_TASK: usize = 8;
 /// Above this `(‖x‖ + max‖c‖)²` the f32 scores could overflow: scan exactly instead.
@@ -72,7 +72,7 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
 
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
-    let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
+    let parallel = threads > 1 && work >= std::env::var("OLTR_PMIN").ok().and_then(|v| v.parse().ok()).unwrap_or(PARALLEL_MIN_WORK);
     let qblock = query_block(b);
     let qblocks = split_blocks(b, qblock);
     let ranges = if parallel {
