@@ -27,13 +27,18 @@ struct PyCentroidIndex {
 }
 
 /// `obj` as a read-only float32 array, or TypeError naming `argument` and what it got.
-fn float32_array<'py>(obj: &Bound<'py, PyAny>, argument: &str) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
+fn float32_array<'py>(
+    obj: &Bound<'py, PyAny>,
+    argument: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
     obj.extract::<PyReadonlyArrayDyn<'py, f32>>().map_err(|_| {
         let got = match obj.getattr("dtype") {
             Ok(dtype) => format!("{} with dtype {}", obj.get_type(), dtype),
             Err(_) => obj.get_type().to_string(),
         };
-        PyTypeError::new_err(format!("{argument} must be a float32 NumPy array, got {got}"))
+        PyTypeError::new_err(format!(
+            "{argument} must be a float32 NumPy array, got {got}"
+        ))
     })
 }
 

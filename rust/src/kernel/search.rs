@@ -72,7 +72,7 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
 
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
-    let parallel = threads > 1 && work >= std::env::var("OLTR_PMIN").ok().and_then(|v| v.parse().ok()).unwrap_or(PARALLEL_MIN_WORK);
+    let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
     let qblock = query_block(b);
     let qblocks = split_blocks(b, qblock);
     let ranges = if parallel {
