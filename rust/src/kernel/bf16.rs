@@ -41,16 +41,55 @@ pub fn from_bf16(h: u16) -> f32 {
 
 /// Rounds `v` to bf16 into `out` (same length) and returns `(‖v̂‖, ‖v − v̂‖)` in f64.
 pub fn round_with_norms(v: &[f32], out: &mut [u16]) -> (f64, f64) {
-    const L: usize = 8;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            // SAFETY: the features were just detected.
+            return unsafe { round_with_norms_avx512(v, out) };
+        }
+    }
+    round_with_norms_impl(v, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn round_with_norms_avx512(v: &[f32], out: &mut [u16]) -> (f64, f64) {
+    round_with_norms_impl(v, out)
+}
+
+#[inline(always)]
+fn round_with_norms_impl(v: &[f32], out: &mut [u16]) -> (f64, f64) {
+    const L: usize = 16;
     let (mut hat, mut res) = ([0.0f64; L], [0.0f64; L]);
-    for (vc, oc) in v.chunks(L).zip(out.chunks_mut(L)) {
-        for (l, (&a, o)) in vc.iter().zip(oc.iter_mut()).enumerate() {
-            *o = to_bf16(a);
-            let h = f64::from(from_bf16(*o));
-            hat[l] += h * h;
-            let r = f64::from(a) - h;
+    let full = v.len() / L * L;
+    for (vc, oc) in v[..full]
+        .chunks_exact(L)
+        .zip(out[..full].chunks_exact_mut(L))
+    {
+        for l in 0..L {
+            let h = to_bf16(vc[l]);
+            oc[l] = h;
+            let hf = from_bf16(h);
+            // v − v̂ is exact in f32 (same exponent range, coarser significand).
+            let r = f64::from(vc[l] - hf);
+            let hf = f64::from(hf);
+            hat[l] += hf * hf;
             res[l] += r * r;
         }
+    }
+    for (l, (&a, o)) in v[full..]
+        .iter()
+        .zip(out[full..v.len()].iter_mut())
+        .enumerate()
+    {
+        let h = to_bf16(a);
+        *o = h;
+        let hf = from_bf16(h);
+        let r = f64::from(a - hf);
+        hat[l] += f64::from(hf) * f64::from(hf);
+        res[l] += r * r;
     }
     (
         hat.iter().sum::<f64>().sqrt(),
@@ -364,6 +403,31 @@ mod tests {
         assert_eq!(from_bf16(to_bf16(-2.5e-39)), 0.0);
         for v in [0.1f32, -3.7, 25.0, 1e-20, 123456.0] {
             assert!(((from_bf16(to_bf16(v)) - v) / v).abs() <= 1.0 / 256.0);
+        }
+    }
+
+    #[test]
+    fn rounding_norms_match_a_scalar_computation() {
+        for n in [1usize, 15, 16, 17, 100] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.0137 + 1e-39 * (i % 3) as f32)
+                .collect();
+            let mut out = vec![0u16; n];
+            let (hat, res) = round_with_norms(&v, &mut out);
+            let want_hat: f64 = out
+                .iter()
+                .map(|&h| f64::from(from_bf16(h)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let want_res: f64 = v
+                .iter()
+                .zip(&out)
+                .map(|(&a, &h)| (f64::from(a) - f64::from(from_bf16(h))).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(out.iter().zip(&v).all(|(&h, &a)| h == to_bf16(a)));
+            assert!((hat - want_hat).abs() <= 1e-12 * want_hat.max(1e-30));
+            assert!((res - want_res).abs() <= 1e-12 * want_res.max(1e-30));
         }
     }
 }
