@@ -28,27 +28,27 @@ class _OfficialAttract(torch.autograd.Function):
     forward: ``sum ||f_i - c_{y_i}||^2 / 2 / B``.
     backward: feat grad ``grad_output * (f_i - c_{y_i}) / B`` (exact); centroid grad
     ``sum_{i: y_i = k} (c_k - f_i) / (1 + n_k) / B`` which ignores ``grad_output`` (Q3).
+    ``class_counts`` (K,) is ``n_k``, the batch's label histogram (the global batch's under DDP).
     """
 
     @staticmethod
-    def forward(ctx, feat: Tensor, labels: Tensor, centroids: Tensor) -> Tensor:
-        ctx.save_for_backward(feat, labels, centroids)
+    def forward(ctx, feat: Tensor, labels: Tensor, centroids: Tensor, class_counts: Tensor) -> Tensor:
+        ctx.save_for_backward(feat, labels, centroids, class_counts)
         return (feat - centroids.index_select(0, labels)).pow(2).sum() / 2.0 / feat.shape[0]
 
     @staticmethod
     def backward(ctx, grad_output: Tensor):
-        feat, labels, centroids = ctx.saved_tensors
+        feat, labels, centroids, class_counts = ctx.saved_tensors
         batch = feat.shape[0]
         diff = centroids.index_select(0, labels) - feat  # (B, D)
         grad_feat = grad_centroids = None
         if ctx.needs_input_grad[0]:
             grad_feat = -grad_output * diff / batch
         if ctx.needs_input_grad[2]:
-            counts = torch.ones(centroids.shape[0], dtype=feat.dtype, device=feat.device)
-            counts.index_add_(0, labels, torch.ones(batch, dtype=feat.dtype, device=feat.device))
+            counts = 1.0 + class_counts.to(feat.dtype)
             summed = torch.zeros_like(centroids).index_add_(0, labels, diff)
             grad_centroids = summed / counts.unsqueeze(1) / batch
-        return grad_feat, None, grad_centroids
+        return grad_feat, None, grad_centroids, None
 
 
 class DiscCentroidsLoss(nn.Module):
@@ -97,13 +97,22 @@ class DiscCentroidsLoss(nn.Module):
             bad = low if low < 0 else high
             raise ValueError(f"labels must lie in [0, {self.num_classes}), got {bad}")
 
+    def _class_histogram(self, labels: Tensor, dtype: torch.dtype) -> Tensor:
+        """``n_k``: (K,) label counts of the batch (a subclass may reduce them over processes)."""
+        ones = torch.ones(labels.shape[0], dtype=dtype, device=labels.device)
+        return torch.zeros(self.num_classes, dtype=dtype, device=labels.device).index_add_(0, labels, ones)
+
+    def _masked_mean(self, masked_sum: Tensor, batch: int) -> Tensor:
+        """``sum_{i,k} S[i,k] / (B*K)`` from the batch's masked sum (a subclass may reduce it)."""
+        return masked_sum / (batch * self.num_classes)
+
     def terms(self, feat: Tensor, labels: Tensor) -> CentroidLossTerms:
         """``(attract, repel, mean_masked_sqdist)``, each 0-dim, unweighted."""
         self._check(feat, labels)
         labels = labels.to(device=feat.device, dtype=torch.long)
         centroids = self.centroids
         if self.gradient == "official":
-            attract = _OfficialAttract.apply(feat, labels, centroids)
+            attract = _OfficialAttract.apply(feat, labels, centroids, self._class_histogram(labels, feat.dtype))
         else:
             attract = (feat - centroids.index_select(0, labels)).pow(2).sum() / 2.0 / feat.shape[0]
         batch = feat.shape[0]
@@ -111,7 +120,7 @@ class DiscCentroidsLoss(nn.Module):
                               feat, centroids.t(), beta=1.0, alpha=-2.0)
         positives = torch.zeros_like(sq_dist, dtype=torch.bool)
         positives[torch.arange(batch, device=feat.device), labels] = True
-        mean_masked = sq_dist.masked_fill(positives, 0.0).sum() / (batch * self.num_classes)
+        mean_masked = self._masked_mean(sq_dist.masked_fill(positives, 0.0).sum(), batch)
         repel = torch.clamp(self.repel_margin - mean_masked, 0.0, _REPEL_CAP)
         return CentroidLossTerms(attract, repel, mean_masked)
 
