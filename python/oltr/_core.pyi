@@ -16,10 +16,12 @@ class CentroidIndex:
     """Exact k-nearest-centroid search over fixed centroids, copied and packed once.
 
     centroids: float32 (K, D), K >= 1, D >= 1, finite (ValueError otherwise; a dtype other
-    than float32 raises TypeError).
+    than float32 raises TypeError). kernel: ``"auto"`` (the fastest this CPU runs),
+    ``"avx512-bf16"`` (falls back to the portable pass without AVX-512 BF16) or
+    ``"portable-f32"``; any other value raises ValueError.
     """
 
-    def __init__(self, centroids: NDArray[np.float32]) -> None: ...
+    def __init__(self, centroids: NDArray[np.float32], kernel: str = "auto") -> None: ...
     @property
     def num_classes(self) -> int:
         """K, the number of centroids."""

@@ -9,7 +9,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use crate::kernel::{pool, CentroidIndex, KernelError};
+use crate::kernel::{pool, CentroidIndex, Engine, KernelError};
 
 impl From<KernelError> for PyErr {
     fn from(err: KernelError) -> PyErr {
@@ -55,12 +55,25 @@ fn view2<'a>(
 
 #[pymethods]
 impl PyCentroidIndex {
-    /// centroids: float32 (K, D), K >= 1, D >= 1, finite.
+    /// centroids: float32 (K, D), K >= 1, D >= 1, finite. kernel: "auto" (the fastest this
+    /// CPU runs), "avx512-bf16" (falls back to portable without AVX-512 BF16) or
+    /// "portable-f32".
     #[new]
-    fn new(py: Python<'_>, centroids: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (centroids, kernel = "auto"))]
+    fn new(py: Python<'_>, centroids: &Bound<'_, PyAny>, kernel: &str) -> PyResult<Self> {
+        let engine = match kernel {
+            "auto" => Engine::detect(),
+            "avx512-bf16" => Engine::Avx512Bf16,
+            "portable-f32" => Engine::Portable,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "kernel must be 'auto', 'avx512-bf16' or 'portable-f32', got {other:?}"
+                )))
+            }
+        };
         let centroids = float32_array(centroids, "centroids")?;
         let view = view2(&centroids, "centroids")?;
-        let inner = py.detach(|| CentroidIndex::new(view))?;
+        let inner = py.detach(|| CentroidIndex::with_engine(view, engine))?;
         Ok(Self { inner })
     }
 
