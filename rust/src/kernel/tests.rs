@@ -270,3 +270,19 @@ fn bad_inputs_are_rejected() {
     assert!(index.reachability(x.view(), -1.0, 1e-6).is_err());
     assert!(index.reachability(x.view(), 1.0, f64::NAN).is_err());
 }
+
+#[test]
+fn clustered_near_duplicate_centroids_at_large_norm() {
+    // Centroids in tight clusters (spread 1e-4 around a few bases of norm ~1e3) and queries
+    // inside the clusters: every approximate score in a cluster is within the bf16 error.
+    let mut rng = Rng(23);
+    let d = 40;
+    let bases = rng.matrix(4, d, 150.0);
+    let c = Array2::from_shape_fn((400, d), |(j, l)| bases[[j % 4, l]] + 1e-4 * rng.normal());
+    let x = Array2::from_shape_fn((9, d), |(i, l)| bases[[i % 4, l]] + 3e-5 * rng.normal());
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        check(&index, x.view(), c.view(), 1);
+        check(&index, x.view(), c.view(), 8);
+    }
+}
