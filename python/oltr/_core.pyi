@@ -17,8 +17,8 @@ class CentroidIndex:
 
     centroids: float32 (K, D), K >= 1, D >= 1, finite (ValueError otherwise; a dtype other
     than float32 raises TypeError). kernel: ``"auto"`` (the fastest this CPU runs),
-    ``"avx512-bf16"`` (falls back to the portable pass without AVX-512 BF16) or
-    ``"portable-f32"``; any other value raises ValueError.
+    ``"avx512-bf16"``, ``"avx2-f32"`` (each falls back to ``"portable-f32"`` on a CPU
+    without it) or ``"portable-f32"``; any other value raises ValueError.
     """
 
     def __init__(self, centroids: NDArray[np.float32], kernel: str = "auto") -> None: ...
@@ -30,7 +30,7 @@ class CentroidIndex:
         """D, the feature dimension."""
     @property
     def kernel(self) -> str:
-        """The candidate pass in use: ``"avx512-bf16"`` or ``"portable-f32"``."""
+        """The candidate pass in use: ``"avx512-bf16"``, ``"avx2-f32"`` or ``"portable-f32"``."""
     def search(
         self, x: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

@@ -56,20 +56,19 @@ fn view2<'a>(
 #[pymethods]
 impl PyCentroidIndex {
     /// centroids: float32 (K, D), K >= 1, D >= 1, finite. kernel: "auto" (the fastest this
-    /// CPU runs), "avx512-bf16" (falls back to portable without AVX-512 BF16) or
-    /// "portable-f32".
+    /// CPU runs), "avx512-bf16", "avx2-f32" (each falls back to "portable-f32" on a CPU
+    /// without it) or "portable-f32".
     #[new]
     #[pyo3(signature = (centroids, kernel = "auto"))]
     fn new(py: Python<'_>, centroids: &Bound<'_, PyAny>, kernel: &str) -> PyResult<Self> {
         let engine = match kernel {
             "auto" => Engine::detect(),
             "avx512-bf16" => Engine::Avx512Bf16,
+            "avx2-f32" => Engine::Avx2F32,
             "portable-f32" => Engine::Portable,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "kernel must be 'auto', 'avx512-bf16' or 'portable-f32', got {other:?}"
-                )))
-            }
+            other => return Err(PyValueError::new_err(format!(
+                "kernel must be 'auto', 'avx512-bf16', 'avx2-f32' or 'portable-f32', got {other:?}"
+            ))),
         };
         let centroids = float32_array(centroids, "centroids")?;
         let view = view2(&centroids, "centroids")?;
@@ -89,7 +88,7 @@ impl PyCentroidIndex {
         self.inner.dim()
     }
 
-    /// The candidate pass in use: "avx512-bf16" or "portable-f32".
+    /// The candidate pass in use: "avx512-bf16", "avx2-f32" or "portable-f32".
     #[getter]
     fn kernel(&self) -> &'static str {
         self.inner.engine().name()

@@ -2,6 +2,7 @@
 
 use ndarray::{Array1, Array2, ArrayView2};
 
+use super::avx2::{self, F32Centroids};
 use super::bf16::{self, Bf16Centroids};
 use super::distance::squared_norm_f64;
 use super::error::KernelError;
@@ -13,7 +14,9 @@ use super::search::search_hits;
 pub enum Engine {
     /// AVX-512 BF16 dot products on bf16-packed centroids.
     Avx512Bf16,
-    /// Portable f32 dot products (AVX2+FMA when present).
+    /// f32 dot products with AVX2+FMA on f32-packed centroids.
+    Avx2F32,
+    /// Portable f32 dot products (any CPU).
     Portable,
 }
 
@@ -22,6 +25,8 @@ impl Engine {
     pub fn detect() -> Self {
         if bf16::available() {
             Self::Avx512Bf16
+        } else if avx2::available() {
+            Self::Avx2F32
         } else {
             Self::Portable
         }
@@ -30,6 +35,7 @@ impl Engine {
     pub fn name(self) -> &'static str {
         match self {
             Self::Avx512Bf16 => "avx512-bf16",
+            Self::Avx2F32 => "avx2-f32",
             Self::Portable => "portable-f32",
         }
     }
@@ -47,6 +53,7 @@ pub struct CentroidIndex {
     pub(crate) c_norm_max: f64,
     pub(crate) engine: Engine,
     pub(crate) packed: Option<Bf16Centroids>,
+    pub(crate) packed_f32: Option<F32Centroids>,
 }
 
 /// Checks `x` is finite; `argument` names it in the error.
@@ -78,8 +85,8 @@ impl CentroidIndex {
         Self::with_engine(centroids, Engine::detect())
     }
 
-    /// As [`CentroidIndex::new`] with an explicit engine (the bf16 engine falls back to
-    /// the portable one on CPUs without AVX-512 BF16).
+    /// As [`CentroidIndex::new`] with an explicit engine (an engine this CPU cannot run falls
+    /// back to the portable one).
     pub fn with_engine(
         centroids: ArrayView2<'_, f32>,
         engine: Engine,
@@ -101,14 +108,18 @@ impl CentroidIndex {
         let norms_sq: Vec<f64> = rows.chunks_exact(dim).map(squared_norm_f64).collect();
         let norms_f32 = norms_sq.iter().map(|&n| n as f32).collect();
         let c_norm_max = norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
-        let engine = if engine == Engine::Avx512Bf16 && !bf16::available() {
-            Engine::Portable
-        } else {
-            engine
+        let engine = match engine {
+            Engine::Avx512Bf16 if !bf16::available() => Engine::Portable,
+            Engine::Avx2F32 if !avx2::available() => Engine::Portable,
+            other => other,
         };
         let packed = match engine {
             Engine::Avx512Bf16 => Some(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
-            Engine::Portable => None,
+            _ => None,
+        };
+        let packed_f32 = match engine {
+            Engine::Avx2F32 => Some(F32Centroids::pack(&rows, num, dim, &norms_sq)),
+            _ => None,
         };
         Ok(Self {
             num,
@@ -118,6 +129,7 @@ impl CentroidIndex {
             c_norm_max,
             engine,
             packed,
+            packed_f32,
         })
     }
 

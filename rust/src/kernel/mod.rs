@@ -1,5 +1,6 @@
 //! The pure-Rust memory core (no Python types): exact fused nearest-centroid search.
 
+pub mod avx2;
 pub mod bf16;
 pub mod candidates;
 pub mod distance;

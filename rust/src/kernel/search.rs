@@ -6,6 +6,7 @@
 
 use rayon::prelude::*;
 
+use super::avx2;
 use super::bf16::{self, LANES};
 use super::candidates::{ExactData, QueryState};
 use super::distance::squared_norm_f64;
@@ -26,6 +27,7 @@ const EXACT_ONLY_NORM_SQ: f64 = 1e30;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Bf16,
+    Avx2,
     Portable,
     Exact,
 }
@@ -60,6 +62,7 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
     } else {
         match index.engine {
             Engine::Avx512Bf16 => Pass::Bf16,
+            Engine::Avx2F32 => Pass::Avx2,
             Engine::Portable => Pass::Portable,
         }
     };
@@ -111,11 +114,20 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
             .map(|row| QueryState::new(row, k, x_norms_sq[row]))
             .collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
-        match (pass, &index.packed, &packs[q]) {
-            (Pass::Bf16, Some(packed), Some(pack)) => {
+        match (pass, &index.packed, &index.packed_f32, &packs[q]) {
+            (Pass::Bf16, Some(packed), _, Some(pack)) => {
                 bf16::scan(packed, pack, &data, &mut states, p0, p1)
             }
-            (Pass::Exact, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
+            (Pass::Avx2, _, Some(packed), _) => avx2::scan(
+                packed,
+                &data,
+                index.c_norm_max,
+                &mut states,
+                &x_norms_sq,
+                j0,
+                j1,
+            ),
+            (Pass::Exact, _, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
             _ => portable::scan(
                 &data,
                 &index.norms_f32,

@@ -80,7 +80,7 @@ fn check(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, 
 }
 
 fn engines() -> Vec<Engine> {
-    vec![Engine::Avx512Bf16, Engine::Portable]
+    vec![Engine::Avx512Bf16, Engine::Avx2F32, Engine::Portable]
 }
 
 #[test]
