@@ -6,7 +6,7 @@
     oltr eval CHECKPOINT [--open] [--split test|val] [--json FILE] [--device ...]
     oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
     oltr bench [--quick] [bench options ...]
-    oltr demo [--out DIR] [--seeds N] [--quick]
+    oltr demo [--out DIR] [--seeds N] [--quick] [--jobs N] [--device ...]
     oltr configs
 
 CONFIG is a YAML file or the name of a shipped config (``oltr configs`` lists them).
@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
     p.add_argument("--device", choices=_DEVICES, default="cpu")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="seeds trained in parallel processes (default: min(seeds, CPU cores, 2))")
 
     sub.add_parser("configs", help="list the shipped configs")
     return parser
@@ -110,20 +112,27 @@ def _json_default(value: Any) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from oltr.train import load_config, train
+    from oltr.train.distributed import is_main, launched
 
     overrides = list(args.overrides)
     if args.out is not None:
         overrides.append(f"out_dir={args.out}")
     config = load_config(args.config, overrides)
-    result = train(config, resume=args.resume, device=args.device)
-    print(f"best val top-1 {result.best_acc:.4f} at epoch {result.best_epoch}; model: {result.best_path}")
+    with launched(args.device or config["device"]):  # joins torchrun's process group, if any
+        result = train(config, resume=args.resume, device=args.device)
+        if is_main():
+            print(f"best val top-1 {result.best_acc:.4f} at epoch {result.best_epoch}; model: {result.best_path}")
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from oltr.train.distributed import is_main, launched
     from oltr.train.eval_run import evaluate_checkpoint
 
-    metrics = evaluate_checkpoint(args.checkpoint, open_set=args.open, split=args.split, device=args.device)
+    with launched(args.device):  # under torchrun each rank evaluates a share; rank 0 reports
+        metrics = evaluate_checkpoint(args.checkpoint, open_set=args.open, split=args.split, device=args.device)
+        if not is_main():
+            return 0
     print(format_metrics(metrics))
     target = Path(args.json) if args.json else Path(args.checkpoint).with_name(
         f"eval_{args.split}{'_open' if args.open else ''}.json")
@@ -134,15 +143,21 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from oltr.predict import predict, write_jsonl
+    from oltr.train.distributed import is_main, launched
 
-    records = predict(args.checkpoint, args.inputs, device=args.device, batch_size=args.batch_size,
-                      root=args.root, rule=args.rule)
-    if args.output == "-":
-        count = write_jsonl(records, sys.stdout)
-    else:
-        records = list(records)  # fail before creating the file
-        with open(args.output, "w") as stream:
-            count = write_jsonl(iter(records), stream)
+    with launched(args.device):  # under torchrun each rank predicts a share; rank 0 writes
+        records = predict(args.checkpoint, args.inputs, device=args.device, batch_size=args.batch_size,
+                          root=args.root, rule=args.rule)
+        if not is_main():
+            for _ in records:  # take part in the gathering; rank 0 gets every record
+                pass
+            return 0
+        if args.output == "-":
+            count = write_jsonl(records, sys.stdout)
+        else:
+            records = list(records)  # fail before creating the file
+            with open(args.output, "w") as stream:
+                count = write_jsonl(iter(records), stream)
     print(f"predicted {count} input(s)", file=sys.stderr)
     return 0
 
@@ -158,7 +173,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    run_demo(args.out, seeds=args.seeds, quick=args.quick, device=args.device)
+    jobs = args.jobs if args.jobs is not None else max(1, min(args.seeds, os.cpu_count() or 1, 2))
+    if jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    run_demo(args.out, seeds=args.seeds, quick=args.quick, device=args.device, jobs=jobs)
     return 0
 
 

@@ -30,8 +30,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from oltr.errors import OLTRError
+from oltr.train import distributed as dist_seam
 from oltr.train.evaluation import outlier_scores
-from oltr.train.inference import classify_features
+from oltr.train.gather import gather_outputs
+from oltr.train.inference import classify_features, run_model
 from oltr.train.restore import load_trained_model
 from oltr.train.trainer import resolve_device
 from oltr.train.transforms import build_transform, image_mode
@@ -129,7 +131,8 @@ def predict(
                 raise InputError(f"{paths[0]!r}: features contain NaN or Inf")
             logits = classify_features(model, features, batch_size)
             names = [f"{paths[0]}[{i}]" for i in range(len(array))]
-            yield from _records(logits, features.numpy(), names, model, checkpoint, rule)
+            if dist_seam.is_main():  # no backbone: cheap, so under torchrun rank 0 alone answers
+                yield from _records(logits, features.numpy(), names, model, checkpoint, rule)
             return
         if array.dtype == np.uint8 and array.ndim in (3, 4):
             from oltr.data import ArrayDataset
@@ -153,6 +156,9 @@ def predict(
     else:
         dataset = _ImageFiles(paths, build_transform(config, train=False), image_mode(config))
         names = paths
+    if dist_seam.is_distributed():
+        yield from _sharded_records(model, dataset, names, batch_size, dev, checkpoint, rule)
+        return
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     offset = 0
     for batch in loader:
@@ -161,6 +167,19 @@ def predict(
         offset += len(logits)
         yield from _records(logits.float().cpu().numpy(), extras.direct.float().cpu().numpy(), chunk,
                             model, checkpoint, rule)
+
+
+def _sharded_records(model, dataset: Dataset, names: list[str], batch_size: int, dev: torch.device,
+                     checkpoint, rule: str) -> Iterator[dict[str, Any]]:
+    """Under torchrun: each rank runs its share of ``dataset`` (every W-th input); rank 0
+    gathers the outputs back in input order and yields every record, the others none."""
+    from oltr.data import ShardedSampler
+
+    sampler = ShardedSampler(dataset, shuffle=False, pad=False)
+    outputs = gather_outputs(run_model(model, DataLoader(dataset, batch_size=batch_size, sampler=sampler), dev),
+                             everywhere=False)
+    if outputs is not None:
+        yield from _records(outputs.logits, outputs.features, names, model, checkpoint, rule)
 
 
 def write_jsonl(records: Iterator[dict[str, Any]], stream: TextIO) -> int:

@@ -44,11 +44,14 @@ from oltr.train.checkpoints import (
 )
 from oltr.train.config import ConfigError
 from oltr.train.data import DataBundle, build_data, eval_loader, train_loader
+from oltr.train.ddp import wrap_model
 from oltr.train.evaluation import choose_thresholds, outlier_scores
+from oltr.train.gather import gather_outputs
 from oltr.train.inference import Outputs, run_model
 from oltr.train.memory_init import global_class_means
 from oltr.train.progress import EpochProgress, JsonlLogger
 from oltr.train.rng import capture_rng_state, restore_rng_state, seed_everything
+from oltr.train.sync_centroid_loss import DistributedDiscCentroidsLoss
 
 __all__ = ["TrainResult", "build_model", "build_optimizers", "resolve_device", "train"]
 
@@ -174,15 +177,18 @@ class _Run:
         self.model = build_model(config, self.data.num_classes).to(device)
         self.criterion: Optional[DiscCentroidsLoss] = None
         if self.model.stage == "oltr":
-            self.criterion = DiscCentroidsLoss(
+            loss_class = DistributedDiscCentroidsLoss if dist_seam.is_distributed() else DiscCentroidsLoss
+            self.criterion = loss_class(
                 self.data.num_classes, self.model.feat_dim, gradient=config["centroids"]["gradient"]
             ).to(device)
         if config["model"]["fix_backbone"]:
             self.model.freeze_backbone()
+        # DDP under torchrun (identity in one process): the module the training steps call
+        self.step_model = wrap_model(self.model, device)
         self.model_opt, self.model_sched, self.crit_opt, self.crit_sched = build_optimizers(
             config, self.model, self.criterion)
         self.loader = train_loader(config, self.data)
-        self.val_loader = eval_loader(config, self.data.val)
+        self.val_loader = eval_loader(config, self.data.val, shard=True)
         self.logger = JsonlLogger(self.out_dir / "log.jsonl", echo=bool(config["progress"]))
         self.epoch = 0                      # epochs finished
         self.best: dict[str, Any] = {"epoch": 0, "acc": -1.0, "state_dict": None}
@@ -238,7 +244,7 @@ class _Run:
             images = images.to(self.device, non_blocking=True)
             labels = torch.as_tensor(labels).to(self.device, dtype=torch.int64)
             centroids = self.criterion.centroids if self.criterion is not None else None
-            logits, extras = self.model(images, centroids=centroids)
+            logits, extras = self.step_model(images, centroids=centroids)
             loss = cfg["loss"]["ce_weight"] * ce(logits, labels)
             if self.criterion is not None:
                 loss = loss + cfg["loss"]["centroid_weight"] * self.criterion(extras.direct, labels)
@@ -253,6 +259,10 @@ class _Run:
                 correct = int((logits.argmax(1) == labels).sum())
             progress.update(float(loss.detach()), correct, int(labels.shape[0]))
         progress.close()
+        if dist_seam.is_distributed():  # the epoch's loss, accuracy and speed over all ranks
+            totals = dist_seam.all_reduce_sum(torch.tensor(
+                [progress.loss_sum, progress.correct, progress.seen], dtype=torch.float64))
+            progress.loss_sum, progress.correct, progress.seen = float(totals[0]), int(totals[1]), int(totals[2])
         self.model_sched.step()
         if self.crit_sched is not None:
             self.crit_sched.step()
@@ -262,7 +272,7 @@ class _Run:
         return None if self.criterion is None else self.criterion.centroids.detach()
 
     def validate(self) -> Outputs:
-        return run_model(self.model, self.val_loader, self.device, centroids=self.live_centroids())
+        return gather_outputs(run_model(self.model, self.val_loader, self.device, centroids=self.live_centroids()))
 
     def record_best(self, val: Outputs, acc: float) -> bool:
         """Keep the weights and memory if ``acc`` beats the best so far (strict ``>``)."""
@@ -334,7 +344,7 @@ class _Run:
         if self.model.stage == "plain":
             plain = eval_loader(self.config, self.data.train_plain, shard=True)
             feature_means = global_class_means(self.model, plain, self.data.num_classes).cpu()
-        val = run_model(self.model, self.val_loader, self.device)
+        val = gather_outputs(run_model(self.model, self.val_loader, self.device))
         self.write_best(val, feature_means)
 
 
@@ -362,8 +372,8 @@ def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = 
     if dist_seam.is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    if resume and last.is_file():
-        run.resume_from(load_resume_state(last))
+    if resume and dist_seam.broadcast_object(last.is_file()):  # rank 0 reads; no shared folder needed
+        run.resume_from(dist_seam.broadcast_object(load_resume_state(last) if dist_seam.is_main() else None))
         run.logger.log(event="resume", stage=run.model.stage, epoch=run.epoch)
     else:
         run.initialise()
