@@ -186,7 +186,7 @@ fn near_ties_inside_the_gemm_error_are_ranked_exactly() {
 fn parallel_split_matches_single_thread() {
     let mut rng = Rng(13);
     let c = rng.matrix(3001, 64, 1.0);
-    let x = rng.matrix(211, 64, 1.0);
+    let x = rng.matrix(300, 64, 1.0);
     let index = CentroidIndex::new(c.view()).unwrap();
     pool::set_num_threads(3).unwrap();
     let par = index.search(x.view(), 4).unwrap();
