@@ -35,6 +35,15 @@ from oltr.train.trainer import _Run
 
 _STEPS = ["progress=false", "device=cpu", "threads=1", "steps_per_epoch=4"]
 
+def _centroid_loss_case():
+    """feat (8, 4), labels (8,), centroids (3, 4): the even rows (rank 0) lie far from the
+    centroids (local mean masked distance > the margin 10), the odd rows (rank 1) close."""
+    gen = torch.Generator().manual_seed(3)
+    feat = torch.randn(8, 4, generator=gen)
+    feat[0::2] *= 4.0
+    return feat, torch.tensor([0, 1, 2, 0, 1, 2, 0, 0]), torch.randn(3, 4, generator=gen)
+
+
 _WORKER = textwrap.dedent('''
     import sys
 
@@ -42,7 +51,8 @@ _WORKER = textwrap.dedent('''
 
     from oltr import cli
     from oltr.train import load_config
-    from oltr.train.distributed import all_gather_object, is_main, launched, world_size
+    from oltr.train.distributed import all_gather_object, is_main, launched, rank, world_size
+    from oltr.train.sync_centroid_loss import DistributedDiscCentroidsLoss
     from oltr.train.trainer import _Run
 
     out, stage1_dir, stage1_single_best, stage2_best, list_file = sys.argv[1:6]
@@ -67,6 +77,18 @@ _WORKER = textwrap.dedent('''
         assert cli.main(["eval", stage2_best, "--open", "--device", "cpu", "--json", f"{out}/eval.json"]) == 0
         assert cli.main(["predict", stage2_best, list_file, "--device", "cpu", "--batch-size", "7",
                          "-o", f"{out}/predict.jsonl"]) == 0
+        losses = {}
+        for mode in ("official", "autograd"):  # a batch whose local repel means straddle the margin
+            feat, labels, centroids = CENTROID_LOSS_CASE()
+            feat = feat[rank()::2].clone().requires_grad_(True)
+            loss = DistributedDiscCentroidsLoss(3, 4, gradient=mode)
+            loss.centroids.data.copy_(centroids)
+            terms = loss.terms(feat, labels[rank()::2])
+            (terms.attract + loss.repel_weight * terms.repel).backward()
+            losses[mode] = {"repel": terms.repel.detach(), "feat_grad": feat.grad, "centroid_grad": loss.centroids.grad}
+        states = all_gather_object(losses)
+        if is_main():
+            torch.save(states, f"{out}/loss_ranks.pt")
 ''')
 
 
@@ -119,7 +141,10 @@ def runs(tmp_path_factory):
     launched.mkdir()
     first = _torchrun(["-m", "oltr", "train", "digits_lt_stage1", "--out", str(root / "ddp1"),
                        *_sets([*_STEPS, "epochs=1"])], cwd=root)
-    (root / "worker.py").write_text(_WORKER)
+    import inspect
+
+    case = inspect.getsource(_centroid_loss_case).replace("_centroid_loss_case", "CENTROID_LOSS_CASE")
+    (root / "worker.py").write_text("import torch\n" + case + _WORKER)
     _torchrun([str(root / "worker.py"), str(launched), str(root / "ddp1"), str(single1.best_path), str(best2),
                str(root / "inputs.txt"), *_STEPS], cwd=root)
     return {"root": root, "single1": single1, "single2": single2, "best2": best2, "launched": launched,
@@ -205,3 +230,25 @@ def test_sharded_predict_equals_one_process(runs):
     assert [r["label"] for r in got] == [r["label"] for r in want]
     for a, b in zip(got, want):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["official", "autograd"])
+def test_centroid_loss_gradients_equal_the_global_batch(runs, mode):
+    from oltr.nn import DiscCentroidsLoss
+
+    feat, labels, centroids = _centroid_loss_case()
+    loss = DiscCentroidsLoss(3, 4, gradient=mode)
+    loss.centroids.data.copy_(centroids)
+    feat.requires_grad_(True)
+    terms = loss.terms(feat, labels)
+    with torch.no_grad():
+        local_means = [float(loss.terms(feat[r::2], labels[r::2]).mean_masked_sqdist) for r in range(2)]
+    assert min(local_means) < loss.repel_margin < max(local_means)  # the case straddles the margin
+    (terms.attract + loss.repel_weight * terms.repel).backward()
+    ranks = torch.load(runs["launched"] / "loss_ranks.pt", weights_only=False)
+    for r, got in enumerate(ranks):
+        got = got[mode]
+        assert torch.allclose(got["repel"], terms.repel.detach(), atol=1e-5)  # the global clamp
+        # DDP averages the model's gradients over the 2 ranks: half the local feature gradient
+        assert torch.allclose(got["feat_grad"] / 2, feat.grad[r::2], atol=1e-6)
+        assert torch.allclose(got["centroid_grad"], loss.centroids.grad, atol=1e-6)  # averaged by the hook
