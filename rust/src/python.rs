@@ -66,9 +66,11 @@ impl PyCentroidIndex {
             "avx512-bf16" => Engine::Avx512Bf16,
             "avx2-f32" => Engine::Avx2F32,
             "portable-f32" => Engine::Portable,
-            other => return Err(PyValueError::new_err(format!(
+            other => {
+                return Err(PyValueError::new_err(format!(
                 "kernel must be 'auto', 'avx512-bf16', 'avx2-f32' or 'portable-f32', got {other:?}"
-            ))),
+            )))
+            }
         };
         let centroids = float32_array(centroids, "centroids")?;
         let view = view2(&centroids, "centroids")?;
