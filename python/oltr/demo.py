@@ -109,8 +109,35 @@ def _plots(out: Path, evaluated: dict[str, tuple[dict, Any, dict]]) -> None:
     plot_roc(roc, plots / "roc.png")
 
 
+def _run_seed(out: Path, seed: int, quick: bool, device: str) -> dict[str, dict[str, float]]:
+    """Train and evaluate the three models of one seed; returns ``{model: table row}``."""
+    started = time.perf_counter()
+    run = out / "runs" / f"seed{seed}"
+    common = ["progress=false", f"device={device}", f"seed={seed}"] + ([f"epochs={_QUICK_EPOCHS}"] if quick else [])
+    stage1 = load_config("fashion_lt_stage1", common + [f"out_dir={run / 'stage1'}"])
+    first = train(stage1)
+    stage2 = load_config("fashion_lt_stage2", common + [f"out_dir={run / 'stage2'}", f"model.init={first.best_path}"])
+    second = train(stage2)
+    epochs = stage1["epochs"] + stage2["epochs"]
+    step = max(1, round(stage1["optim"]["step_size"] * epochs / stage1["epochs"]))
+    long = train(load_config("fashion_lt_stage1", common + [
+        f"out_dir={run / 'plain_long'}", f"epochs={epochs}", f"optim.step_size={step}"]))
+    rows, evaluated = {}, {}
+    for name, result in (("plain", first), (_LONG, long), ("OLTR", second)):
+        metrics, outputs, checkpoint = evaluate_checkpoint(
+            result.best_path, open_set=True, device=device, return_outputs=True)
+        (result.out_dir / "eval_test_open.json").write_text(json.dumps(metrics, indent=2, default=str))
+        rows[name] = _row(metrics)
+        evaluated[name] = (metrics, outputs, checkpoint)
+    if seed == 0:
+        _plots(out, {k: v for k, v in evaluated.items() if k != _LONG})
+    print(f"seed {seed}: top-1 " + ", ".join(f"{k} {v['overall']:.3f}" for k, v in rows.items())
+          + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    return rows
+
+
 def run_demo(out_dir: str | Path = "demo_out", seeds: int = 3, quick: bool = False,
-             device: str = "cpu") -> dict[str, Any]:
+             device: str = "cpu", jobs: int = 1) -> dict[str, Any]:
     """Train and evaluate plain and OLTR models for ``seeds`` seeds; write the table and plots.
 
     Args:
@@ -118,42 +145,31 @@ def run_demo(out_dir: str | Path = "demo_out", seeds: int = 3, quick: bool = Fal
         seeds: number of seeds (0, 1, ...).
         quick: 2 epochs per stage (a smoke test; the numbers mean nothing).
         device: ``cpu``, ``cuda`` or ``auto``.
+        jobs: seeds trained in parallel processes (each single-threaded, see the configs'
+            ``threads``); the results do not depend on it.
 
     Returns:
         ``{"summary": {model: {column: {mean, std}}}, "per_seed": {...}, "wall_s": float}``;
         the same is written to ``table.json``, the Markdown to ``table.md``.
     """
+    if int(seeds) < 1 or int(jobs) < 1:
+        raise ValueError(f"seeds and jobs must be >= 1, got {seeds} and {jobs}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows: dict[str, list[dict[str, float]]] = {"plain": [], _LONG: [], "OLTR": []}
-    common = ["progress=false", f"device={device}"] + ([f"epochs={_QUICK_EPOCHS}"] if quick else [])
-    for seed in range(seeds):
-        run = out / "runs" / f"seed{seed}"
-        stage1 = load_config("fashion_lt_stage1", common + [f"seed={seed}", f"out_dir={run / 'stage1'}"])
-        first = train(stage1)
-        stage2 = load_config("fashion_lt_stage2", common + [
-            f"seed={seed}", f"out_dir={run / 'stage2'}", f"model.init={first.best_path}"])
-        second = train(stage2)
-        epochs = stage1["epochs"] + stage2["epochs"]
-        step = max(1, round(stage1["optim"]["step_size"] * epochs / stage1["epochs"]))
-        long = train(load_config("fashion_lt_stage1", common + [
-            f"seed={seed}", f"out_dir={run / 'plain_long'}", f"epochs={epochs}", f"optim.step_size={step}"]))
-        evaluated = {}
-        for name, result in (("plain", first), (_LONG, long), ("OLTR", second)):
-            metrics, outputs, checkpoint = evaluate_checkpoint(
-                result.best_path, open_set=True, device=device, return_outputs=True)
-            (result.out_dir / "eval_test_open.json").write_text(json.dumps(metrics, indent=2, default=str))
-            rows[name].append(_row(metrics))
-            evaluated[name] = (metrics, outputs, checkpoint)
-        if seed == 0:
-            _plots(out, {k: v for k, v in evaluated.items() if k != _LONG})
-        print(f"seed {seed}: top-1 " + ", ".join(f"{k} {v[-1]['overall']:.3f}" for k, v in rows.items())
-              + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    if jobs == 1 or seeds == 1:
+        per_seed = [_run_seed(out, seed, quick, device) for seed in range(seeds)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+            per_seed = list(pool.map(_run_seed, [out] * seeds, range(seeds), [quick] * seeds, [device] * seeds))
+    rows = {name: [r[name] for r in per_seed] for name in ("plain", _LONG, "OLTR")}
     summary = {name: _summary(model_rows) for name, model_rows in rows.items()}
     table = format_table(summary, seeds)
     wall = time.perf_counter() - started
-    result = {"summary": summary, "per_seed": rows, "seeds": seeds, "quick": quick, "wall_s": wall}
+    result = {"summary": summary, "per_seed": rows, "seeds": seeds, "quick": quick, "jobs": jobs, "wall_s": wall}
     (out / "table.md").write_text(table)
     (out / "table.json").write_text(json.dumps(result, indent=2))
     print(table)
