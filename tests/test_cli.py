@@ -77,6 +77,8 @@ def test_corrupt_checkpoint_and_bad_inputs(trained, tmp_path, capsys):
 def test_usage_error_exit_code(capsys):
     assert main([]) == 2
     assert main(["train", "x", "--device", "tpu"]) == 2
+    assert main(["bench", "--no-such-option"]) == 2  # options pass through to oltr.memory.bench
+    assert "--no-such-option" in capsys.readouterr().err
 
 
 def test_python_dash_m_exit_status(tmp_path):

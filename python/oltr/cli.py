@@ -61,9 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", choices=_DEVICES, default="auto")
 
-    p = sub.add_parser("bench", help="memory-core benchmark (oltr.memory.bench); extra options pass through",
-                       add_help=False)
-    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    # `oltr bench ARGS...` hands ARGS to oltr.memory.bench.main (see main()); listed for --help.
+    sub.add_parser("bench", help="memory-core benchmark (oltr.memory.bench): --quick, --shapes, --write ...",
+                   add_help=False)
 
     p = sub.add_parser("demo", help="plain vs OLTR on the embedded Fashion-MNIST-LT, several seeds")
     p.add_argument("--out", default="demo_out", metavar="DIR")
@@ -162,10 +162,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def _cmd_bench(bench_args: Sequence[str]) -> int:
     from oltr.memory.bench import main as bench_main
 
-    return int(bench_main(list(args.bench_args)) or 0)
+    try:
+        return int(bench_main(list(bench_args)) or 0)
+    except SystemExit as exc:  # its argparse: --help or a usage error
+        return exc.code if isinstance(exc.code, int) else 2
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -190,18 +193,22 @@ def _cmd_configs(_args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "bench": _cmd_bench,
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
              "demo": _cmd_demo, "configs": _cmd_configs}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``oltr`` command; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if argv[:1] != ["bench"]:
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse already printed its one-line usage error or help
+            return exc.code if isinstance(exc.code, int) else 2
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed its one-line usage error or help
-        return int(exc.code or 0)
-    try:
+        if argv[:1] == ["bench"]:
+            return _cmd_bench(argv[1:])
         return _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("oltr: interrupted", file=sys.stderr)

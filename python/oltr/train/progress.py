@@ -63,6 +63,8 @@ class EpochProgress:
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.update(1)
+            if self.steps == self.total:  # always draw the epoch's final state
+                self._bar.refresh()
             return
         now = time.perf_counter()
         if now - self._last_draw > 0.2 or self.steps == self.total:
