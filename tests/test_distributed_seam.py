@@ -154,3 +154,23 @@ def test_global_batchnorm_formula_equals_batchnorm(group_of_one):
     plain.eval()
     x = torch.randn(2, 3, 5, 5)
     assert torch.allclose(synced(x), plain(x), atol=1e-5)
+
+
+def test_reseed_for_epoch_depends_on_seed_epoch_and_rank(group_of_one, monkeypatch):
+    def draw(seed, epoch):
+        seam.reseed_for_epoch(seed, epoch)
+        return torch.rand(4), np.random.rand(), __import__("random").random()
+
+    first = draw(0, 1)
+    assert all(torch.equal(torch.as_tensor(a), torch.as_tensor(b)) for a, b in zip(first, draw(0, 1)))
+    assert not torch.equal(first[0], draw(0, 2)[0])
+    assert not torch.equal(first[0], draw(1, 1)[0])
+    monkeypatch.setattr(seam, "rank", lambda: 1)
+    assert not torch.equal(first[0], draw(0, 1)[0])
+
+
+def test_reseed_for_epoch_leaves_one_process_alone():
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    seam.reseed_for_epoch(0, 3)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -15,6 +15,7 @@ import contextlib
 import os
 from typing import Iterable, Iterator, Optional, Union
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -32,6 +33,7 @@ __all__ = [
     "launched_world_size",
     "local_rank",
     "rank",
+    "reseed_for_epoch",
     "world_size",
 ]
 
@@ -114,6 +116,20 @@ def broadcast_object(obj: object, src: int = 0) -> object:
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def reseed_for_epoch(seed: int, epoch: int) -> None:
+    """Under torch.distributed: seed this rank's Python, NumPy and torch generators from
+    ``(seed, epoch, rank)``. Random data augmentation then differs between the ranks (with
+    one shared seed every rank would draw the same crops for its i-th images), and an
+    epoch's draws depend on nothing earlier, so ``--resume`` reproduces them whatever the
+    world size before. No-op in one process (its stream is left as it is).
+    """
+    if not is_distributed():
+        return
+    from oltr.train.rng import seed_everything
+
+    seed_everything(int(np.random.SeedSequence([int(seed), int(epoch), rank()]).generate_state(1)[0]))
 
 
 def launched_world_size() -> int:

@@ -233,6 +233,7 @@ class _Run:
         cfg = self.config
         steps = self.steps_per_epoch()
         self.loader.sampler.set_epoch(self.epoch)
+        dist_seam.reseed_for_epoch(int(cfg["seed"]), self.epoch)  # per-rank augmentation draws (DDP only)
         self.model.train()
         ce = nn.CrossEntropyLoss()
         progress = EpochProgress(
