@@ -71,5 +71,13 @@ def test_stage2_killed_mid_epoch_resumes_to_the_same_weights(stage1, tmp_path, m
 
 def test_resume_refuses_a_different_config(stage1, tmp_path):
     train(_config("digits_lt_stage1", tmp_path, "epochs=1"))
+    saved = (tmp_path / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"config differs .* \['optim'\]"):
         train(_config("digits_lt_stage1", tmp_path, "epochs=2", "optim.feat_lr=0.5"), resume=True)
+    assert (tmp_path / "config.yaml").read_text() == saved  # the refused config is not recorded
+
+
+def test_resume_without_a_previous_run_starts_from_scratch(tmp_path):
+    result = train(_config("digits_lt_stage1", tmp_path, "epochs=1"), resume=True)
+    assert result.epochs_run == 1
+    assert "nothing to resume" in (tmp_path / "log.jsonl").read_text()

@@ -276,7 +276,9 @@ class _Run:
         return gather_outputs(run_model(self.model, self.val_loader, self.device, centroids=self.live_centroids()))
 
     def record_best(self, val: Outputs, acc: float) -> bool:
-        """Keep the weights and memory if ``acc`` beats the best so far (strict ``>``)."""
+        """Keep the weights and memory if ``acc`` beats the best so far (strict ``>``, as the
+        official code; the first epoch always counts, where the official code would raise a
+        NameError if val top-1 never exceeded 0, quirk Q17)."""
         if acc <= self.best["acc"]:
             return False
         if self.criterion is not None:
@@ -370,14 +372,17 @@ def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = 
     run = _Run(config, resolve_device(config["device"]))
     out_dir = run.out_dir
     last = out_dir / LAST_NAME
-    if dist_seam.is_main():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     if resume and dist_seam.broadcast_object(last.is_file()):  # rank 0 reads; no shared folder needed
         run.resume_from(dist_seam.broadcast_object(load_resume_state(last) if dist_seam.is_main() else None))
         run.logger.log(event="resume", stage=run.model.stage, epoch=run.epoch)
     else:
+        if resume:
+            run.logger.log(event="resume", stage=run.model.stage, epoch=0,
+                           detail=f"nothing to resume in {str(out_dir)!r}: starting from scratch")
         run.initialise()
+    if dist_seam.is_main():  # after the resume check, so a refused config is not recorded
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     history = []
     start_epoch = run.epoch
     while run.epoch < int(config["epochs"]):
