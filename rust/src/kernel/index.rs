@@ -1,5 +1,7 @@
 //! `CentroidIndex`: the centroids copied once, with their norms and the packed bf16 panels.
 
+use std::sync::Arc;
+
 use ndarray::{Array1, Array2, ArrayView2};
 
 use super::avx2::{self, F32Centroids};
@@ -41,8 +43,14 @@ impl Engine {
     }
 }
 
-/// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32.
+/// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32 (a cheap handle:
+/// the packed data is shared with the worker threads of a running search).
 pub struct CentroidIndex {
+    data: Arc<IndexData>,
+}
+
+/// The centroids of an index, copied and packed once.
+pub(crate) struct IndexData {
     pub(crate) num: usize,
     pub(crate) dim: usize,
     /// Row-major copy of the centroids (exact re-rank).
@@ -121,7 +129,7 @@ impl CentroidIndex {
             Engine::Avx2F32 => Some(F32Centroids::pack(&rows, num, dim, &norms_sq)),
             _ => None,
         };
-        Ok(Self {
+        let data = IndexData {
             num,
             dim,
             rows,
@@ -130,22 +138,25 @@ impl CentroidIndex {
             engine,
             packed,
             packed_f32,
+        };
+        Ok(Self {
+            data: Arc::new(data),
         })
     }
 
     /// Number of centroids K.
     pub fn num_classes(&self) -> usize {
-        self.num
+        self.data.num
     }
 
     /// Feature dimension D.
     pub fn dim(&self) -> usize {
-        self.dim
+        self.data.dim
     }
 
     /// The candidate pass in use.
     pub fn engine(&self) -> Engine {
-        self.engine
+        self.data.engine
     }
 
     /// Validates a query batch and returns it C-contiguous with its row count.
@@ -153,14 +164,14 @@ impl CentroidIndex {
         &self,
         x: &'a ArrayView2<'a, f32>,
     ) -> Result<std::borrow::Cow<'a, [f32]>, KernelError> {
-        if x.ncols() != self.dim {
+        if x.ncols() != self.dim() {
             return Err(KernelError::DimMismatch {
-                expected: self.dim,
+                expected: self.dim(),
                 got: x.ncols(),
             });
         }
         let data = contiguous(x);
-        check_finite(&data, self.dim, "x")?;
+        check_finite(&data, self.dim(), "x")?;
         Ok(data)
     }
 
@@ -172,14 +183,15 @@ impl CentroidIndex {
         x: ArrayView2<'_, f32>,
         k: i64,
     ) -> Result<(Array2<f32>, Array2<i64>), KernelError> {
-        let k_ok = usize::try_from(k).ok().filter(|&k| k >= 1 && k <= self.num);
+        let num = self.num_classes();
+        let k_ok = usize::try_from(k).ok().filter(|&k| k >= 1 && k <= num);
         let k = k_ok.ok_or(KernelError::BadK {
             k,
-            num_classes: self.num,
+            num_classes: num,
         })?;
         let data = self.queries(&x)?;
         let b = x.nrows();
-        let hits = search_hits(self, &data, b, k);
+        let hits = search_hits(&self.data, &data, b, k);
         let mut dist = Array2::<f32>::zeros((b, k));
         let mut idx = Array2::<i64>::zeros((b, k));
         for (i, row) in hits.iter().enumerate() {
@@ -211,7 +223,7 @@ impl CentroidIndex {
             });
         }
         let data = self.queries(&x)?;
-        let hits = search_hits(self, &data, x.nrows(), 1);
+        let hits = search_hits(&self.data, &data, x.nrows(), 1);
         Ok(hits
             .iter()
             .map(|row| reachability_from_nearest(row[0].d2, scale, eps))

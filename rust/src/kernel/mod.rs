@@ -5,6 +5,7 @@ pub mod bf16;
 pub mod candidates;
 pub mod distance;
 pub mod error;
+pub mod executor;
 pub mod index;
 pub mod margin;
 pub mod pool;

@@ -1,7 +1,9 @@
-//! The kernel's private rayon pool: built lazily, rebuilt only when its size changes.
+//! The kernel's private rayon pool of helper threads: built lazily, rebuilt only when its size
+//! changes. A parallel call runs on the caller's thread plus `num_threads() − 1` helpers
+//! (`executor.rs`).
 //!
-//! Size: the last [`set_num_threads`], else the `OLTR_NUM_THREADS` environment variable, else
-//! the number of available cores. The global rayon pool is never configured.
+//! Thread count: the last [`set_num_threads`], else the `OLTR_NUM_THREADS` environment
+//! variable, else the number of available cores. The global rayon pool is never configured.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -52,11 +54,14 @@ pub fn num_threads() -> usize {
     lock().requested.unwrap_or_else(default_threads)
 }
 
-/// The pool sized to [`num_threads`]; `None` if the pool cannot be built (the caller then
-/// runs on its own thread).
-pub fn pool() -> Option<Arc<ThreadPool>> {
+/// The helper pool, `num_threads() − 1` threads; `None` for one thread or if the pool cannot
+/// be built (the caller then works alone).
+pub fn helpers() -> Option<Arc<ThreadPool>> {
     let mut state = lock();
-    let want = state.requested.unwrap_or_else(default_threads);
+    let want = state.requested.unwrap_or_else(default_threads) - 1;
+    if want == 0 {
+        return None;
+    }
     if let Some(pool) = &state.pool {
         if pool.current_num_threads() == want {
             return Some(Arc::clone(pool));
@@ -65,6 +70,8 @@ pub fn pool() -> Option<Arc<ThreadPool>> {
     let built = rayon::ThreadPoolBuilder::new()
         .num_threads(want)
         .thread_name(|i| format!("oltr-core-{i}"))
+        // A panicking task leaves its slot empty; the caller then runs it itself.
+        .panic_handler(|_| {})
         .build()
         .ok()
         .map(Arc::new);
@@ -72,18 +79,25 @@ pub fn pool() -> Option<Arc<ThreadPool>> {
     built
 }
 
+/// Serialises the tests that change the process-wide thread count.
+#[cfg(test)]
+pub(crate) static TEST_THREADS_LOCK: Mutex<()> = Mutex::new(());
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn rejects_non_positive_counts_and_resizes() {
+        let _serial = TEST_THREADS_LOCK.lock();
         assert!(set_num_threads(0).is_err());
         assert!(set_num_threads(-3).is_err());
         set_num_threads(3).unwrap();
         assert_eq!(num_threads(), 3);
-        assert_eq!(pool().unwrap().current_num_threads(), 3);
+        assert_eq!(helpers().unwrap().current_num_threads(), 2);
+        set_num_threads(1).unwrap();
+        assert!(helpers().is_none());
         set_num_threads(2).unwrap();
-        assert_eq!(pool().unwrap().current_num_threads(), 2);
+        assert_eq!(helpers().unwrap().current_num_threads(), 1);
     }
 }

@@ -1,16 +1,17 @@
-//! The search driver: splits (queries × centroids) into tasks run on the private pool, each
-//! task scanning its centroid range with a running exact top-k per query, then merges.
+//! The search driver: splits (queries × centroids) into tasks, each scanning its centroid range
+//! with a running exact top-k per query, runs them (`executor.rs`), then merges.
 //!
 //! Extra memory per call: the packed query blocks (B·D/2 words) and O(B·k) hits per centroid
 //! range; the B×K score matrix is never formed.
 
-use rayon::prelude::*;
+use std::sync::Arc;
 
 use super::avx2;
 use super::bf16::{self, LANES};
 use super::candidates::{ExactData, QueryState};
 use super::distance::squared_norm_f64;
-use super::index::{CentroidIndex, Engine};
+use super::executor::run_tasks;
+use super::index::{Engine, IndexData};
 use super::pool;
 use super::portable;
 use super::topk::{Hit, TopK};
@@ -52,8 +53,70 @@ fn query_block(b: usize) -> usize {
     b.div_ceil(blocks).div_ceil(12) * 12
 }
 
+/// Everything the tasks of one call read, owned so that helper threads may outlive the call
+/// (see `executor.rs`).
+struct Job {
+    index: Arc<IndexData>,
+    /// The queries, row-major `(b, dim)`, and their exact squared norms.
+    x: Vec<f32>,
+    x_norms_sq: Vec<f64>,
+    pass: Pass,
+    k: usize,
+    qblocks: Vec<(usize, usize)>,
+    /// Ranges of 16-centroid panels.
+    ranges: Vec<(usize, usize)>,
+    /// The bf16 packing of each query block (made by the caller before any task runs: a
+    /// lazily shared packing would make every task wait for a possibly descheduled packer).
+    packs: Vec<Option<bf16::QueryPack>>,
+}
+
+impl Job {
+    /// Task `t` = (query block `t / ranges`, centroid range `t % ranges`): the exact top-k of
+    /// each query of the block over the range.
+    fn run(&self, t: usize) -> Vec<TopK> {
+        let index = &*self.index;
+        let (q, r) = (t / self.ranges.len(), t % self.ranges.len());
+        let (q0, q1) = self.qblocks[q];
+        let (p0, p1) = self.ranges[r];
+        let data = ExactData {
+            x: &self.x,
+            centroids: &index.rows,
+            dim: index.dim,
+        };
+        let mut states: Vec<QueryState> = (q0..q1)
+            .map(|row| QueryState::new(row, self.k, self.x_norms_sq[row]))
+            .collect();
+        let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
+        match (self.pass, &index.packed, &index.packed_f32, &self.packs[q]) {
+            (Pass::Bf16, Some(packed), _, Some(pack)) => {
+                bf16::scan(packed, pack, &data, &mut states, p0, p1)
+            }
+            (Pass::Avx2, _, Some(packed), _) => avx2::scan(
+                packed,
+                &data,
+                index.c_norm_max,
+                &mut states,
+                &self.x_norms_sq,
+                j0,
+                j1,
+            ),
+            (Pass::Exact, _, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
+            _ => portable::scan(
+                &data,
+                &index.norms_f32,
+                index.c_norm_max,
+                &mut states,
+                &self.x_norms_sq,
+                j0,
+                j1,
+            ),
+        }
+        states.into_iter().map(|s| s.finish(&data)).collect()
+    }
+}
+
 /// Sorted top-k hits of each of the `b` rows of `x` (row-major `(b, dim)`, finite).
-pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) -> Vec<Vec<Hit>> {
+pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize) -> Vec<Vec<Hit>> {
     if b == 0 {
         return Vec::new();
     }
@@ -69,97 +132,59 @@ pub(crate) fn search_hits(index: &CentroidIndex, x: &[f32], b: usize, k: usize) 
             Engine::Portable => Pass::Portable,
         }
     };
-    let data = ExactData {
-        x,
-        centroids: &index.rows,
-        dim,
-    };
     let panels = index.num.div_ceil(LANES);
-
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
     let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
-    let qblock = query_block(b);
-    let qblocks = split_blocks(b, qblock);
+    let qblocks = split_blocks(b, query_block(b));
     let ranges = if parallel {
         let wanted = (8 * threads).div_ceil(qblocks.len());
         split(panels, wanted.min((panels / MIN_PANELS_PER_TASK).max(1)))
     } else {
         vec![(0, panels)]
     };
-    let tasks: Vec<(usize, usize)> = (0..qblocks.len())
-        .flat_map(|q| (0..ranges.len()).map(move |r| (q, r)))
-        .collect();
-
-    let pool = parallel.then(pool::pool).flatten();
-    let pack_block = |&(q0, q1): &(usize, usize)| match (pass, &index.packed) {
-        (Pass::Bf16, Some(packed)) => Some(bf16::pack_queries(
-            packed,
-            &data,
-            index.c_norm_max,
-            &x_norms_sq,
-            q0,
-            q1,
-        )),
-        _ => None,
-    };
-    let packs: Vec<Option<bf16::QueryPack>> = match &pool {
-        Some(pool) if qblocks.len() > 1 => {
-            pool.install(|| qblocks.par_iter().map(pack_block).collect())
-        }
-        _ => qblocks.iter().map(pack_block).collect(),
-    };
-
-    let run = |&(q, r): &(usize, usize)| -> Vec<TopK> {
-        let (q0, q1) = qblocks[q];
-        let (p0, p1) = ranges[r];
-        let mut states: Vec<QueryState> = (q0..q1)
-            .map(|row| QueryState::new(row, k, x_norms_sq[row]))
-            .collect();
-        let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
-        match (pass, &index.packed, &index.packed_f32, &packs[q]) {
-            (Pass::Bf16, Some(packed), _, Some(pack)) => {
-                bf16::scan(packed, pack, &data, &mut states, p0, p1)
+    let num_ranges = ranges.len();
+    let packs = qblocks
+        .iter()
+        .map(|&(q0, q1)| match (pass, &index.packed) {
+            (Pass::Bf16, Some(packed)) => {
+                let data = ExactData {
+                    x,
+                    centroids: &index.rows,
+                    dim,
+                };
+                Some(bf16::pack_queries(
+                    packed,
+                    &data,
+                    index.c_norm_max,
+                    &x_norms_sq,
+                    q0,
+                    q1,
+                ))
             }
-            (Pass::Avx2, _, Some(packed), _) => avx2::scan(
-                packed,
-                &data,
-                index.c_norm_max,
-                &mut states,
-                &x_norms_sq,
-                j0,
-                j1,
-            ),
-            (Pass::Exact, _, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
-            _ => portable::scan(
-                &data,
-                &index.norms_f32,
-                index.c_norm_max,
-                &mut states,
-                &x_norms_sq,
-                j0,
-                j1,
-            ),
-        }
-        states.into_iter().map(|s| s.finish(&data)).collect()
-    };
-
-    let results: Vec<Vec<TopK>> = match &pool {
-        Some(pool) => pool.install(|| tasks.par_iter().map(run).collect()),
-        None => tasks.iter().map(run).collect(),
-    };
+            _ => None,
+        })
+        .collect();
+    let job = Arc::new(Job {
+        index: Arc::clone(index),
+        x: x.to_vec(),
+        x_norms_sq,
+        pass,
+        k,
+        packs,
+        qblocks,
+        ranges,
+    });
+    let tasks = job.qblocks.len() * num_ranges;
+    let results = run_tasks(tasks, parallel, move |t| job.run(t));
 
     // Merge the ranges of each query block (tasks are ordered query block, then range).
     let mut out = Vec::with_capacity(b);
-    for chunk in results.chunks(ranges.len()) {
-        let mut merged: Vec<TopK> = Vec::new();
-        for part in chunk {
-            if merged.is_empty() {
-                merged = part.clone();
-            } else {
-                for (m, p) in merged.iter_mut().zip(part.iter()) {
-                    m.merge(p.clone());
-                }
+    let mut parts = results.into_iter();
+    while let Some(mut merged) = parts.next() {
+        for part in parts.by_ref().take(num_ranges - 1) {
+            for (m, p) in merged.iter_mut().zip(part) {
+                m.merge(p);
             }
         }
         out.extend(merged.into_iter().map(TopK::into_sorted));

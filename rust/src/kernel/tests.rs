@@ -188,6 +188,7 @@ fn parallel_split_matches_single_thread() {
     let c = rng.matrix(3001, 64, 1.0);
     let x = rng.matrix(300, 64, 1.0);
     let index = CentroidIndex::new(c.view()).unwrap();
+    let _serial = pool::TEST_THREADS_LOCK.lock();
     pool::set_num_threads(3).unwrap();
     let par = index.search(x.view(), 4).unwrap();
     pool::set_num_threads(1).unwrap();
