@@ -84,6 +84,8 @@ def test_overrides_nested_typed_and_int_to_float():
     assert c["optim"]["feat_lr"] == 1.0 and isinstance(c["optim"]["feat_lr"], float)
     assert c["epochs"] == 4 and c["model"]["fix_backbone"] is True and c["data"]["root"] == "/x"
     assert c["optim"]["weight_decay"] == 5e-4
+    assert apply_overrides(c, ["data.transform=none"])["data"]["transform"] == "none"  # a word, not null
+    assert apply_overrides(c, ["model.init=null"])["model"]["init"] is None
     again = apply_overrides(c, ["epochs=5"])
     assert again["epochs"] == 5 and c["epochs"] == 4  # no mutation
 

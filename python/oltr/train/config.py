@@ -270,7 +270,10 @@ def apply_overrides(config: Mapping[str, Any], overrides: Iterable[str]) -> dict
         for key in keys[:-1]:
             node[key] = {}
             node = node[key]
-        node[keys[-1]] = parse_value(text)
+        value = parse_value(text)
+        if value is None and isinstance(_schema_default(keys), str):
+            value = text.strip()  # a string key: "none" is the word (e.g. data.transform=none)
+        node[keys[-1]] = value
         _merge_into(out, update, prefix="", source="--set", schema=DEFAULTS)
     validate_config(out)
     return out
@@ -327,6 +330,16 @@ def validate_config(config: Mapping[str, Any]) -> None:
     for lr_path in (("optim", "feat_lr"), ("optim", "classifier_lr"), ("centroids", "lr")):
         if _get(config, lr_path) < 0:
             raise ConfigError(f"config key {'.'.join(lr_path)!r} must be >= 0; got {_get(config, lr_path)!r}")
+
+
+def _schema_default(keys: list[str]) -> Any:
+    """The default of a dotted key, or None for a key outside the schema."""
+    node: Any = DEFAULTS
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
 
 
 def _get(config: Mapping[str, Any], path: tuple[str, ...]) -> Any:
