@@ -19,12 +19,12 @@ use super::topk::{Hit, TopK};
 /// Queries per block (a multiple of the 12-row micro-group).
 const QUERY_BLOCK: usize = 96;
 /// Below this many multiply-adds (B·K·D, ~0.3 ms on one Zen 4 core) the call runs on the
-/// caller's thread: a parallel call waits for its slowest worker, and on a busy 2-core
-/// machine a descheduled worker costs more than the split saves (64 × 1e3 × 512 measured
-/// 0.49 ms on one thread, 0.91 ms on two under load).
+/// caller's thread alone: on the shared 2-core machine a helper thread rarely got a core in
+/// time for such short calls (64 × 1e3 × 512: 0.49 ms on one thread, 0.91 ms on two under
+/// load before the straggler-tolerant executor; equal since).
 const PARALLEL_MIN_WORK: usize = 40_000_000;
 /// Fewest 16-centroid panels per task.
-const MIN_PANELS_PER_TASK: usize = 8;
+const MIN_PANELS_PER_TASK: usize = 32;
 /// Above this `(‖x‖ + max‖c‖)²` the f32 scores could overflow: scan exactly instead.
 const EXACT_ONLY_NORM_SQ: f64 = 1e30;
 
@@ -136,9 +136,14 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
     let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
-    let qblocks = split_blocks(b, query_block(b));
+    // In parallel, split the queries first (no duplicated per-range work), then centroids.
+    let mut block = query_block(b);
+    if parallel && b >= 24 {
+        block = block.min(b.div_ceil(threads).div_ceil(12).max(1) * 12);
+    }
+    let qblocks = split_blocks(b, block);
     let ranges = if parallel {
-        let wanted = (8 * threads).div_ceil(qblocks.len());
+        let wanted = (4 * threads).div_ceil(qblocks.len());
         split(panels, wanted.min((panels / MIN_PANELS_PER_TASK).max(1)))
     } else {
         vec![(0, panels)]
