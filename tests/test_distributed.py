@@ -68,8 +68,13 @@ _WORKER = textwrap.dedent('''
         run = _Run(config, torch.device("cpu"))
         run.initialise()
         init = run.criterion.centroids.detach().clone()
+        from oltr.train.data import train_loader  # the samplers as the trainer builds them, default rank/world
+        plain = train_loader(load_config("digits_lt_stage1", overrides), run.data).sampler
+        for sampler in (run.loader.sampler, plain):
+            sampler.set_epoch(1)
+        indices = {"class_aware": list(run.loader.sampler), "shuffle": list(plain)}
         run.train_epoch()
-        state = {"init": init, "model": run.model.state_dict(), "centroids": run.criterion.centroids.detach(),
+        state = {"init": init, "indices": indices, "model": run.model.state_dict(), "centroids": run.criterion.centroids.detach(),
                  "model_optimizer": run.model_opt.state_dict(), "criterion_optimizer": run.crit_opt.state_dict()}
         states = all_gather_object(state)
         if is_main():
@@ -107,7 +112,9 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()), *args]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{' '.join(command)}\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    if done.returncode != 0:  # the workers' own messages, before torchrun's summary
+        workers = [line for line in done.stderr.splitlines() if not line.startswith(("W", "I")) or "[rank" in line]
+        pytest.fail(f"{' '.join(command)} failed ({done.returncode})\n{done.stdout[-3000:]}\n" + "\n".join(workers[-80:]))
     return done
 
 
@@ -192,7 +199,7 @@ def test_memory_init_is_the_global_class_means(runs):
 
 def test_stage2_steps_equal_one_process_and_ranks_agree(runs):
     rank0, rank1 = torch.load(runs["launched"] / "stage2_ranks.pt", weights_only=False)
-    for key in ("model", "centroids", "model_optimizer", "criterion_optimizer"):
+    for key in ("model", "centroids", "model_optimizer", "criterion_optimizer"):  # after 4 steps
         _assert_state_close({key: rank1[key]}, {key: rank0[key]}, "rank 1 vs rank 0")
         _assert_state_close({key: rank0[key]}, {key: runs["single2"][key]}, "DDP vs one process")
     moved = (runs["single2"]["centroids"] - runs["single2"]["init"]).abs().max()
@@ -252,3 +259,22 @@ def test_centroid_loss_gradients_equal_the_global_batch(runs, mode):
         # DDP averages the model's gradients over the 2 ranks: half the local feature gradient
         assert torch.allclose(got["feat_grad"] / 2, feat.grad[r::2], atol=1e-6)
         assert torch.allclose(got["centroid_grad"], loss.centroids.grad, atol=1e-6)  # averaged by the hook
+
+
+def test_samplers_shard_the_single_process_stream_under_gloo(runs):
+    from oltr.data import ClassAwareSampler, ShardedSampler
+
+    rank0, rank1 = torch.load(runs["launched"] / "stage2_ranks.pt", weights_only=False)
+    labels = digits_lt().train_labels
+    single = {"class_aware": ClassAwareSampler(labels, samples_per_class=4, seed=0, num_replicas=1, rank=0),
+              "shuffle": ShardedSampler(len(labels), shuffle=True, seed=0, num_replicas=1, rank=0)}
+    for kind, sampler in single.items():
+        sampler.set_epoch(1)
+        a, b = rank0["indices"][kind], rank1["indices"][kind]
+        assert len(a) == len(b)  # equal step counts on every rank
+        stream = list(sampler)
+        merged = [i for pair in zip(a, b) for i in pair]
+        assert merged[:len(stream)] == stream  # rank r holds positions r, r + 2, ... of the same stream
+    shuffled = rank0["indices"]["shuffle"] + rank1["indices"]["shuffle"]
+    assert sorted(set(shuffled)) == list(range(len(labels)))  # no item left out
+    assert len(shuffled) - len(set(shuffled)) == len(labels) % 2  # only the padding repeats
