@@ -3,9 +3,9 @@
 //! (`executor.rs`).
 //!
 //! Thread count: the last [`set_num_threads`], else the `OLTR_NUM_THREADS` environment
-//! variable, else the number of available cores. The global rayon pool is never configured.
+//! variable (read at the first call), else the number of available cores. The global rayon pool is never configured.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rayon::ThreadPool;
 
@@ -31,12 +31,17 @@ fn lock() -> MutexGuard<'static, PoolState> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// `OLTR_NUM_THREADS`, else the available cores; read once (finding the cores reads cgroup
+/// files, ~30 µs, too slow for every call).
 fn default_threads() -> usize {
-    std::env::var(ENV_VAR)
-        .ok()
-        .and_then(|raw| raw.trim().parse::<usize>().ok())
-        .filter(|&n| n >= 1)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    static DEFAULT: OnceLock<usize> = OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::env::var(ENV_VAR)
+            .ok()
+            .and_then(|raw| raw.trim().parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
 }
 
 /// Use `n >= 1` threads from the next kernel call on.
