@@ -104,12 +104,6 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return str(value)
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from oltr.train import load_config, train
     from oltr.train.distributed import is_main, launched
@@ -128,6 +122,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from oltr.train.distributed import is_main, launched
     from oltr.train.eval_run import evaluate_checkpoint
+    from oltr.train.evaluation import json_ready
 
     with launched(args.device):  # under torchrun each rank evaluates a share; rank 0 reports
         metrics = evaluate_checkpoint(args.checkpoint, open_set=args.open, split=args.split, device=args.device)
@@ -136,7 +131,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(format_metrics(metrics))
     target = Path(args.json) if args.json else Path(args.checkpoint).with_name(
         f"eval_{args.split}{'_open' if args.open else ''}.json")
-    target.write_text(json.dumps(metrics, indent=2, default=_json_default))
+    target.write_text(json.dumps(json_ready(metrics), indent=2, default=str))
     print(f"wrote {target}", file=sys.stderr)
     return 0
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from oltr.train import load_config, train
 from oltr.train.eval_run import evaluate_checkpoint
+from oltr.train.evaluation import json_ready
 
 __all__ = ["COLUMNS", "format_table", "run_demo"]
 
@@ -126,7 +127,7 @@ def _run_seed(out: Path, seed: int, quick: bool, device: str) -> dict[str, dict[
     for name, result in (("plain", first), (_LONG, long), ("OLTR", second)):
         metrics, outputs, checkpoint = evaluate_checkpoint(
             result.best_path, open_set=True, device=device, return_outputs=True)
-        (result.out_dir / "eval_test_open.json").write_text(json.dumps(metrics, indent=2, default=str))
+        (result.out_dir / "eval_test_open.json").write_text(json.dumps(json_ready(metrics), indent=2, default=str))
         rows[name] = _row(metrics)
         evaluated[name] = (metrics, outputs, checkpoint)
     if seed == 0:
@@ -171,7 +172,7 @@ def run_demo(out_dir: str | Path = "demo_out", seeds: int = 3, quick: bool = Fal
     wall = time.perf_counter() - started
     result = {"summary": summary, "per_seed": rows, "seeds": seeds, "quick": quick, "jobs": jobs, "wall_s": wall}
     (out / "table.md").write_text(table)
-    (out / "table.json").write_text(json.dumps(result, indent=2))
+    (out / "table.json").write_text(json.dumps(json_ready(result), indent=2))
     print(table)
     print(f"wrote {out / 'table.md'}, {out / 'table.json'} and {out / 'plots'} in {wall:.0f} s", file=sys.stderr)
     return result

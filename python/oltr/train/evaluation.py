@@ -12,7 +12,7 @@ import numpy as np
 
 from oltr.train.inference import Outputs
 
-__all__ = ["SCORE_NAMES", "choose_thresholds", "evaluate_outputs", "outlier_scores"]
+__all__ = ["SCORE_NAMES", "choose_thresholds", "evaluate_outputs", "json_ready", "outlier_scores"]
 
 #: Scores reported (``reachability`` only when a memory / class means exist).
 SCORE_NAMES = ("msp", "max_logit", "energy", "reachability")
@@ -134,3 +134,17 @@ def evaluate_outputs(
         modern[name] = block
     result["modern"] = modern
     return result
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with NaN/inf floats as ``None`` and numpy/torch scalars and arrays as Python
+    numbers and lists, so ``json.dumps`` writes strict JSON (an empty shot group is ``null``)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if hasattr(value, "tolist"):
+        return json_ready(value.tolist())
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    return value
