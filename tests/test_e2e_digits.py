@@ -58,7 +58,9 @@ def test_run_folder_and_best_checkpoint(runs):
 
 def test_stage2_initialisation_follows_the_official_recipe(runs, tmp_path):
     _, first, _ = runs
-    run = _Run(_config("digits_lt_stage2", tmp_path, f"model.init={first.best_path}"), torch.device("cpu"))
+    run = _Run(_config("digits_lt_stage2", tmp_path, f"model.init={first.best_path}", "centroids.repel_margin=3",
+                       "centroids.gradient=autograd"), torch.device("cpu"))
+    assert (run.criterion.repel_margin, run.criterion.repel_weight, run.criterion.gradient) == (3.0, 0.01, "autograd")
     run.initialise()
     stage1 = load_model_checkpoint(first.best_path)["state_dict"]
     # fc_hallucinator <- stage-1 fc; backbone keys present in stage 1 copied; attention fresh

@@ -36,6 +36,7 @@ def test_official_recipe_values(name):
     assert c["eval"]["open_threshold"] == 0.1
     if stage == "oltr":
         assert c["centroids"]["lr"] == 0.01 and c["loss"]["centroid_weight"] == 0.01
+        assert (c["centroids"]["repel_margin"], c["centroids"]["repel_weight"]) == (10.0, 0.01)
         assert c["model"]["init"].endswith("stage1/best.pt")
 
 

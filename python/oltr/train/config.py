@@ -91,6 +91,8 @@ DEFAULTS: dict[str, Any] = {
         "step_size": 10,
         "gamma": 0.1,
         "gradient": "official",   # official (custom backward) | autograd
+        "repel_margin": 10.0,     # DiscCentroidsLoss hinge margin (official 10.0)
+        "repel_weight": 0.01,     # weight of the repel term inside the loss (official 0.01)
     },
     "loss": {
         "ce_weight": 1.0,

@@ -178,8 +178,10 @@ class _Run:
         self.criterion: Optional[DiscCentroidsLoss] = None
         if self.model.stage == "oltr":
             loss_class = DistributedDiscCentroidsLoss if dist_seam.is_distributed() else DiscCentroidsLoss
+            c = config["centroids"]
             self.criterion = loss_class(
-                self.data.num_classes, self.model.feat_dim, gradient=config["centroids"]["gradient"]
+                self.data.num_classes, self.model.feat_dim, repel_margin=c["repel_margin"],
+                repel_weight=c["repel_weight"], gradient=c["gradient"],
             ).to(device)
         if config["model"]["fix_backbone"]:
             self.model.freeze_backbone()
