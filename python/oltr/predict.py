@@ -33,7 +33,7 @@ from oltr.errors import OLTRError
 from oltr.train import distributed as dist_seam
 from oltr.train.evaluation import outlier_scores
 from oltr.train.gather import gather_outputs
-from oltr.train.inference import classify_features, run_model
+from oltr.train.inference import classify_features
 from oltr.train.restore import load_trained_model
 from oltr.train.trainer import resolve_device
 from oltr.train.transforms import build_transform, image_mode
@@ -169,17 +169,28 @@ def predict(
                             model, checkpoint, rule)
 
 
+#: batches per rank in one gathering round of a sharded predict (bounds rank 0's memory)
+_GATHER_BATCHES = 16
+
+
 def _sharded_records(model, dataset: Dataset, names: list[str], batch_size: int, dev: torch.device,
                      checkpoint, rule: str) -> Iterator[dict[str, Any]]:
-    """Under torchrun: each rank runs its share of ``dataset`` (every W-th input); rank 0
-    gathers the outputs back in input order and yields every record, the others none."""
-    from oltr.data import ShardedSampler
+    """Under torchrun, in rounds of ``_GATHER_BATCHES`` batches per rank: each rank runs its
+    share of the round's inputs (every W-th), rank 0 gathers the outputs back in input order
+    and yields their records; the other ranks yield none."""
+    from torch.utils.data import Subset
 
-    sampler = ShardedSampler(dataset, shuffle=False, pad=False)
-    outputs = gather_outputs(run_model(model, DataLoader(dataset, batch_size=batch_size, sampler=sampler), dev),
-                             everywhere=False)
-    if outputs is not None:
-        yield from _records(outputs.logits, outputs.features, names, model, checkpoint, rule)
+    from oltr.data import ShardedSampler
+    from oltr.train.gather import run_shard
+
+    step = _GATHER_BATCHES * batch_size * dist_seam.world_size()
+    for start in range(0, len(dataset), step):
+        part = Subset(dataset, range(start, min(start + step, len(dataset))))
+        loader = DataLoader(part, batch_size=batch_size, sampler=ShardedSampler(part, shuffle=False, pad=False))
+        outputs = gather_outputs(run_shard(model, loader, dev), everywhere=False)
+        if outputs is not None:
+            yield from _records(outputs.logits, outputs.features, names[start:start + len(part)], model,
+                                checkpoint, rule)
 
 
 def write_jsonl(records: Iterator[dict[str, Any]], stream: TextIO) -> int:

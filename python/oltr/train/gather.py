@@ -1,13 +1,27 @@
-"""Put a sharded evaluation's outputs back together, in input order."""
+"""Run a model over this rank's share and put the shares back together, in input order."""
 from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
 from oltr.data import merge_shards
 from oltr.train.distributed import all_gather_object, gather_object, is_distributed
-from oltr.train.inference import Outputs
+from oltr.train.inference import Outputs, run_model
 
-__all__ = ["gather_outputs"]
+__all__ = ["gather_outputs", "run_shard"]
+
+
+def run_shard(model: nn.Module, loader: DataLoader, device: torch.device) -> Outputs:
+    """:func:`oltr.train.inference.run_model` over ``loader``, which may be empty (a rank's
+    share of fewer items than ranks): then empty ``(0, K)``, ``(0, D)``, ``(0,)`` outputs."""
+    if len(loader.sampler) == 0:
+        return Outputs(np.zeros((0, model.num_classes), np.float32), np.zeros((0, model.feat_dim), np.float32),
+                       np.zeros(0, np.int64))
+    return run_model(model, loader, device)
 
 
 def gather_outputs(outputs: Outputs, everywhere: bool = True) -> Optional[Outputs]:
