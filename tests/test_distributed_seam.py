@@ -174,3 +174,19 @@ def test_reseed_for_epoch_leaves_one_process_alone():
     state = torch.get_rng_state()
     seam.reseed_for_epoch(0, 3)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_run_shard_of_an_empty_share_gives_empty_outputs():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from oltr.data import ShardedSampler
+    from oltr.model import create_model
+    from oltr.train.gather import run_shard
+
+    model = create_model("cnn8", 6, stage="plain")
+    data = TensorDataset(torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.int64))
+    empty = DataLoader(data, batch_size=2, sampler=ShardedSampler(data, shuffle=False, num_replicas=4, rank=3, pad=False))
+    out = run_shard(model, empty, torch.device("cpu"))
+    assert out.logits.shape == (0, 6) and out.features.shape == (0, model.feat_dim) and out.labels.shape == (0,)
+    full = DataLoader(data, batch_size=2)
+    assert run_shard(model, full, torch.device("cpu")).logits.shape == (3, 6)

@@ -8,8 +8,8 @@ import numpy as np
 
 from oltr.train.data import build_data, eval_loader
 from oltr.train.evaluation import evaluate_outputs
-from oltr.train.gather import gather_outputs
-from oltr.train.inference import Outputs, run_model
+from oltr.train.gather import gather_outputs, run_shard
+from oltr.train.inference import Outputs
 from oltr.train.restore import load_trained_model
 from oltr.train.trainer import resolve_device
 
@@ -38,9 +38,9 @@ def evaluate_checkpoint(
     data = build_data(config)
     dataset = data.split("test_open" if open_set and split == "test" else split)
     # under torchrun each rank runs its share; the outputs are gathered back in input order
-    outputs = gather_outputs(run_model(model, eval_loader(config, dataset, shard=True), dev))
+    outputs = gather_outputs(run_shard(model, eval_loader(config, dataset, shard=True), dev))
     if open_set and split == "val":
-        opened = gather_outputs(run_model(model, eval_loader(config, data.split("open"), shard=True), dev))
+        opened = gather_outputs(run_shard(model, eval_loader(config, data.split("open"), shard=True), dev))
         outputs = Outputs(np.concatenate([outputs.logits, opened.logits]),
                           np.concatenate([outputs.features, opened.features]),
                           np.concatenate([outputs.labels, opened.labels]))

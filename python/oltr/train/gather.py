@@ -15,13 +15,14 @@ from oltr.train.inference import Outputs, run_model
 __all__ = ["gather_outputs", "run_shard"]
 
 
-def run_shard(model: nn.Module, loader: DataLoader, device: torch.device) -> Outputs:
+def run_shard(model: nn.Module, loader: DataLoader, device: torch.device,
+              centroids: Optional[torch.Tensor] = None) -> Outputs:
     """:func:`oltr.train.inference.run_model` over ``loader``, which may be empty (a rank's
     share of fewer items than ranks): then empty ``(0, K)``, ``(0, D)``, ``(0,)`` outputs."""
     if len(loader.sampler) == 0:
         return Outputs(np.zeros((0, model.num_classes), np.float32), np.zeros((0, model.feat_dim), np.float32),
                        np.zeros(0, np.int64))
-    return run_model(model, loader, device)
+    return run_model(model, loader, device, centroids=centroids)
 
 
 def gather_outputs(outputs: Outputs, everywhere: bool = True) -> Optional[Outputs]:

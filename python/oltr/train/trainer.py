@@ -46,8 +46,8 @@ from oltr.train.config import ConfigError
 from oltr.train.data import DataBundle, build_data, eval_loader, train_loader
 from oltr.train.ddp import wrap_model
 from oltr.train.evaluation import choose_thresholds, outlier_scores
-from oltr.train.gather import gather_outputs
-from oltr.train.inference import Outputs, run_model
+from oltr.train.gather import gather_outputs, run_shard
+from oltr.train.inference import Outputs
 from oltr.train.memory_init import global_class_means
 from oltr.train.progress import EpochProgress, JsonlLogger
 from oltr.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -275,7 +275,7 @@ class _Run:
         return None if self.criterion is None else self.criterion.centroids.detach()
 
     def validate(self) -> Outputs:
-        return gather_outputs(run_model(self.model, self.val_loader, self.device, centroids=self.live_centroids()))
+        return gather_outputs(run_shard(self.model, self.val_loader, self.device, centroids=self.live_centroids()))
 
     def record_best(self, val: Outputs, acc: float) -> bool:
         """Keep the weights and memory if ``acc`` beats the best so far (strict ``>``, as the
@@ -349,7 +349,7 @@ class _Run:
         if self.model.stage == "plain":
             plain = eval_loader(self.config, self.data.train_plain, shard=True)
             feature_means = global_class_means(self.model, plain, self.data.num_classes).cpu()
-        val = gather_outputs(run_model(self.model, self.val_loader, self.device))
+        val = gather_outputs(run_shard(self.model, self.val_loader, self.device))
         self.write_best(val, feature_means)
 
 
