@@ -51,6 +51,7 @@ _WORKER = textwrap.dedent('''
 
     from oltr import cli
     from oltr.train import load_config
+    from oltr.train.data import train_loader
     from oltr.train.distributed import all_gather_object, is_main, launched, rank, world_size
     from oltr.train.sync_centroid_loss import DistributedDiscCentroidsLoss
     from oltr.train.trainer import _Run
@@ -68,13 +69,14 @@ _WORKER = textwrap.dedent('''
         run = _Run(config, torch.device("cpu"))
         run.initialise()
         init = run.criterion.centroids.detach().clone()
-        from oltr.train.data import train_loader  # the samplers as the trainer builds them, default rank/world
+        # the samplers as the trainer builds them (rank and world size from the process group)
         plain = train_loader(load_config("digits_lt_stage1", overrides), run.data).sampler
         for sampler in (run.loader.sampler, plain):
             sampler.set_epoch(1)
         indices = {"class_aware": list(run.loader.sampler), "shuffle": list(plain)}
         run.train_epoch()
-        state = {"init": init, "indices": indices, "model": run.model.state_dict(), "centroids": run.criterion.centroids.detach(),
+        state = {"init": init, "indices": indices, "model": run.model.state_dict(),
+                 "centroids": run.criterion.centroids.detach(),
                  "model_optimizer": run.model_opt.state_dict(), "criterion_optimizer": run.crit_opt.state_dict()}
         states = all_gather_object(state)
         if is_main():
@@ -118,7 +120,8 @@ def _torchrun(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:  # the workers' own messages, before torchrun's summary
         workers = [line for line in done.stderr.splitlines() if not line.startswith(("W", "I")) or "[rank" in line]
-        pytest.fail(f"{' '.join(command)} failed ({done.returncode})\n{done.stdout[-3000:]}\n" + "\n".join(workers[-80:]))
+        pytest.fail(f"{' '.join(command)} failed ({done.returncode})\n{done.stdout[-3000:]}\n"
+                    + "\n".join(workers[-80:]))
     package = str(Path(oltr.__file__).resolve().parent) + os.sep
     ours = [line for line in done.stderr.splitlines() if "Warning:" in line and package in line]
     assert not ours, "\n".join(ours)  # oltr's code warns nothing (a deprecated API, ...) in the workers

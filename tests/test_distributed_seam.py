@@ -185,7 +185,8 @@ def test_run_shard_of_an_empty_share_gives_empty_outputs():
 
     model = create_model("cnn8", 6, stage="plain")
     data = TensorDataset(torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.int64))
-    empty = DataLoader(data, batch_size=2, sampler=ShardedSampler(data, shuffle=False, num_replicas=4, rank=3, pad=False))
+    share = ShardedSampler(data, shuffle=False, num_replicas=4, rank=3, pad=False)  # 3 items, rank 3: none
+    empty = DataLoader(data, batch_size=2, sampler=share)
     out = run_shard(model, empty, torch.device("cpu"))
     assert out.logits.shape == (0, 6) and out.features.shape == (0, model.feat_dim) and out.labels.shape == (0,)
     full = DataLoader(data, batch_size=2)

@@ -3,8 +3,9 @@
 ``torch.nn.SyncBatchNorm`` refuses CPU tensors, so a DDP run on CPU (gloo) would normalise
 each rank's local batch and drift from the single-process run. :class:`GlobalBatchNorm`
 all-reduces the per-channel count, sum and sum of squares with an autograd-aware sum
-(its backward sums the gradients of all ranks, as SyncBatchNorm's does), so forward values, running statistics and gradients equal those of one process
-seeing the whole batch. :func:`convert_batchnorm` uses ``torch.nn.SyncBatchNorm`` on CUDA
+(its backward sums the gradients of all ranks, as SyncBatchNorm's does), so forward
+values, running statistics and gradients equal those of one process seeing the whole
+batch. :func:`convert_batchnorm` uses ``torch.nn.SyncBatchNorm`` on CUDA
 (fused kernels) and :class:`GlobalBatchNorm` elsewhere.
 """
 from __future__ import annotations
