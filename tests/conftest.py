@@ -46,3 +46,18 @@ def golden(golden_dir):
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request) -> str:
+    """Every device test runs on the CPU, and again on CUDA when a GPU is present."""
+    if request.param == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            pytest.skip("no CUDA device")
+    return request.param
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "cuda: the CUDA variant of a device-parametrised test")

@@ -7,10 +7,6 @@ from torch import nn
 
 from oltr import compute_centroids
 
-DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))]
-
-
 class _IdentityFeatures(nn.Module):
     """A feature model returning its input as the direct feature (as the golden run did)."""
 
@@ -31,7 +27,6 @@ def _batches(features, labels, batch_size, extra=False):
         yield batch + (["path"] * len(batch[1]),) if extra else batch
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_matches_the_official_centroids_cal(golden, device):
     g = golden("centroids_cal")
     model = _IdentityFeatures().to(device)

@@ -6,8 +6,6 @@ import torch
 
 from oltr.nn import CosNormClassifier, MetaEmbeddingClassifier
 
-DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))]
 TOL = dict(atol=1e-5, rtol=1e-5)
 LOGIT_TOL = dict(atol=1e-4, rtol=1e-4)
 
@@ -28,7 +26,6 @@ def _close(actual, expected, device, **tol):
     torch.testing.assert_close(actual.detach(), _t(expected, device), **(tol or TOL))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_forward_matches_every_intermediate(golden, device):
     g = golden("meta_embedding")
     layer = _classifier(g, device)
@@ -53,7 +50,6 @@ def test_forward_matches_every_intermediate(golden, device):
         assert torch.equal(open_pred.cpu(), torch.as_tensor(g[key])), key
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_hallucinator_and_distance_intermediates(golden, device):
     g = golden("meta_embedding")
     layer = _classifier(g, device)
@@ -68,7 +64,6 @@ def test_hallucinator_and_distance_intermediates(golden, device):
     assert torch.equal(extras.nearest.cpu(), dist_cur.argmin(dim=1))
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_cross_entropy_gradients(golden, device):
     g = golden("meta_embedding")
     layer = _classifier(g, device)

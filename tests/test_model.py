@@ -8,11 +8,6 @@ from oltr import OLTRModel
 from oltr.model import create_model, init_from_stage1, stage_defaults
 from oltr.nn import DiscCentroidsLoss, MetaEmbeddingClassifier
 
-DEVICES = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device"))]
-
-
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone,shape", [("cnn28", (1, 28, 28)), ("cnn8", (1, 8, 8))])
 def test_forward_of_both_stages(backbone, shape, device):
     torch.manual_seed(0)
