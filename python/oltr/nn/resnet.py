@@ -12,7 +12,8 @@ from typing import Optional, Sequence, Type, Union
 from torch import Tensor, nn
 
 from oltr.nn._init import official_backbone_init
-from oltr.nn.attention import AttentionMaps, ModulatedAttention
+from oltr.nn._feature_head import PooledFeatureModel
+from oltr.nn.attention import AttentionMaps
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNetFeature", "resnet10_feature", "resnet152_feature"]
 
@@ -66,7 +67,7 @@ class Bottleneck(nn.Module):
         return self.relu(out + residual)
 
 
-class ResNetFeature(nn.Module):
+class ResNetFeature(PooledFeatureModel):
     """Official ``ResNet`` feature model (``models/ResNetFeature.py``).
 
     ``forward(images (B, 3, H, W)) -> (direct (B, feat_dim), AttentionMaps | None)``::
@@ -98,19 +99,8 @@ class ResNetFeature(nn.Module):
         self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
         self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
-        self.out_channels = 512 * block.expansion
-        self.use_fc_add = bool(use_fc_add)
-        self.use_attention = bool(use_attention)
-        if feat_dim is None:
-            feat_dim = 512 if self.use_fc_add else self.out_channels
-        if not self.use_fc_add and int(feat_dim) != self.out_channels:
-            raise ValueError(f"feat_dim must be {self.out_channels} (the pooled map) when use_fc_add is False, "
-                             f"got {feat_dim}")
-        self.feat_dim = int(feat_dim)
-        if self.use_fc_add:
-            self.fc_add = nn.Linear(self.out_channels, self.feat_dim)
-        if self.use_attention:
-            self.modulatedatt = ModulatedAttention(self.out_channels, spatial_size=attention_spatial_size)
+        self._build_head(512 * block.expansion, use_attention=use_attention, use_fc_add=use_fc_add,
+                         feat_dim=feat_dim, fc_add_dim=512, spatial_size=attention_spatial_size)
         official_backbone_init(self)
 
     def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
@@ -130,13 +120,7 @@ class ResNetFeature(nn.Module):
             raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        maps = None
-        if self.use_attention:
-            x, maps = self.modulatedatt(x)
-        x = x.mean(dim=(2, 3))
-        if self.use_fc_add:
-            x = self.relu(self.fc_add(x))
-        return x, maps
+        return self._head(x)
 
 
 def resnet10_feature(use_attention: bool = False, use_fc_add: bool = False, feat_dim: Optional[int] = None,

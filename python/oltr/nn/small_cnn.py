@@ -6,12 +6,13 @@ from typing import Optional, Sequence
 from torch import Tensor, nn
 
 from oltr.nn._init import official_backbone_init
-from oltr.nn.attention import AttentionMaps, ModulatedAttention
+from oltr.nn._feature_head import PooledFeatureModel
+from oltr.nn.attention import AttentionMaps
 
 __all__ = ["SmallCNNFeature", "cnn28_feature", "cnn8_feature"]
 
 
-class SmallCNNFeature(nn.Module):
+class SmallCNNFeature(PooledFeatureModel):
     """Three conv3x3-BN-ReLU blocks, with 2x2 max-pooling after the first ``num_pools`` blocks,
     then (optionally) modulated attention on the last map, global average pooling and
     (optionally) ``relu(fc_add(.))`` -- the ResNet feature model's layout in miniature.
@@ -43,20 +44,8 @@ class SmallCNNFeature(nn.Module):
             if i < num_pools:
                 block.append(nn.MaxPool2d(2))
             setattr(self, f"layer{i + 1}", nn.Sequential(*block))
-        self.out_channels = widths[-1]
-        self.relu = nn.ReLU(inplace=True)
-        self.use_fc_add = bool(use_fc_add)
-        self.use_attention = bool(use_attention)
-        if feat_dim is None:
-            feat_dim = 64 if self.use_fc_add else self.out_channels
-        if not self.use_fc_add and int(feat_dim) != self.out_channels:
-            raise ValueError(f"feat_dim must be {self.out_channels} (the pooled map) when use_fc_add is False, "
-                             f"got {feat_dim}")
-        self.feat_dim = int(feat_dim)
-        if self.use_fc_add:
-            self.fc_add = nn.Linear(self.out_channels, self.feat_dim)
-        if self.use_attention:
-            self.modulatedatt = ModulatedAttention(self.out_channels, spatial_size=(self.map_size, self.map_size))
+        self._build_head(widths[-1], use_attention=use_attention, use_fc_add=use_fc_add, feat_dim=feat_dim,
+                         fc_add_dim=64, spatial_size=(self.map_size, self.map_size))
         official_backbone_init(self)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Optional[AttentionMaps]]:
@@ -64,13 +53,7 @@ class SmallCNNFeature(nn.Module):
             raise ValueError(f"images must have shape (B, C, {self.image_size}, {self.image_size}), "
                              f"got {tuple(images.shape)}")
         x = self.layer3(self.layer2(self.layer1(images)))
-        maps = None
-        if self.use_attention:
-            x, maps = self.modulatedatt(x)
-        x = x.mean(dim=(2, 3))
-        if self.use_fc_add:
-            x = self.relu(self.fc_add(x))
-        return x, maps
+        return self._head(x)
 
 
 def cnn28_feature(**kwargs) -> SmallCNNFeature:
