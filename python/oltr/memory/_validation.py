@@ -186,6 +186,10 @@ def prepare_queries(x: Any, dim: int, kind: ArrayKind, *, require_cpu: bool = Tr
     Returns ``(converted, as_torch)`` where ``as_torch`` says whether the caller passed a torch
     tensor (results are then returned as torch tensors). B = 0 is allowed.
     """
+    if (type(x) is np.ndarray and kind == "numpy" and x.ndim == 2 and x.dtype.char == "f"
+            and x.flags.c_contiguous and x.shape[1] == dim):
+        _check_finite(x, "x")  # fast path: already what the backend takes
+        return x, False
     as_torch = is_torch_tensor(x)
     shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
     _check_matrix_shape(shape, "x", dim)
