@@ -406,7 +406,9 @@ def format_markdown(rows: Sequence[BenchRow], command: str = "", info: Optional[
         "IndexFlatL2; `rust` = `oltr.CentroidIndex(c, backend=\"rust\").search(x, 1)` "
         "(index built once, exact distances, input validation included); `sgemm` = "
         "`torch.mm` of the same shape, the yardstick. Queries are a random centroid plus "
-        "N(0, 1) noise per coordinate.",
+        "N(0, 1) noise per coordinate. The machine may be shared with other work while this "
+        "runs: timings are noisy (µs-scale rows most of all); read the ratios, and rerun "
+        "before trusting a single figure.",
         "",
         "| B × K | " + " | ".join(methods) + " | rust queries/s | rust ÷ fastest peer | "
         "rust ÷ sgemm | rust ÷ official | rust time ÷ floor |",
