@@ -43,13 +43,16 @@ def pair_distances(
     """
     dim = x.shape[1]
     block = max(1, _PAIR_BLOCK_BYTES // (4 * max(dim, 1)))
+
+    def distances(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        # index_select, not x[r]: advanced indexing costs ~25x more on small inputs
+        diff = x.index_select(0, r) - centroids.index_select(0, c)
+        return torch.linalg.vector_norm(diff, dim=1)
+
     if rows.numel() <= block:
-        return torch.linalg.vector_norm(x[rows] - centroids[cols], dim=1)
-    parts = [
-        torch.linalg.vector_norm(x[rows[s : s + block]] - centroids[cols[s : s + block]], dim=1)
-        for s in range(0, rows.numel(), block)
-    ]
-    return torch.cat(parts)
+        return distances(rows, cols)
+    return torch.cat([distances(rows[s : s + block], cols[s : s + block])
+                      for s in range(0, rows.numel(), block)])
 
 
 def select_topk(
@@ -64,11 +67,13 @@ def select_topk(
     with torch.no_grad():
         # pairs are (row, col)-sorted; two stable sorts give (row, dist, col) order
         by_dist = torch.sort(dist.detach(), stable=True).indices
-        by_row = torch.sort(rows[by_dist], stable=True).indices
-        order = by_dist[by_row]
+        by_row = torch.sort(rows.index_select(0, by_dist), stable=True).indices
+        order = by_dist.index_select(0, by_row)
         counts = torch.bincount(rows, minlength=num_rows)
         if bool((counts < k).any()):
             raise RuntimeError("select_topk: a row has fewer than k candidates")
         starts = torch.cumsum(counts, 0) - counts
-        take = order[(starts[:, None] + torch.arange(k, device=rows.device)).reshape(-1)]
-    return dist[take].reshape(num_rows, k), cols[take].reshape(num_rows, k)
+        slots = (starts[:, None] + torch.arange(k, device=rows.device)).reshape(-1)
+        take = order.index_select(0, slots)
+    return (dist.index_select(0, take).reshape(num_rows, k),
+            cols.index_select(0, take).reshape(num_rows, k))

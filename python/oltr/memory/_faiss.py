@@ -75,6 +75,9 @@ class FaissBackend:
         approx_sq, cand = self._index.search(x, fetch)
         xt = torch.from_numpy(x)
         redo = self._rows_to_redo(xt, approx_sq, cand, k, fetch, num_classes)
+        if not redo.any():  # the usual case
+            d_all, i_all = self._rerank(xt, cand, k)
+            return d_all.numpy(), i_all.numpy()
         keep = ~redo
         dist = np.empty((x.shape[0], k), dtype=np.float32)
         idx = np.empty((x.shape[0], k), dtype=np.int64)
