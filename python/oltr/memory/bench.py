@@ -468,6 +468,14 @@ def format_markdown(rows: Sequence[BenchRow], command: str = "", info: Optional[
     return "\n".join(lines) + "\n"
 
 
+def _load_average() -> str:
+    """The 1-minute load average (other work on the machine), or "n/a"."""
+    try:
+        return f"{os.getloadavg()[0]:.2f}"
+    except (AttributeError, OSError):
+        return "n/a"
+
+
 def _passive_openmp() -> str:
     """Ask OpenMP pools to sleep, not spin, when idle; effective only before they start."""
     if "torch" in sys.modules or "faiss" in sys.modules:
@@ -492,6 +500,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--write", metavar="FILE", help="write the Markdown table to FILE")
     args = parser.parse_args(argv)
     omp_note = _passive_openmp()
+    load_start = _load_average()
     approx = {"none": (), "both": ("ivf", "hnsw")}.get(args.approx, tuple(
         a for a in args.approx.split(",") if a))
     repeats, budget, warmup = (5, 0.4, 0.3) if args.quick else (30, 1.5, 1.0)
@@ -506,6 +515,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     info = machine_info(args.threads or memory.get_num_threads())
     info["OMP_WAIT_POLICY"] += omp_note
+    info["load average (1 min) at start / end"] = f"{load_start} / {_load_average()}"
     if argv is None:  # run as a script
         command = " ".join(["python3", *sys.argv])
     else:  # called by `oltr bench`
