@@ -4,18 +4,22 @@
 //! milliseconds; waiting for it would make a parallel call slower than a sequential one. Tasks
 //! here are pure (they read shared immutable data and return a value), so the caller, once no
 //! unclaimed task is left, waits for running tasks only about twice its own average task time
-//! and then runs any unfinished task itself. The first result stored for a task wins; a late
+//! (spinning at first, then asleep) and then runs any unfinished task itself. Helpers linger
+//! hot for the next call's job (`linger.rs`). The first result stored for a task wins; a late
 //! duplicate is dropped. Shared data is owned by the tasks' closure (`'static`), so a
 //! straggler that finishes after the call returned touches nothing the caller freed.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::linger::{self, Work};
 use super::pool;
 
 /// Shortest wait for running helper tasks before the caller duplicates them.
 const MIN_WAIT: Duration = Duration::from_micros(50);
+/// The caller spins this long for running helper tasks before it sleeps on the condvar.
+const SPIN_WAIT: Duration = Duration::from_micros(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -23,17 +27,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct Shared<T, F> {
     task: F,
-    count: usize,
-    next: AtomicUsize,
+    /// Unclaimed tasks `[front, back)`, packed as `back << 32 | front`: the caller claims from
+    /// the front and helpers from the back, so with as many tasks as threads each thread
+    /// keeps scanning the same centroid range call after call (it stays in its cache).
+    unclaimed: AtomicU64,
     slots: Vec<Mutex<Option<T>>>,
-    finished: Mutex<usize>,
+    finished: AtomicUsize,
+    /// Set while the caller sleeps on `changed`.
+    sleeping: AtomicBool,
+    wake: Mutex<()>,
     changed: Condvar,
 }
 
 impl<T, F: Fn(usize) -> T> Shared<T, F> {
-    fn claim(&self) -> Option<usize> {
-        let t = self.next.fetch_add(1, Ordering::Relaxed);
-        (t < self.count).then_some(t)
+    fn claim(&self, from_back: bool) -> Option<usize> {
+        let mut cur = self.unclaimed.load(Ordering::Relaxed);
+        loop {
+            let (front, back) = (cur & 0xffff_ffff, cur >> 32);
+            if front >= back {
+                return None;
+            }
+            let (next, t) = if from_back {
+                ((back - 1) << 32 | front, back - 1)
+            } else {
+                (back << 32 | (front + 1), front)
+            };
+            match self.unclaimed.compare_exchange_weak(
+                cur,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(t as usize),
+                Err(seen) => cur = seen,
+            }
+        }
     }
 
     fn is_done(&self, t: usize) -> bool {
@@ -50,8 +78,49 @@ impl<T, F: Fn(usize) -> T> Shared<T, F> {
         if slot.is_none() {
             *slot = Some(result);
             drop(slot);
-            *lock(&self.finished) += 1;
-            self.changed.notify_all();
+            self.finished.fetch_add(1, Ordering::SeqCst);
+            if self.sleeping.load(Ordering::SeqCst) {
+                let _guard = lock(&self.wake);
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    /// Waits until every task is stored or `wait` has passed: spins first, then sleeps.
+    fn wait_finished(&self, count: usize, wait: Duration) {
+        let start = Instant::now();
+        let spin = wait.min(SPIN_WAIT);
+        while self.finished.load(Ordering::Acquire) < count {
+            if start.elapsed() >= spin {
+                break;
+            }
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+        }
+        if self.finished.load(Ordering::Acquire) >= count {
+            return;
+        }
+        let guard = lock(&self.wake);
+        self.sleeping.store(true, Ordering::SeqCst);
+        let left = wait.saturating_sub(start.elapsed());
+        let _ = self
+            .changed
+            .wait_timeout_while(guard, left, |_| {
+                self.finished.load(Ordering::SeqCst) < count
+            })
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+}
+
+impl<T, F> Work for Shared<T, F>
+where
+    T: Send,
+    F: Fn(usize) -> T + Send + Sync,
+{
+    fn help(&self) {
+        while let Some(t) = self.claim(true) {
+            self.execute(t);
         }
     }
 }
@@ -73,23 +142,24 @@ where
     };
     let shared = Arc::new(Shared {
         task,
-        count,
-        next: AtomicUsize::new(0),
+        unclaimed: AtomicU64::new((count as u64) << 32),
         slots: (0..count).map(|_| Mutex::new(None)).collect(),
-        finished: Mutex::new(0),
+        finished: AtomicUsize::new(0),
+        sleeping: AtomicBool::new(false),
+        wake: Mutex::new(()),
         changed: Condvar::new(),
     });
-    for _ in 0..helpers.current_num_threads().min(count - 1) {
-        let shared = Arc::clone(&shared);
-        helpers.spawn(move || {
-            while let Some(t) = shared.claim() {
-                shared.execute(t);
-            }
-        });
+    let work: Arc<dyn Work> = shared.clone();
+    let wanted = helpers.current_num_threads().min(count - 1);
+    let lingering = linger::offer(&work);
+    for _ in lingering.min(wanted)..wanted {
+        let work = Arc::clone(&work);
+        helpers.spawn(move || linger::help_and_linger(work));
     }
+    drop(work);
     let start = Instant::now();
     let mut mine = 0u32;
-    while let Some(t) = shared.claim() {
+    while let Some(t) = shared.claim(false) {
         shared.execute(t);
         mine += 1;
     }
@@ -100,12 +170,7 @@ where
         elapsed
     }
     .max(MIN_WAIT);
-    let finished = lock(&shared.finished);
-    let (finished, _) = shared
-        .changed
-        .wait_timeout_while(finished, wait, |n| *n < count)
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    drop(finished);
+    shared.wait_finished(count, wait);
     (0..count)
         .map(|t| {
             shared.execute(t);

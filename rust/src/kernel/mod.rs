@@ -7,6 +7,7 @@ pub mod distance;
 pub mod error;
 pub mod executor;
 pub mod index;
+pub mod linger;
 pub mod margin;
 pub mod pool;
 pub mod portable;

@@ -25,6 +25,15 @@ const QUERY_BLOCK: usize = 96;
 const PARALLEL_MIN_WORK: usize = 40_000_000;
 /// Fewest 16-centroid panels per task.
 const MIN_PANELS_PER_TASK: usize = 32;
+/// A call of at most this many queries whose packed centroids take at least
+/// [`SPLIT_MIN_BYTES`] is bound by reading them (a GEMV): it is split into one centroid range
+/// per thread, so each thread reads its share (half of 1 MB at 1 × 1e3 × 512, within a Zen 4
+/// core's 1 MB L2) and keeps it cached across calls (`executor.rs` gives the caller the
+/// first range and the helper the last, call after call).
+const SPLIT_MAX_QUERIES: usize = 12;
+const SPLIT_MIN_BYTES: usize = 512 * 1024;
+/// Fewest 16-centroid panels per task in such a split.
+const SPLIT_MIN_PANELS: usize = 8;
 /// Above this `(‖x‖ + max‖c‖)²` the f32 scores could overflow: scan exactly instead.
 const EXACT_ONLY_NORM_SQ: f64 = 1e30;
 
@@ -135,14 +144,21 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     let panels = index.num.div_ceil(LANES);
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
-    let parallel = threads > 1 && work >= PARALLEL_MIN_WORK;
+    let panel_bytes = panels * LANES * dim * if pass == Pass::Bf16 { 2 } else { 4 };
+    let gemv_split = threads > 1
+        && b <= SPLIT_MAX_QUERIES
+        && panel_bytes >= SPLIT_MIN_BYTES
+        && work < PARALLEL_MIN_WORK;
+    let parallel = threads > 1 && (work >= PARALLEL_MIN_WORK || gemv_split);
     // In parallel, split the queries first (no duplicated per-range work), then centroids.
     let mut block = query_block(b);
     if parallel && b >= 24 {
         block = block.min(b.div_ceil(threads).div_ceil(12).max(1) * 12);
     }
     let qblocks = split_blocks(b, block);
-    let ranges = if parallel {
+    let ranges = if gemv_split {
+        split(panels, threads.min((panels / SPLIT_MIN_PANELS).max(1)))
+    } else if parallel {
         let wanted = (4 * threads).div_ceil(qblocks.len());
         split(panels, wanted.min((panels / MIN_PANELS_PER_TASK).max(1)))
     } else {

@@ -198,6 +198,26 @@ fn parallel_split_matches_single_thread() {
 }
 
 #[test]
+fn few_query_centroid_split_matches_single_thread_call_after_call() {
+    // 5 × 1200 × 256: 600 KB of bf16 panels, split into one centroid range per thread; the
+    // repeated calls run on helpers that linger between calls.
+    let mut rng = Rng(23);
+    let c = rng.matrix(1200, 256, 1.0);
+    let x = rng.matrix(5, 256, 1.0);
+    let index = CentroidIndex::new(c.view()).unwrap();
+    let _serial = pool::TEST_THREADS_LOCK.lock();
+    pool::set_num_threads(1).unwrap();
+    let single = index.search(x.view(), 3).unwrap();
+    for threads in [2, 3] {
+        pool::set_num_threads(threads).unwrap();
+        for _ in 0..200 {
+            assert_eq!(index.search(x.view(), 3).unwrap(), single);
+        }
+    }
+    check(&index, x.view(), c.view(), 3);
+}
+
+#[test]
 fn huge_norms_fall_back_to_exact_scan() {
     let mut rng = Rng(17);
     let c = rng.matrix(50, 8, 1e18);
