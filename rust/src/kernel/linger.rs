@@ -72,8 +72,12 @@ pub fn help_and_linger(job: Arc<dyn Work>) {
             }
             std::hint::spin_loop();
             spins += 1;
-            if spins.is_multiple_of(64) && Instant::now() >= deadline {
-                break;
+            if spins.is_multiple_of(64) {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                // Give the core away when a thread (maybe this call's caller) waits for it.
+                std::thread::yield_now();
             }
         }
         let mut board = lock();
