@@ -49,6 +49,9 @@ class RustBackend:
     name = "rust"
     array_kind = "numpy"
     require_cpu = True
+    # The core validates float32 C-contiguous numpy queries itself (ValueError naming x for
+    # NaN/Inf; B = 0 gives (0, k) arrays): CentroidIndex.search skips its Python checks.
+    validates_queries = True
 
     def __init__(self, centroids: np.ndarray) -> None:
         self._index = load_core().CentroidIndex(centroids)

@@ -110,6 +110,9 @@ class CentroidIndex:
         self._impl = _make_backend(name, centroids, faiss_options)
         shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
         self._num_classes, self._dim = int(shape[0]), int(shape[1])
+        # Backends that validate float32 C-contiguous numpy queries themselves (shape, NaN/Inf,
+        # B = 0) take them without the Python checks: the fast path of search().
+        self._validates_queries = getattr(self._impl, "validates_queries", False)
 
     @property
     def num_classes(self) -> int:
@@ -153,7 +156,11 @@ class CentroidIndex:
         squared) in ascending order, equal distances ordered by lower centroid index; idx
         int64 (B, k). B = 0 gives empty (0, k) results.
         """
-        k = check_k(k, self._num_classes)
+        if type(k) is not int or not 1 <= k <= self._num_classes:
+            k = check_k(k, self._num_classes)
+        if (self._validates_queries and type(x) is np.ndarray and x.ndim == 2
+                and x.dtype.char == "f" and x.flags.c_contiguous and x.shape[1] == self._dim):
+            return self._impl.search(x, k)
         xp, as_torch = self._prepare(x)
         if xp.shape[0] == 0:
             return (
