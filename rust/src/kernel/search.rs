@@ -21,8 +21,11 @@ const QUERY_BLOCK: usize = 96;
 /// Below this many multiply-adds (B·K·D, ~0.3 ms on one Zen 4 core) the call runs on the
 /// caller's thread alone: on the shared 2-core machine a helper thread rarely got a core in
 /// time for such short calls (64 × 1e3 × 512: 0.49 ms on one thread, 0.91 ms on two under
-/// load before the straggler-tolerant executor; equal since).
-const PARALLEL_MIN_WORK: usize = 40_000_000;
+/// load before the straggler-tolerant executor). With helpers lingering between calls
+/// (`linger.rs`) the threshold went from 40 M to 10 M: 64 × 1e3 × 512 takes 0.23 ms on two
+/// threads against 0.37 ms on one when the other core is free, 0.39–0.45 ms against
+/// 0.37–0.41 ms while another process keeps it busy.
+const PARALLEL_MIN_WORK: usize = 10_000_000;
 /// Fewest 16-centroid panels per task.
 const MIN_PANELS_PER_TASK: usize = 32;
 /// A call of at most this many queries whose packed centroids take at least
