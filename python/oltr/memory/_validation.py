@@ -25,6 +25,7 @@ __all__ = [
     "check_int",
     "check_k",
     "check_scale",
+    "is_ready_queries",
     "is_torch_tensor",
     "prepare_centroids",
     "prepare_queries",
@@ -180,14 +181,20 @@ def prepare_centroids(centroids: Any, kind: ArrayKind, *, require_cpu: bool = Tr
     return converted
 
 
+def is_ready_queries(x: Any, dim: int) -> bool:
+    """True when x is already what a numpy backend takes: a (B, dim) float32 C-contiguous
+    numpy array (no conversion or copy needed; finiteness not checked here)."""
+    return (type(x) is np.ndarray and x.ndim == 2 and x.dtype.char == "f"
+            and x.flags.c_contiguous and x.shape[1] == dim)
+
+
 def prepare_queries(x: Any, dim: int, kind: ArrayKind, *, require_cpu: bool = True):
     """Validate queries (B, D) against the centroids' D and convert to float32 of ``kind``.
 
     Returns ``(converted, as_torch)`` where ``as_torch`` says whether the caller passed a torch
     tensor (results are then returned as torch tensors). B = 0 is allowed.
     """
-    if (type(x) is np.ndarray and kind == "numpy" and x.ndim == 2 and x.dtype.char == "f"
-            and x.flags.c_contiguous and x.shape[1] == dim):
+    if kind == "numpy" and is_ready_queries(x, dim):
         _check_finite(x, "x")  # fast path: already what the backend takes
         return x, False
     as_torch = is_torch_tensor(x)

@@ -23,6 +23,7 @@ from ._validation import (
     check_eps,
     check_k,
     check_scale,
+    is_ready_queries,
     is_torch_tensor,
     prepare_centroids,
     prepare_queries,
@@ -158,8 +159,7 @@ class CentroidIndex:
         """
         if type(k) is not int or not 1 <= k <= self._num_classes:
             k = check_k(k, self._num_classes)
-        if (self._validates_queries and type(x) is np.ndarray and x.ndim == 2
-                and x.dtype.char == "f" and x.flags.c_contiguous and x.shape[1] == self._dim):
+        if self._validates_queries and is_ready_queries(x, self._dim):
             return self._impl.search(x, k)
         xp, as_torch = self._prepare(x)
         if xp.shape[0] == 0:
