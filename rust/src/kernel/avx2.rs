@@ -131,17 +131,11 @@ mod kernel {
                 let cn = _mm256_load_ps((*norms.add(p)).0.as_ptr());
                 let v = _mm256_fmadd_ps(*dots, minus_two, cn);
                 let le = _mm256_cmp_ps::<_CMP_LE_OQ>(v, _mm256_set1_ps(st.t));
-                let mut mask = _mm256_movemask_ps(le) as u32;
+                let mask = _mm256_movemask_ps(le) as u32;
                 if mask != 0 {
                     let mut vals = [0.0f32; LANES];
                     _mm256_storeu_ps(vals.as_mut_ptr(), v);
-                    while mask != 0 {
-                        let lane = mask.trailing_zeros() as usize;
-                        mask &= mask - 1;
-                        if vals[lane] <= st.t {
-                            st.offer(first_centroid + p * LANES + lane, vals[lane], data);
-                        }
-                    }
+                    st.offer_lanes(first_centroid + p * LANES, &vals, mask, data);
                 }
             }
         }

@@ -307,17 +307,11 @@ mod avx512 {
             for (p, dots) in row.iter().enumerate() {
                 let cn = _mm512_load_ps((*norms.add(p)).0.as_ptr().cast());
                 let v = _mm512_fmadd_ps(*dots, minus_two, cn);
-                let mut mask = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(st.t));
+                let mask = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(st.t));
                 if mask != 0 {
                     let mut vals = [0.0f32; LANES];
                     _mm512_storeu_ps(vals.as_mut_ptr(), v);
-                    while mask != 0 {
-                        let lane = mask.trailing_zeros() as usize;
-                        mask &= mask - 1;
-                        if vals[lane] <= st.t {
-                            st.offer(first_centroid + p * LANES + lane, vals[lane], data);
-                        }
-                    }
+                    st.offer_lanes(first_centroid + p * LANES, &vals, u32::from(mask), data);
                 }
             }
         }

@@ -80,6 +80,20 @@ impl QueryState {
         }
     }
 
+    /// Offers the lanes of one SIMD score vector: `vals[lane]` is the score of centroid
+    /// `first + lane`, and bit `lane` of `mask` says it passed the vector compare against
+    /// `self.t` (re-checked here, since `self.t` can drop while the lanes are offered).
+    #[inline(always)]
+    pub fn offer_lanes(&mut self, first: usize, vals: &[f32], mut mask: u32, data: &ExactData<'_>) {
+        while mask != 0 {
+            let lane = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if vals[lane] <= self.t {
+                self.offer(first + lane, vals[lane], data);
+            }
+        }
+    }
+
     /// Evaluates centroid `j` exactly (no candidate test).
     #[inline]
     pub fn evaluate(&mut self, j: usize, data: &ExactData<'_>) {
