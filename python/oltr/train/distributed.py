@@ -189,5 +189,11 @@ def launched(device: Union[str, torch.device, None] = "auto") -> Iterator[None]:
     dist.init_process_group(backend=backend, init_method="env://")
     try:
         yield
-    finally:
+    except BaseException:
         dist.destroy_process_group()
+        raise
+    # No rank tears the group down (rank 0 hosts the rendezvous store) while another still
+    # uses it: without this barrier a rank occasionally aborted at exit with gloo on CPU
+    # ("terminate called without an active exception").
+    dist.barrier()
+    dist.destroy_process_group()
