@@ -3,8 +3,7 @@
 //! tile of dot products, folded straight into each query's candidate threshold.
 //! The margin is the f32 one (`margin::dot_error_f32`).
 
-use super::candidates::{ExactData, QueryState};
-use super::margin::{dot_error_f32, score_margin};
+use super::candidates::{set_f32_margins, ExactData, QueryState};
 
 /// Centroids per panel (lanes of a ymm register).
 pub const LANES: usize = 8;
@@ -66,14 +65,7 @@ pub fn scan(
     j0: usize,
     j1: usize,
 ) {
-    for st in states.iter_mut() {
-        let x_norm = x_norms_sq[st.row].sqrt();
-        st.set_margin(score_margin(
-            dot_error_f32(data.dim, x_norm, c_norm_max),
-            x_norm,
-            c_norm_max,
-        ));
-    }
+    set_f32_margins(states, x_norms_sq, data.dim, c_norm_max);
     let (p0, p1) = (j0 / LANES, j1.div_ceil(LANES).min(packed.num_panels()));
     #[cfg(target_arch = "x86_64")]
     {

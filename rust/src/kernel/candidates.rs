@@ -12,7 +12,7 @@
 //! query on ordinary data.
 
 use super::distance::squared_l2_f64;
-use super::margin::{threshold, threshold_from_score};
+use super::margin::{dot_error_f32, score_margin, threshold, threshold_from_score};
 use super::topk::{Hit, TopK};
 
 /// Row-major f32 data the exact re-rank reads: the query rows and the centroid rows.
@@ -126,5 +126,18 @@ impl QueryState {
     pub fn finish(mut self, data: &ExactData<'_>) -> TopK {
         self.flush(data);
         self.best
+    }
+}
+
+/// Sets each query's margin for an f32 candidate pass (`margin::dot_error_f32`): shared by the
+/// AVX2 and portable engines. `x_norms_sq[row]` is the query's exact squared norm.
+pub fn set_f32_margins(states: &mut [QueryState], x_norms_sq: &[f64], dim: usize, c_norm_max: f64) {
+    for st in states.iter_mut() {
+        let x_norm = x_norms_sq[st.row].sqrt();
+        st.set_margin(score_margin(
+            dot_error_f32(dim, x_norm, c_norm_max),
+            x_norm,
+            c_norm_max,
+        ));
     }
 }

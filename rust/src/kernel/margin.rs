@@ -68,21 +68,19 @@ pub fn score_margin(dot_err: f64, x_norm: f64, c_norm_max: f64) -> f64 {
 pub fn threshold(kth_d2: Option<f64>, x_norm_sq: f64, margin: f64) -> f32 {
     let Some(kth) = kth_d2 else { return f32::MAX };
     let t = kth - x_norm_sq + margin + 1e-9 * (kth.abs() + x_norm_sq);
-    if t >= f64::from(f32::MAX) {
-        return f32::MAX;
-    }
-    let r = t as f32;
-    if f64::from(r) < t {
-        r.next_up()
-    } else {
-        r
-    }
+    round_up_f32(t)
 }
 
 /// The f32 threshold derived from the k-th smallest approximate score `kth_score` seen:
 /// `kth_score + 2·margin` (+ slack), rounded up, never +inf.
 pub fn threshold_from_score(kth_score: f64, x_norm_sq: f64, margin: f64) -> f32 {
     let t = kth_score + 2.0 * margin + 1e-9 * (kth_score.abs() + x_norm_sq);
+    round_up_f32(t)
+}
+
+/// `t` rounded up to f32, capped at `f32::MAX` (never +inf, so padding lanes scored +inf are
+/// never candidates).
+fn round_up_f32(t: f64) -> f32 {
     if t >= f64::from(f32::MAX) {
         return f32::MAX;
     }

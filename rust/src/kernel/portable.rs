@@ -1,8 +1,7 @@
 //! Portable f32 candidate pass (any CPU): row-major centroids, f32 dot products, the same
 //! threshold test as the bf16 pass. Compiled twice: plain and with AVX2+FMA enabled.
 
-use super::candidates::{ExactData, QueryState};
-use super::margin::{dot_error_f32, score_margin};
+use super::candidates::{set_f32_margins, ExactData, QueryState};
 
 /// Independent f32 partial sums per dot product (vectorisable).
 const LANES: usize = 16;
@@ -75,14 +74,7 @@ pub fn scan(
     j0: usize,
     j1: usize,
 ) {
-    for st in states.iter_mut() {
-        let x_norm = x_norms_sq[st.row].sqrt();
-        st.set_margin(score_margin(
-            dot_error_f32(data.dim, x_norm, c_norm_max),
-            x_norm,
-            c_norm_max,
-        ));
-    }
+    set_f32_margins(states, x_norms_sq, data.dim, c_norm_max);
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
