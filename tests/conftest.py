@@ -1,7 +1,6 @@
-"""Shared fixtures: where the reference material lives, seeded generators."""
+"""Shared fixtures: the golden vectors, seeded generators, the device parameter."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,23 +9,16 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def _shared_dir() -> Path:
-    """``../shared`` beside the checkout (CI lays a copy there); ``OLTR_SHARED`` overrides."""
-    return Path(os.environ.get("OLTR_SHARED", REPO_ROOT.parent / "shared"))
+#: Golden vectors produced by running the official OLTR modules (data, kept in the repository
+#: so every clone runs the golden tests; tests/golden/README.md says what each file holds).
+GOLDEN_DIR = REPO_ROOT / "tests" / "golden"
 
 
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
-    """Folder of the golden vectors produced by the official OLTR modules.
-
-    Missing material fails under CI (it must be there) and skips elsewhere.
-    """
-    path = _shared_dir() / "golden"
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"golden vectors not found at {path}")
-        pytest.skip(f"golden vectors not found at {path} (set OLTR_SHARED)")
-    return path
+    """Folder of the golden vectors produced by the official OLTR modules."""
+    assert GOLDEN_DIR.is_dir(), f"golden vectors missing from the checkout: {GOLDEN_DIR}"
+    return GOLDEN_DIR
 
 
 @pytest.fixture(scope="session")
