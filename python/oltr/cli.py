@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from oltr._paths import listed_files, refuse_overwrite
+
 __all__ = ["build_parser", "format_metrics", "main"]
 
 _DEVICES = ("auto", "cpu", "cuda")
@@ -104,6 +106,27 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refuse_train_overwrite(config_arg: str, config: dict[str, Any]) -> None:
+    """The files a run writes into out_dir must not be its config, model.init or data lists."""
+    from oltr.train.checkpoints import BEST_NAME, LAST_NAME
+
+    data = config["data"]
+    inputs = [config_arg, config["model"]["init"]] + [data[k] for k in ("train_list", "val_list", "test_list", "open_list")]
+    for name in (BEST_NAME, LAST_NAME, "log.jsonl", "config.yaml"):
+        refuse_overwrite(Path(config["out_dir"]) / name, inputs, what="out_dir")
+
+
+def _predict_inputs(args: argparse.Namespace) -> list[str | Path]:
+    """predict's inputs: the checkpoint, the input files and the images a list file names."""
+    from oltr.predict import _LIST_SUFFIXES
+
+    inputs: list[str | Path] = [args.checkpoint, *args.inputs]
+    for item in args.inputs:
+        if Path(item).suffix.lower() in _LIST_SUFFIXES:
+            inputs.extend(listed_files(item, args.root))
+    return inputs
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from oltr.train import load_config, train
     from oltr.train.distributed import is_main, launched
@@ -112,6 +135,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.out is not None:
         overrides.append(f"out_dir={args.out}")
     config = load_config(args.config, overrides)
+    _refuse_train_overwrite(args.config, config)
     with launched(args.device or config["device"]):  # joins torchrun's process group, if any
         result = train(config, resume=args.resume, device=args.device)
         if is_main():
@@ -124,6 +148,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from oltr.train.eval_run import evaluate_checkpoint
     from oltr.train.evaluation import json_ready
 
+    if args.json:
+        refuse_overwrite(args.json, [args.checkpoint], what="--json")
     with launched(args.device):  # under torchrun each rank evaluates a share; rank 0 reports
         metrics = evaluate_checkpoint(args.checkpoint, open_set=args.open, split=args.split, device=args.device)
         if not is_main():
@@ -131,6 +157,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(format_metrics(metrics))
     target = Path(args.json) if args.json else Path(args.checkpoint).with_name(
         f"eval_{args.split}{'_open' if args.open else ''}.json")
+    refuse_overwrite(target, [args.checkpoint], what="--json")
     target.write_text(json.dumps(json_ready(metrics), indent=2, default=str))
     print(f"wrote {target}", file=sys.stderr)
     return 0
@@ -140,6 +167,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from oltr.predict import predict, write_jsonl
     from oltr.train.distributed import is_main, launched
 
+    refuse_overwrite(args.output, _predict_inputs(args), what="--output")
     with launched(args.device):  # under torchrun each rank predicts a share; rank 0 writes
         records = predict(args.checkpoint, args.inputs, device=args.device, batch_size=args.batch_size,
                           root=args.root, rule=args.rule)
