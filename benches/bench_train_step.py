@@ -6,7 +6,7 @@ feature, backward, then one SGD step of the model optimizer (lr 0.1, momentum 0.
 and one of the criterion optimizer (lr 0.01). Both sides start from the same weights; the
 script checks that they give the same loss before timing.
 
-* "official": a plain re-statement of the official code (OLTR.md §3-4): the (B, K, D)
+* "official": a plain re-statement of the official code: the (B, K, D)
   expand + ``torch.norm`` + ``torch.sort`` distance, the custom-backward attract term, the
   ``addmm`` distance matrix with in-place masking.
 * "oltr": :class:`oltr.nn.MetaEmbeddingClassifier` + :class:`oltr.nn.DiscCentroidsLoss`.

@@ -78,7 +78,7 @@ def test_eval_open_set(runs):
     _, _, second = runs
     metrics = evaluate_checkpoint(second.best_path, open_set=True, device="cpu")
     assert (metrics["num_known"], metrics["num_unknown"]) == (240, 160)
-    # with 6 classes the official 0.1 threshold rejects nothing (quirk Q7)
+    # with 6 classes the official 0.1 threshold rejects nothing (docs/official-differences.md D7)
     assert metrics["official"]["rejected_known"] == 0.0 and metrics["official"]["open_set_accuracy"] == 0.0
     assert metrics["official"]["top1"] == pytest.approx(metrics["closed"]["top1"])
     val = metrics["val_threshold"]

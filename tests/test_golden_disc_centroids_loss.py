@@ -85,7 +85,7 @@ def test_autograd_mode_is_the_exact_gradient_of_the_same_loss(golden, case):
 
 
 def _reference_loss(feat, labels, centroids, loss_fn):
-    """Plain re-statement of OLTR.md §4 (float64), independent of the module's code."""
+    """Plain re-statement of the official equations (float64), independent of the module's code."""
     batch, num_classes = feat.shape[0], centroids.shape[0]
     attract = ((feat - centroids[labels]) ** 2).sum() / 2 / batch
     dist = ((feat[:, None, :] - centroids[None, :, :]) ** 2).sum(-1)

@@ -1,4 +1,4 @@
-"""ModulatedAttention against a plain re-statement of OLTR.md §2, and its init (quirk Q2)."""
+"""ModulatedAttention against a plain re-statement of the official equations, and its init (docs/official-differences.md D2)."""
 from __future__ import annotations
 
 import math
@@ -9,7 +9,7 @@ import torch
 from oltr.nn import ModulatedAttention, resnet10_feature
 
 def _reference(layer, x):
-    """OLTR.md §2 line by line, with explicit weights (float64)."""
+    """the official equations line by line, with explicit weights (float64)."""
     b, c, h, w = x.shape
     n, ci = h * w, c // 2
     conv = lambda m, t: torch.einsum("oc,bchw->bohw", m.weight[:, :, 0, 0].double(), t) + (  # noqa: E731
@@ -53,7 +53,7 @@ def test_channels_last_maps_give_the_same_output():
 
 def test_gradients_reach_every_parameter():
     torch.manual_seed(0)
-    layer = resnet10_feature(use_attention=True, use_fc_add=True).modulatedatt  # Q2 init: non-zero mask
+    layer = resnet10_feature(use_attention=True, use_fc_add=True).modulatedatt  # D2 init: non-zero mask
     x = torch.randn(2, 512, 7, 7, requires_grad=True)
     out, _ = layer(x)
     out.square().sum().backward()
@@ -68,7 +68,7 @@ def test_standalone_init_is_an_identity_but_the_backbone_overwrites_it():
     assert torch.count_nonzero(standalone.conv_mask.weight) == 0
     x = torch.randn(2, 64, 7, 7)
     torch.testing.assert_close(standalone(x)[0], x)
-    # Q2: inside the ResNet the conv-init loop gives g/theta/phi std sqrt(2/C_i), conv_mask std sqrt(2/C)
+    # D2: inside the ResNet the conv-init loop gives g/theta/phi std sqrt(2/C_i), conv_mask std sqrt(2/C)
     layer = resnet10_feature(use_attention=True, use_fc_add=True).modulatedatt
     assert torch.count_nonzero(layer.conv_mask.weight) > 0
     for name, expected in (("g", math.sqrt(2 / 256)), ("theta", math.sqrt(2 / 256)), ("phi", math.sqrt(2 / 256)),

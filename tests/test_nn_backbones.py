@@ -41,7 +41,7 @@ def test_small_cnns(factory, size, map_size):
     net = factory(use_attention=True)
     features, maps = net(torch.randn(3, 1, size, size))
     assert features.shape == (3, 64) and maps.mask.shape == (3, 64, map_size, map_size)
-    assert torch.count_nonzero(net.modulatedatt.conv_mask.weight) > 0  # the backbone init loop, as Q2
+    assert torch.count_nonzero(net.modulatedatt.conv_mask.weight) > 0  # the backbone init loop, as D2
     plain, none = factory(use_fc_add=False)(torch.randn(3, 1, size, size))
     assert plain.shape == (3, 64) and none is None
     params = sum(p.numel() for p in factory().parameters())

@@ -1,4 +1,4 @@
-"""CosNormClassifier: the code form (Q1), the paper form, bounds and edge cases."""
+"""CosNormClassifier: the code form (D1), the paper form, bounds and edge cases."""
 from __future__ import annotations
 
 import math

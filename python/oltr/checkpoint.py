@@ -1,4 +1,4 @@
-"""Checkpoints of the official OLTR code (``final_model_checkpoint.pth``, OLTR.md §9).
+"""Checkpoints of the official OLTR code (``final_model_checkpoint.pth``).
 
 The official file is ``torch.save`` of::
 
@@ -233,7 +233,7 @@ def save_official(model, path: str | os.PathLike, epoch: int = 0, best_epoch: in
     feat_model and classifier state dicts, ``centroids`` (the memory, stage 2) or ``None``
     (stage 1). Weights are saved from the CPU; the centroids from ``memory_device``: the
     official code loads without ``map_location`` and feeds the stored centroids to its CUDA
-    classifier as they are (Q13), so files meant for it on a GPU want ``memory_device="cuda"``
+    classifier as they are (D13), so files meant for it on a GPU want ``memory_device="cuda"``
     (needs CUDA here). ``legacy=True`` uses the pre-1.6 serialization. The write is atomic.
     Returns the path."""
     if memory_device not in ("cpu", "cuda"):

@@ -9,7 +9,7 @@ embedded dataset); a seed changes the initialisation and the sampling. Output fo
     plots/                             per-class accuracy, ROC, score histograms (seed 0)
 
 The official protocol compares a plain model trained for stage 1's epochs with OLTR trained
-for stage 1 + stage 2 epochs (quirk Q24). The table therefore also has "plain (equal
+for stage 1 + stage 2 epochs (docs/official-differences.md D24). The table therefore also has "plain (equal
 epochs)": the stage-1 recipe run for as many epochs as both OLTR stages together, its StepLR
 step stretched in the same ratio.
 """

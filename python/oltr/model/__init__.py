@@ -1,6 +1,6 @@
 """The OLTR network and its memory.
 
-Design, for the trainer (OLTR.md §5-6):
+Design, for the trainer:
 
 * :func:`create_model` ``(backbone, num_classes, stage="plain"|"oltr", feat_dim=None,
   use_attention=None, use_fc_add=None, **kw) -> OLTRModel``.

@@ -1,4 +1,4 @@
-"""``compute_centroids``: the memory initialisation (official ``centroids_cal``, OLTR.md §6)."""
+"""``compute_centroids``: the memory initialisation (official ``centroids_cal``)."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Optional

@@ -21,9 +21,9 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "cnn8": cnn8_feature,
 }
 
-# (use_attention, use_fc_add) per backbone and stage: the official configs (OLTR.md §5) for
+# (use_attention, use_fc_add) per backbone and stage: the official configs for
 # the ResNets; the small CNNs follow the Places-LT pattern (fc_add in both stages, so the
-# stage-2 features are not passed through a fresh random layer, quirk Q10).
+# stage-2 features are not passed through a fresh random layer, docs/official-differences.md D10).
 _STAGE_DEFAULTS = {
     "resnet10": {"plain": (False, False), "oltr": (True, True)},
     "resnet152": {"plain": (False, True), "oltr": (True, True)},

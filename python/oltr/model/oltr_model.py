@@ -103,7 +103,7 @@ class OLTRModel(nn.Module):
         self.centroids.copy_(centroids.detach())
 
     def freeze_backbone(self) -> list[str]:
-        """The official ``fix`` (OLTR.md §1, Q11): ``requires_grad=False`` on every feat_model
+        """The official ``fix`` (docs/official-differences.md D11): ``requires_grad=False`` on every feat_model
         parameter whose name contains neither ``'modulatedatt'`` nor ``'fc'``. BN layers stay in
         train mode. Returns the frozen names."""
         frozen = []

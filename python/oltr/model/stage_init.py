@@ -1,4 +1,4 @@
-"""Initialise a model from a stage-1 model, as the official ``utils.init_weights`` (OLTR.md §5)."""
+"""Initialise a model from a stage-1 model, as the official ``utils.init_weights``."""
 from __future__ import annotations
 
 from typing import Any, Mapping, NamedTuple

@@ -1,4 +1,4 @@
-"""OLTR modules, faithful to the official implementation (../shared/OLTR.md §1-4).
+"""OLTR modules, faithful to the official implementation (docs/official-differences.md lists where it differs).
 
 * :class:`CosNormClassifier` -- cosine classifier (code form; paper form via ``squash``).
 * :class:`MetaEmbeddingClassifier` -- the meta-embedding classifier; ``forward(x, centroids)

@@ -13,7 +13,7 @@ def official_backbone_init(module: nn.Module) -> None:
     ``BatchNorm2d`` weight 1, bias 0; Linear layers untouched.
 
     Run after the attention layer exists, as the official code does: it overwrites the
-    attention's own init, so ``conv_mask`` is not zero (quirk Q2). Conv biases are untouched.
+    attention's own init, so ``conv_mask`` is not zero (docs/official-differences.md D2). Conv biases are untouched.
     """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):

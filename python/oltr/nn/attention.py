@@ -1,4 +1,4 @@
-"""Modulated attention (official ``ModulatedAttLayer``, OLTR.md §2): non-local self-attention
+"""Modulated attention (official ``ModulatedAttLayer``): non-local self-attention
 modulated by a learned spatial attention."""
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ class ModulatedAttention(nn.Module):
 
     ``in_channels`` C, inter channels ``C // 2``; ``spatial_size`` (H, W) is fixed at
     construction because ``fc_spatial`` is ``Linear(H*W*C, H*W)`` (the official layer is
-    hard-wired to 7x7, quirk Q20). Parameters (official names): ``g``, ``theta``, ``phi``
+    hard-wired to 7x7, docs/official-differences.md D20). Parameters (official names): ``g``, ``theta``, ``phi``
     (``Conv2d(C, C//2, 1)``), ``conv_mask`` (``Conv2d(C//2, C, 1, bias=False)``), ``fc_spatial``.
 
     Init is the official standalone one (kaiming-normal fan_in g/theta/phi, zero biases, zero
     ``conv_mask``: an identity at start). Inside the official ResNet the backbone's conv-init
-    loop overwrites it (quirk Q2); :func:`oltr.nn.resnet10_feature` and friends reproduce that.
+    loop overwrites it (docs/official-differences.md D2); :func:`oltr.nn.resnet10_feature` and friends reproduce that.
 
     ``forward(x (B, C, H, W)) -> (out (B, C, H, W), AttentionMaps)``.
     """

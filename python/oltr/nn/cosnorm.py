@@ -1,4 +1,4 @@
-"""Cosine-normalised classifier (official ``CosNorm_Classifier``, OLTR.md §3, quirk Q1)."""
+"""Cosine-normalised classifier (official ``CosNorm_Classifier``; docs/official-differences.md D1)."""
 from __future__ import annotations
 
 import math

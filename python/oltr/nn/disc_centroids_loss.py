@@ -1,4 +1,4 @@
-"""Discriminative centroid loss (official ``DiscCentroidsLoss``, OLTR.md §4, quirks Q3, Q4)."""
+"""Discriminative centroid loss (official ``DiscCentroidsLoss``; docs/official-differences.md D3, D4)."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -27,7 +27,7 @@ class _OfficialAttract(torch.autograd.Function):
 
     forward: ``sum ||f_i - c_{y_i}||^2 / 2 / B``.
     backward: feat grad ``grad_output * (f_i - c_{y_i}) / B`` (exact); centroid grad
-    ``sum_{i: y_i = k} (c_k - f_i) / (1 + n_k) / B`` which ignores ``grad_output`` (Q3).
+    ``sum_{i: y_i = k} (c_k - f_i) / (1 + n_k) / B`` which ignores ``grad_output`` (D3).
     ``class_counts`` (K,) is ``n_k``, the batch's label histogram (the global batch's under DDP).
     """
 
@@ -58,12 +58,12 @@ class DiscCentroidsLoss(nn.Module):
         S[i,k]  = ||f_i - c_k||^2  (GEMM form), with S[i, y_i] = 0
         repel   = clamp(repel_margin - sum_{i,k} S[i,k] / (B*K), 0, 1e6)
 
-    The mean divides by B*K although the B positives are zeroed (Q4). The repel term is zero
+    The mean divides by B*K although the B positives are zeroed (D4). The repel term is zero
     (no gradient) whenever the mean masked squared distance exceeds the margin.
 
     ``gradient="official"`` reproduces the official custom backward of the attract term: the
     centroid gradient is divided by ``1 + n_k`` and **not** scaled by the incoming gradient,
-    so a loss weight (the official 0.01) does not scale it (Q3). ``gradient="autograd"`` gives
+    so a loss weight (the official 0.01) does not scale it (D3). ``gradient="autograd"`` gives
     the exact gradient of the same loss.
 
     Parameter ``centroids`` (K, D), initialised randn as the official code (normally replaced

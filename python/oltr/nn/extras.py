@@ -16,7 +16,7 @@ class ClassifierExtras(NamedTuple):
 
     * ``direct``: (B, D) the input feature (the official ``direct_feature``); apply
       :class:`~oltr.nn.DiscCentroidsLoss` to it.
-    * ``infused``: (B, D) ``selector * memory``, **not** multiplied by the reachability (Q21).
+    * ``infused``: (B, D) ``selector * memory``, **not** multiplied by the reachability (D21).
     * ``memory``: (B, D) ``softmax(fc_hallucinator(x)) @ centroids``.
     * ``selector``: (B, D) ``tanh(fc_selector(x))``.
     * ``reachability``: (B,) ``reach_scale / min_k ||x - c_k||``.

@@ -1,4 +1,4 @@
-"""Meta-embedding classifier (official ``MetaEmbedding_Classifier``, OLTR.md §3)."""
+"""Meta-embedding classifier (official ``MetaEmbedding_Classifier``)."""
 from __future__ import annotations
 
 import torch
@@ -19,7 +19,7 @@ class MetaEmbeddingClassifier(nn.Module):
         reach    = reach_scale / max(d, 1e-12)         (B,)  (official: inf at d = 0)
         memory   = softmax(fc_hallucinator(x)) @ C     (B, D)
         selector = tanh(fc_selector(x))                (B, D)
-        infused  = selector * memory                   (not scaled by reach, Q21)
+        infused  = selector * memory                   (not scaled by reach, D21)
         meta     = reach * (x + infused)
         logits   = cosnorm_classifier(meta)            (B, K)
 

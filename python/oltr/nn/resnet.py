@@ -1,4 +1,4 @@
-"""ResNet feature extractors with the official structure and state-dict names (OLTR.md §1).
+"""ResNet feature extractors with the official structure and state-dict names.
 
 ``resnet10_feature`` = ``ResNet(BasicBlock, [1, 1, 1, 1])`` (ImageNet-LT) and
 ``resnet152_feature`` = ``ResNet(Bottleneck, [3, 8, 36, 3])`` (Places-LT). Keys match
@@ -77,7 +77,7 @@ class ResNetFeature(PooledFeatureModel):
         x = mean over H, W                 (= official AvgPool2d(7) on a 7x7 map)
         x = relu(fc_add(x))                if use_fc_add   (Linear(C, feat_dim))
 
-    The official net needs 224x224 input (7x7 maps, Q20); here the pooling is global, and the
+    The official net needs 224x224 input (7x7 maps, D20); here the pooling is global, and the
     attention's ``attention_spatial_size`` must equal the layer4 map size (input/32).
     ``out_channels`` is C (512 ResNet-10, 2048 ResNet-152) and ``feat_dim`` is the direct
     feature size (must be C when ``use_fc_add`` is off; ``None``: C, or 512 with ``fc_add``). Init: the official loop

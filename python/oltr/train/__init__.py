@@ -1,4 +1,4 @@
-"""The two-stage OLTR trainer (OLTR.md §5-6) and its configs.
+"""The two-stage OLTR trainer and its configs.
 
 * :func:`load_config` / :func:`apply_overrides` — YAML configs checked against
   :data:`DEFAULTS`; ``"a.b=value"`` overrides; shipped configs by name

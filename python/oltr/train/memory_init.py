@@ -1,4 +1,4 @@
-"""Memory initialisation across processes: exact global class means (OLTR.md §6)."""
+"""Memory initialisation across processes: exact global class means."""
 from __future__ import annotations
 
 from typing import Iterable

@@ -5,7 +5,7 @@ over the ranks. Terms that are means over the local batch then give the global-b
 gradient, but two parts of :class:`oltr.nn.DiscCentroidsLoss` are not such means:
 
 * the official centroid gradient divides by ``1 + n_k``, the count of class k in the batch
-  (OLTR.md Q3): here ``n_k`` is the **global** batch's histogram (all-reduced);
+  (docs/official-differences.md D3): here ``n_k`` is the **global** batch's histogram (all-reduced);
 * the repel term clamps ``margin - mean_{i,k} S[i,k]`` (mean over B·K): here the mean is
   the global one (all-reduced), so the clamp switches on all ranks at once; its gradient is
   scaled so that averaging over the ranks gives the single-process gradient.

@@ -1,4 +1,4 @@
-"""The two-stage trainer: the official recipe (OLTR.md §5, §6) driven by a config.
+"""The two-stage trainer: the official recipe driven by a config.
 
 Per step (``run_networks.py:192-208``)::
 
@@ -280,7 +280,7 @@ class _Run:
     def record_best(self, val: Outputs, acc: float) -> bool:
         """Keep the weights and memory if ``acc`` beats the best so far (strict ``>``, as the
         official code; the first epoch always counts, where the official code would raise a
-        NameError if val top-1 never exceeded 0, quirk Q17)."""
+        NameError if val top-1 never exceeded 0, docs/official-differences.md D17)."""
         if acc <= self.best["acc"]:
             return False
         if self.criterion is not None:

@@ -1,6 +1,6 @@
 """Image transforms named by ``data.transform`` in a config.
 
-* ``"imagenet"``: the official transforms (OLTR.md §8): train RandomResizedCrop(224),
+* ``"imagenet"``: the official transforms: train RandomResizedCrop(224),
   RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0), ToTensor, Normalize(ImageNet);
   eval Resize(256), CenterCrop(224), ToTensor, Normalize. Needs ``torchvision``.
 * ``"none"``: for small grayscale images (the embedded datasets): the PIL image is converted
