@@ -3,16 +3,21 @@ PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 RUST_SRC := $(shell find rust -name '*.rs' 2>/dev/null) Cargo.toml pyproject.toml
 STAMP := .build-stamp
+FASHION_SRC := /usr/share/datasets/fashion-mnist
 
 .PHONY: help
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
 
 .PHONY: deps
-deps: ## install the Python dependencies once (no-op when they import)
-	@$(PYTHON) -c "import torch, numpy, faiss, yaml, sklearn, matplotlib, hypothesis, pytest, pytest_timeout, maturin" 2>/dev/null \
+deps: ## install the Python dependencies once (no-op when they import) and Debian's Fashion-MNIST
+	@$(PYTHON) -c "import torch, numpy, faiss, yaml, sklearn, matplotlib, hypothesis, pytest, pytest_timeout, maturin, tqdm, PIL, ruff, mypy" 2>/dev/null \
 	  || $(PIP) install -q "torch>=2.0" "numpy>=1.23" "faiss-cpu>=1.7.4" pyyaml scikit-learn matplotlib \
-	       pytest pytest-timeout hypothesis threadpoolctl "maturin>=1.5,<2"
+	       pytest pytest-timeout hypothesis threadpoolctl tqdm pillow ruff mypy "maturin>=1.5,<2"
+	@# the source the embedded Fashion-MNIST-LT is rebuilt from (tests/test_datasets.py); root + apt only
+	@test -d $(FASHION_SRC) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
+	  || echo "note: $(FASHION_SRC) missing (apt-get install dataset-fashion-mnist); its test will skip"; }
 
 # The extension is rebuilt only when a Rust source or the build config changed.
 $(STAMP): $(RUST_SRC)
