@@ -36,6 +36,11 @@ __all__ = ["CentroidIndex", "REACHABILITY_EPS", "resolve_backend"]
 #: so a query equal to a centroid gets scale · 1e12 (finite in float32), never inf or NaN.
 REACHABILITY_EPS = 1e-12
 
+#: Default reachability scale: reachability = REACHABILITY_SCALE / max(d, eps), the constant the
+#: official ``MetaEmbedding_Classifier`` hard-codes (OLTR.md §3, quirk Q22). One source for every
+#: default in oltr (classifier, scores, evaluation).
+REACHABILITY_SCALE = 10.0
+
 
 def resolve_backend(backend: str) -> str:
     """Concrete backend name for ``backend`` ("auto" -> rust, else faiss, else torch)."""
