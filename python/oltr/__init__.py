@@ -12,6 +12,7 @@ Map of the package:
 * ``oltr.train``    — the two-stage trainer and its configs.
 * ``oltr.metrics``  — closed-set, official open-set and modern open-set metrics.
 * ``oltr.scores``   — open-set scores (MSP, MaxLogit, energy, reachability).
+* ``oltr.longtail`` — long-tail corrections: logit adjustment, Balanced Softmax, τ-normalisation.
 * ``oltr.cli``      — the ``oltr`` command.
 
 Heavy submodules (torch) are imported lazily so ``import oltr`` stays cheap.
@@ -36,7 +37,7 @@ _LAZY = {
 }
 _SUBMODULES = {
     "memory", "nn", "model", "checkpoint", "data", "datasets", "train", "metrics",
-    "scores", "plots", "cli", "errors",
+    "scores", "plots", "cli", "errors", "longtail",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
