@@ -1,0 +1,39 @@
+"""The ``(weight (K, D), bias (K,))`` of a linear classifier head, for ViM and ReAct."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["linear_head"]
+
+
+def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``(weight (K, D), bias (K,))`` from ``(weight, bias)`` (arrays/tensors; bias may
+    be None → zeros), an :class:`torch.nn.Linear`, or a model whose ``classifier.fc`` is one (the
+    plain stage-1 model). Anything else (e.g. the cosine classifier) raises TypeError."""
+    if isinstance(head, nn.Module) and not isinstance(head, nn.Linear):
+        fc = getattr(getattr(head, "classifier", None), "fc", None)
+        if not isinstance(fc, nn.Linear):
+            raise TypeError(f"{type(head).__name__} has no linear head (classifier.fc); ViM and ReAct need a "
+                            "dot-product classifier — pass (weight, bias) or an nn.Linear")
+        head = fc
+    if isinstance(head, nn.Linear):
+        weight, bias = head.weight, head.bias
+    elif isinstance(head, (tuple, list)) and len(head) == 2:
+        weight, bias = head
+    else:
+        raise TypeError(f"head must be (weight, bias), an nn.Linear or a model with classifier.fc; got {type(head).__name__}")
+
+    def numpy(value: Any) -> np.ndarray:
+        return (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float64)
+
+    w = numpy(weight)
+    b = np.zeros(w.shape[0]) if bias is None else numpy(bias)
+    if w.ndim != 2 or b.shape != (w.shape[0],):
+        raise ValueError(f"head weight must be (K, D) and bias (K,); got {w.shape} and {b.shape}")
+    if not (np.isfinite(w).all() and np.isfinite(b).all()):
+        raise ValueError("head weight or bias contains NaN or infinite values")
+    return w, b
