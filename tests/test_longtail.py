@@ -175,3 +175,31 @@ def test_tune_tau_normalization_prefers_normalised_rows_for_inflated_head_weight
     assert best >= 0.5 and table[best] > table[0.0] + 0.05
     with pytest.raises(ValueError, match="share D"):
         tune_tau_normalization(feats[:, :3], labels, weight)
+
+
+# ------------------------------------------------------------------------------ NCM
+def test_ncm_is_the_nearest_mean_of_centred_normalised_features(rng):
+    from oltr.errors import NotFittedError
+    from oltr.longtail import NCM
+
+    centers = rng.standard_normal((5, 8)) * 3
+    counts = [200, 50, 10, 5, 2]
+    y = np.repeat(np.arange(5), counts)
+    x = centers[y] + rng.standard_normal((len(y), 8))
+    ncm = NCM().fit(x, y)
+    q = centers[rng.integers(0, 5, 40)] + rng.standard_normal((40, 8))
+    mu = x.mean(0)
+    unit = lambda a: (a - mu) / np.linalg.norm(a - mu, axis=1, keepdims=True)  # noqa: E731
+    means = np.stack([unit(x)[y == c].mean(0) for c in range(5)])
+    d = ((unit(q)[:, None] - means[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(ncm.predict(q), d.argmin(1))
+    np.testing.assert_allclose(ncm.logits(q), -d, rtol=1e-9, atol=1e-12)
+    dist, lab = ncm.distances(q, k=2)
+    np.testing.assert_allclose(dist, np.sqrt(np.sort(d, 1)[:, :2]), rtol=1e-5, atol=1e-6)
+    assert ncm.num_classes == 5 and lab.shape == (40, 2)
+    with pytest.raises(NotFittedError):
+        NCM().predict(q)
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\]"):
+        NCM().fit(x[:3], np.array([0, 2, 2]))
+    with pytest.raises(ValueError, match="D = 8"):
+        ncm.predict(q[:, :3])
