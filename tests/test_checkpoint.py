@@ -167,3 +167,199 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]  # no temp file left
     with pytest.raises(FileNotFoundError, match="does not exist"):
         atomic_save({}, tmp_path / "no_dir" / "x.pth")
+
+
+# -- integrity: every zip record's CRC-32 is checked before loading ------------------------
+
+def _record_span(path, suffix="/data/0"):
+    """(start, size) of the bytes of the archive record whose name ends with ``suffix``."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+    name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+    return info.header_offset + 30 + name_len + extra_len, info.compress_size
+
+
+def _central_entry(path, suffix="/data/0"):
+    """Offset of the central-directory entry of the record whose name ends with ``suffix``."""
+    data = path.read_bytes()
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        name_len = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + name_len].decode().endswith(suffix):
+            return at
+        at = data.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(f"no central entry for {suffix}")
+
+
+def _flip(path, offset):
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+def test_changed_bytes_in_a_tensor_record_are_refused(tmp_path, where):
+    from oltr.checkpoint import verify_archive
+
+    path = tmp_path / "ok.pth"
+    save_official(_trained_like("oltr"), path)
+    assert verify_archive(path) is True
+    read_official(path)
+    start, size = _record_span(path)
+    _flip(path, start + {"first": 0, "middle": size // 2, "last": size - 1}[where])
+    # torch itself does not check the CRCs: the damaged file loads, with other numbers
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["state_dict_best"] is not None
+    with pytest.raises(CheckpointError, match=r"ok\.pth: .*corrupt.*record '.*/data/0' does not match its CRC-32"):
+        read_official(path)
+    with pytest.raises(CheckpointError, match=r"ok\.pth"):
+        load_official(path, backbone="cnn8")
+
+
+@pytest.mark.parametrize("field", ["crc", "name", "size"])
+def test_changed_bytes_in_the_central_directory_are_refused(tmp_path, field):
+    path = tmp_path / "dir.pth"
+    save_official(_trained_like("plain"), path)
+    entry = _central_entry(path)
+    _flip(path, entry + {"crc": 16, "name": 46 + 2, "size": 20}[field])
+    with pytest.raises(CheckpointError, match=r"dir\.pth: not a readable PyTorch checkpoint"):
+        read_official(path)
+
+
+@pytest.mark.parametrize("keep", [0.99, 0.5, 0.02])
+def test_truncated_zip_checkpoints_are_refused(tmp_path, keep):
+    path = tmp_path / "cut.pth"
+    save_official(_trained_like("plain"), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(CheckpointError, match=r"cut\.pth: not a readable PyTorch checkpoint"):
+        read_official(path)
+
+
+def test_legacy_files_have_no_checksums_to_verify(tmp_path):
+    from oltr.checkpoint import verify_archive
+
+    path = save_official(_trained_like("plain"), tmp_path / "old.pth", legacy=True)
+    assert verify_archive(path) is False  # nothing to check; structural damage is still caught above
+    read_official(path)
+
+
+# -- a failed write (full disk) is a clear error and loses nothing -------------------------
+
+def _failing_writes():
+    import errno
+
+    def enforce_fail(obj, f, **kwargs):  # what torch's zip writer raises when the disk fills up
+        f.write(b"PK\x03\x04partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:671] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    def no_space(obj, f, **kwargs):
+        f.write(b"\x80\x02partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    return [pytest.param(enforce_fail, "the write failed", id="enforce-fail"),
+            pytest.param(no_space, "the disk is full", id="ENOSPC")]
+
+
+@pytest.mark.parametrize("writer, cause", _failing_writes())
+def test_full_disk_while_saving_an_official_checkpoint(tmp_path, monkeypatch, writer, cause):
+    import oltr._io
+    from oltr.checkpoint import CheckpointWriteError
+
+    path = tmp_path / "final.pth"
+    save_official(_trained_like("plain", seed=1), path)
+    before = path.read_bytes()
+    monkeypatch.setattr(oltr._io.torch, "save", writer)
+    with pytest.raises(CheckpointWriteError, match=rf"cannot write checkpoint '.*final\.pth': {cause}") as err:
+        save_official(_trained_like("plain", seed=2), tmp_path / "final.pth")
+    assert isinstance(err.value, OSError)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final.pth"]
+
+
+# -- the official caffe ResNet-152 file (a flat state dict) as model.init ----------------
+
+def _caffe_keys(model_keys):
+    """The key names of the caffe ResNet-152 file: torchvision's ResNet names without a
+    prefix, no ``num_batches_tracked``, plus the 1000-way ImageNet ``fc``."""
+    keys = ["conv1.weight"] + [f"bn1.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+    for layer, blocks in zip((1, 2, 3, 4), (3, 8, 36, 3)):
+        for b in range(blocks):
+            for i in (1, 2, 3):
+                keys.append(f"layer{layer}.{b}.conv{i}.weight")
+                keys += [f"layer{layer}.{b}.bn{i}.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+            if b == 0:
+                keys.append(f"layer{layer}.0.downsample.0.weight")
+                keys += [f"layer{layer}.0.downsample.1.{p}" for p in ("weight", "bias", "running_mean", "running_var")]
+    return keys + ["fc.weight", "fc.bias"]
+
+
+def _write_caffe_file(path, model):
+    """A flat state dict with the caffe file's keys and the model's shapes; tensor i holds the
+    value i everywhere (stored as one element, expanded, so the file stays small)."""
+    own = model.feat_model.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in own.items()}
+    shapes.update({"fc.weight": (1000, 2048), "fc.bias": (1000,)})
+    flat = OrderedDict((k, torch.tensor(float(i)).expand(shapes[k])) for i, k in enumerate(_caffe_keys(own)))
+    torch.save(flat, path)
+    return flat
+
+
+def test_places_stage1_recipe_loads_the_caffe_resnet152_file(tmp_path):
+    from oltr.checkpoint import read_pretrained
+    from oltr.train import load_config
+    from oltr.train.trainer import _init_weights, build_model
+
+    path = tmp_path / "caffe_resnet152.pth"
+    config = load_config("places_lt_stage1", [f"model.init={path}"])
+    torch.manual_seed(0)
+    model = build_model(config)
+    fresh = {k: v.clone() for k, v in model.feat_model.state_dict().items()}
+    flat = _write_caffe_file(path, model)
+    assert path.stat().st_size < 2_000_000
+    with pytest.raises(CheckpointError, match="no 'state_dict_best'"):
+        read_official(path)  # not an OLTR checkpoint: read_official still says so
+    ckpt = read_pretrained(path)
+    assert list(ckpt.feat_model) == list(flat) and not ckpt.classifier and ckpt.centroids is None
+    message = _init_weights(model, config)
+    state = model.feat_model.state_dict()
+    copied = [k for k in flat if k in state]
+    assert len(copied) == len(flat) - 2  # every caffe key but the ImageNet fc
+    assert message.startswith(f"{len(copied)} backbone tensors from {path}")
+    for key in copied:
+        assert torch.equal(state[key], flat[key].float()), key
+    for key in ("fc_add.weight", "fc_add.bias", "bn1.num_batches_tracked"):  # not in the file: kept
+        assert torch.equal(state[key], fresh[key]), key
+
+
+def test_caffe_style_file_errors_name_the_problem(tmp_path):
+    from oltr.checkpoint import read_pretrained
+    from oltr.model.stage_init import init_backbone
+
+    model = create_model("resnet10", 4)
+    path = tmp_path / "flat.pth"
+    state = {k: v.clone() for k, v in model.feat_model.state_dict().items()}
+    state["conv1.weight"] = torch.zeros(64, 3, 3, 3)  # a 3x3 stem: not this backbone
+    torch.save(state, path)
+    with pytest.raises(ValueError, match=r"feat_model key 'conv1.weight': source shape \(64, 3, 3, 3\)"):
+        init_backbone(model, read_pretrained(path))
+    # a DataParallel "module." prefix is removed (the official caffe loader would match no key and
+    # silently keep the random init)
+    torch.save({"module.layer1.0.conv1.weight": torch.full((64, 64, 3, 3), 3.0)}, path)
+    assert init_backbone(model, read_pretrained(path)).copied == ["layer1.0.conv1.weight"]
+    assert torch.equal(model.feat_model.state_dict()["layer1.0.conv1.weight"], torch.full((64, 64, 3, 3), 3.0))
+    torch.save({"features.0.weight": torch.zeros(64, 3, 7, 7)}, path)  # another architecture's names
+    with pytest.raises(ValueError, match=r"no backbone key of the source matches.*features\.0\.weight"):
+        init_backbone(model, read_pretrained(path))
+    torch.save({"weights": [1, 2]}, path)
+    with pytest.raises(CheckpointError, match=r"flat\.pth: neither an official OLTR checkpoint"):
+        read_pretrained(path)
+    torch.save(_official_payload(_trained_like("plain")), path)  # an official file still reads as such
+    assert read_pretrained(path).stage == "plain"

@@ -81,3 +81,14 @@ def test_resume_without_a_previous_run_starts_from_scratch(tmp_path):
     result = train(_config("digits_lt_stage1", tmp_path, "epochs=1"), resume=True)
     assert result.epochs_run == 1
     assert "nothing to resume" in (tmp_path / "log.jsonl").read_text()
+
+
+def test_resume_removes_temp_files_of_a_killed_write(tmp_path):
+    first = train(_config("digits_lt_stage1", tmp_path, "epochs=1"))
+    stale = [tmp_path / ".best.pt.x8f2k1.tmp", tmp_path / ".last.pt.q0z9m3.tmp"]
+    for path in stale:  # a kill during the atomic write leaves these behind
+        path.write_bytes(b"PK\x03\x04 half a checkpoint")
+    result = train(_config("digits_lt_stage1", tmp_path, "epochs=1"), resume=True)
+    assert result.epochs_run == 0 and result.best_acc == first.best_acc
+    assert not any(p.exists() for p in stale)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith((".pt", ".tmp"))) == ["best.pt", "last.pt"]

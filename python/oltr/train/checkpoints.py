@@ -7,20 +7,18 @@
   both optimisers and schedulers, the RNG states, the epoch and the best-so-far record.
 
 Both are plain dicts of tensors, lists, numbers and strings, so ``torch.load`` with
-``weights_only=True`` reads them (no pickled code). Writes go through
-:func:`oltr._io.atomic_save`: a crash mid-write leaves the previous file intact.
+``weights_only=True`` reads them (no pickled code), after the zip archive's CRC-32s are
+checked (:func:`oltr.checkpoint.load_verified`: changed bytes raise :class:`CheckpointError`).
+Writes go through :func:`oltr.checkpoint.write_atomically`: a crash or a full disk mid-write
+leaves the previous file intact; a kill can leave a temp file ``.best.pt.<random>.tmp``, which
+:func:`remove_stale_temps` deletes when a run starts or resumes.
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from oltr._io import atomic_save
-from oltr.checkpoint import CheckpointError
+from oltr.checkpoint import CheckpointError, load_verified, write_atomically
 
 __all__ = [
     "BEST_NAME",
@@ -30,6 +28,7 @@ __all__ = [
     "RESUME_FORMAT",
     "load_model_checkpoint",
     "load_resume_state",
+    "remove_stale_temps",
     "save_checkpoint",
 ]
 
@@ -47,10 +46,29 @@ _RESUME_KEYS = ("format", "config", "epoch", "model", "model_optimizer", "model_
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    """Write ``payload`` to ``path`` atomically (the folder is created)."""
+    """Write ``payload`` to ``path`` atomically (the folder is created).
+
+    Raises:
+        oltr.checkpoint.CheckpointWriteError: the write failed (disk full, I/O error); the
+            previous file at ``path`` is intact and no temp file is left.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_save(payload, target)
+    write_atomically(payload, target)
+    return target
+
+
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete the temp files a killed write of ``best.pt`` / ``last.pt`` left in ``folder``
+    (``.best.pt.<random>.tmp``, the names :func:`oltr._io.atomic_save` gives them); returns
+    the removed paths. Call it only when no write to ``folder`` is in progress (a run's start)."""
+    removed = []
+    for name in (BEST_NAME, LAST_NAME):
+        for temp in sorted(Path(folder).glob(f".{name}.*.tmp")):
+            if temp.is_file() and not temp.is_symlink():
+                temp.unlink(missing_ok=True)
+                removed.append(temp)
+    return removed
 
 
 def _read(path: str | Path, fmt: str, required: tuple[str, ...]) -> dict[str, Any]:
@@ -58,11 +76,9 @@ def _read(path: str | Path, fmt: str, required: tuple[str, ...]) -> dict[str, An
     if not source.is_file():
         raise CheckpointError(f"checkpoint not found: {str(source)!r}")
     try:
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError, AttributeError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {str(source)!r} (corrupt or not a torch file): {reason}") from None
+        payload = load_verified(source)
+    except (IsADirectoryError, PermissionError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {str(source)!r}: {exc.strerror or exc}") from None
     if not isinstance(payload, dict) or payload.get("format") != fmt:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         hint = " (pass best.pt, not last.pt)" if found == RESUME_FORMAT else ""

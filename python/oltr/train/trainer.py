@@ -40,6 +40,7 @@ from oltr.train.checkpoints import (
     CheckpointError,
     load_model_checkpoint,
     load_resume_state,
+    remove_stale_temps,
     save_checkpoint,
 )
 from oltr.train.config import ConfigError
@@ -103,15 +104,15 @@ def build_model(config: dict[str, Any], num_classes: Optional[int] = None) -> OL
 
 
 def _read_weights(path: str) -> Any:
-    """A stage-1 source for :func:`oltr.model.init_from_stage1`: an oltr ``best.pt`` or an
-    official checkpoint."""
-    from oltr.checkpoint import read_official
+    """A ``model.init`` source: an oltr ``best.pt``, an official checkpoint or a flat backbone
+    state dict (the official caffe ResNet-152 file), see :func:`oltr.checkpoint.read_pretrained`."""
+    from oltr.checkpoint import read_pretrained
 
     try:
         return load_model_checkpoint(path)["state_dict"]
     except CheckpointError:
         try:
-            return read_official(path)
+            return read_pretrained(path)
         except FileNotFoundError:
             raise CheckpointError(f"model.init: checkpoint not found: {path!r}") from None
 
@@ -126,13 +127,10 @@ def _init_weights(model: OLTRModel, config: dict[str, Any]) -> Optional[str]:
     if model.stage == "oltr":
         report = init_from_stage1(model, source)
         return f"{len(report.copied)} backbone tensors from {path}, fresh: {len(report.kept)}"
-    from oltr.model import split_state_dict
+    from oltr.model.stage_init import init_backbone
 
-    feat, _ = split_state_dict(source)
-    own = model.feat_model.state_dict()
-    copied = {k: v for k, v in feat.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
-    model.feat_model.load_state_dict({**own, **copied})
-    return f"{len(copied)} backbone tensors from {path}"
+    report = init_backbone(model, source)
+    return f"{len(report.copied)} backbone tensors from {path}, fresh: {len(report.kept)}"
 
 
 def build_optimizers(
@@ -384,6 +382,7 @@ def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = 
         run.initialise()
     if dist_seam.is_main():  # after the resume check, so a refused config is not recorded
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out_dir)  # left by a run killed mid-write
         (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     history = []
     start_epoch = run.epoch
