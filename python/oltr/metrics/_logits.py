@@ -20,9 +20,13 @@ def logit_chunks(logits: Any, chunk: int = _CHUNK) -> Iterator:
 
     if isinstance(logits, torch.Tensor):
         z = logits.detach()
+        if z.is_complex() or z.dtype == torch.bool:
+            raise TypeError(f"logits must be real numbers, got {z.dtype}")
     else:
         z = np.asarray(logits)
-        if z.size and not np.issubdtype(z.dtype, np.number):
+        if np.iscomplexobj(z):
+            raise TypeError(f"logits must be real, got {z.dtype} (the imaginary part would be dropped)")
+        if z.size and (z.dtype == np.bool_ or not np.issubdtype(z.dtype, np.number)):
             raise TypeError(f"logits must be numeric, got {z.dtype}")
     if z.ndim != 2 or z.shape[1] == 0:
         raise ValueError(f"logits must be (N, K) with K >= 1, got shape {tuple(z.shape)}")

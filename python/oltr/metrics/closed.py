@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from oltr.data.shots import shot_groups
-from oltr.metrics._arrays import as_labels, nan_mean
+from oltr.metrics._arrays import as_counts, as_labels, nan_mean
 
 __all__ = ["macro_f1", "per_class_accuracy", "shot_accuracy", "top1_accuracy"]
 
@@ -47,6 +47,8 @@ def macro_f1(preds, labels) -> float:
 def per_class_accuracy(preds, labels, num_classes: int) -> np.ndarray:
     """``float64 (num_classes,)`` accuracy of each class; ``nan`` where a class has no
     sample. Rows with label ``-1`` are ignored."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 0:
+        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
     p, y = _pair(preds, labels)
     known = y >= 0
     p, y = p[known], y[known]
@@ -80,8 +82,16 @@ def shot_accuracy(
 
     Returns:
         ``{"many": .., "medium": .., "few": ..}``.
+
+    Raises:
+        ValueError: ``train_counts`` shorter than the classes in ``labels``, negative, or
+            not whole numbers (``TypeError`` if complex).
     """
-    counts = np.asarray(train_counts)
+    counts = as_counts(train_counts, "train_counts")
+    top = as_labels(labels, "labels").max(initial=-1)
+    if top >= counts.size:
+        raise ValueError(f"train_counts has {counts.size} entries but labels go up to {top}: "
+                         "give one train count per class")
     groups = shot_groups(counts, many_thr, few_thr, rule)
     acc = per_class_accuracy(preds, labels, counts.size)
     present = ~np.isnan(acc)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from oltr.metrics._arrays import as_labels, as_scores, nan_mean
+from oltr.metrics._arrays import as_labels, as_scores, as_threshold, nan_mean
 from oltr.metrics._logits import argmax_and_msp
 
 __all__ = [
@@ -36,7 +36,11 @@ def predict_open(logits, threshold: float = OFFICIAL_OPEN_THRESHOLD) -> tuple[np
     Returns:
         ``(preds int64 (N,), max_prob float64 (N,))`` (computed in float64, in chunks of
         rows, so a large logit matrix is never copied whole).
+
+    Raises:
+        ValueError: ``threshold`` is NaN (it would reject nothing, silently).
     """
+    threshold = as_threshold(threshold, "threshold")
     preds, max_prob = argmax_and_msp(logits)
     preds[max_prob < threshold] = -1
     return preds, max_prob
@@ -48,7 +52,11 @@ def reject_by_score(preds, scores, threshold: float) -> np.ndarray:
     ``scores`` are outlier scores (larger = more unknown, see :mod:`oltr.scores`), so
     ``reject_by_score(argmax, msp_score(logits), -t)`` is the official rule with a
     max-softmax threshold ``t`` (reject where ``msp < t``).
+
+    Raises:
+        ValueError: ``threshold`` is NaN; ``scores`` hold NaN or ±inf.
     """
+    threshold = as_threshold(threshold, "threshold")
     p = as_labels(preds, "preds").copy()
     s = as_scores(scores, "scores")
     if s.shape != p.shape:

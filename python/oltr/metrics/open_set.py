@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from oltr.data.shots import shot_groups
-from oltr.metrics._arrays import as_labels, as_scores
+from oltr.metrics._arrays import as_counts, as_flags, as_labels, as_scores
 from oltr.metrics.ranking import aupr, auroc, fpr_at_tpr, oscr
 
 __all__ = ["OPEN_SET_METRICS", "open_set_metrics", "open_set_metrics_by_group"]
@@ -43,19 +43,26 @@ def open_set_metrics_by_group(
     Returns:
         ``{"many": {...}, "medium": {...}, "few": {...}}``; a group without test
         samples has ``nan`` everywhere.
+
+    Raises:
+        ValueError: shapes differ; ``known_labels`` outside ``[0, len(train_counts))``
+            (``train_counts`` shorter than the number of classes, or an unknown ``-1``);
+            ``train_counts`` negative or not whole numbers.
     """
     k = as_scores(known_scores, "known_scores")
     y = as_labels(known_labels, "known_labels")
-    c = np.asarray(known_correct.detach().cpu().numpy() if hasattr(known_correct, "detach")
-                   else known_correct).astype(bool)
+    c = as_flags(known_correct, "known_correct")
     if not (k.shape == y.shape == c.shape):
         raise ValueError(
             f"known_scores {k.shape}, known_labels {y.shape} and known_correct {c.shape} "
             "must have the same shape"
         )
-    counts = np.asarray(train_counts)
-    if y.size and (y.min() < 0 or y.max() >= counts.size):
-        raise ValueError(f"known_labels must be in [0, {counts.size}) (one train count per class)")
+    counts = as_counts(train_counts, "train_counts")
+    if y.size and y.min() < 0:
+        raise ValueError("known_labels must be >= 0 (known samples only; pass unknowns as unknown_scores)")
+    if y.size and y.max() >= counts.size:
+        raise ValueError(f"train_counts has {counts.size} entries but known_labels go up to {y.max()}: "
+                         "give one train count per class")
     groups = shot_groups(counts, many_thr, few_thr, rule)
     out = {}
     for name, mask in groups._asdict().items():

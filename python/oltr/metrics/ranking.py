@@ -12,13 +12,15 @@ unknown (open-set) samples separately. A sample is *accepted* as known at thresh
   curves step diagonally through a tied group (AUROC counts a tie as 1/2).
 
 All curves are computed in O(n log n) from one sort. A metric that needs samples of a
-kind that is missing (no known or no unknown sample) is ``nan``.
+kind that is missing (no known or no unknown sample, or no sample at all) is ``nan``,
+never an exception. Scores must be finite and real (``ValueError`` / ``TypeError``
+naming the argument otherwise).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from oltr.metrics._arrays import as_scores
+from oltr.metrics._arrays import as_flags, as_fraction, as_scores
 
 __all__ = ["aupr", "auroc", "fpr_at_tpr", "oscr", "oscr_curve", "roc_curve", "threshold_at_tpr"]
 
@@ -27,8 +29,10 @@ def _accept_curve(
     known: np.ndarray, unknown: np.ndarray, known_weight: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct thresholds ascending, and at each the summed ``known_weight`` and the
-    number of unknown samples with ``score <= threshold``."""
+    number of unknown samples with ``score <= threshold`` (all empty without samples)."""
     scores = np.concatenate([known, unknown])
+    if scores.size == 0:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
     w_known = np.concatenate([known_weight, np.zeros(unknown.size)])
     w_unknown = np.concatenate([np.zeros(known.size), np.ones(unknown.size)])
     order = np.argsort(scores, kind="stable")
@@ -46,12 +50,15 @@ def threshold_at_tpr(known_scores, tpr: float = 0.95) -> float:
 
     Returns:
         The ``ceil(tpr · n)``-th smallest score.
+
+    Raises:
+        ValueError: ``known_scores`` is empty (no threshold exists), or ``tpr`` is not in
+            ``(0, 1]`` (NaN included).
     """
+    tpr = as_fraction(tpr, "tpr")
     s = np.sort(as_scores(known_scores, "known_scores"))
     if s.size == 0:
         raise ValueError("known_scores is empty")
-    if not 0.0 < tpr <= 1.0:
-        raise ValueError(f"tpr must be in (0, 1], got {tpr!r}")
     k = int(np.ceil(round(tpr * s.size, 9)))
     return float(s[max(k, 1) - 1])
 
@@ -90,6 +97,7 @@ def auroc(known_scores, unknown_scores) -> float:
 def fpr_at_tpr(known_scores, unknown_scores, tpr: float = 0.95) -> float:
     """Fraction of unknown samples accepted at :func:`threshold_at_tpr` of the known
     samples (FPR95 for ``tpr=0.95``, known = positive). ``nan`` if either set is empty."""
+    tpr = as_fraction(tpr, "tpr")
     k = as_scores(known_scores, "known_scores")
     u = as_scores(unknown_scores, "unknown_scores")
     if k.size == 0 or u.size == 0:
@@ -133,9 +141,7 @@ def oscr_curve(
     """
     k = as_scores(known_scores, "known_scores")
     u = as_scores(unknown_scores, "unknown_scores")
-    c = np.asarray(
-        known_correct.detach().cpu().numpy() if hasattr(known_correct, "detach") else known_correct
-    )
+    c = as_flags(known_correct, "known_correct")
     if c.shape != k.shape:
         raise ValueError(f"known_correct {c.shape} and known_scores {k.shape} differ in shape")
     thr, acc_c, acc_u = _accept_curve(k, u, c.astype(np.float64))
