@@ -8,6 +8,7 @@ import torch
 
 from oltr.model import OLTRModel
 from oltr.train.checkpoints import CheckpointError, load_model_checkpoint
+from oltr.train.config import stored_config
 from oltr.train.trainer import build_model
 
 __all__ = ["load_trained_model"]
@@ -24,6 +25,8 @@ def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> 
         CheckpointError: missing, corrupt or mismatching checkpoint.
     """
     checkpoint = load_model_checkpoint(path)
+    # a stored config is input too: checked again, resource settings bounded to this machine
+    checkpoint["config"] = stored_config(checkpoint["config"], str(path)).to_dict()
     config = checkpoint["config"]
     model = build_model(config, len(checkpoint["class_names"]))
     try:

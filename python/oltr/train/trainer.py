@@ -18,7 +18,6 @@ epoch), ``log.jsonl`` (one JSON object per epoch), ``config.yaml``.
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from oltr.train.checkpoints import (
     remove_stale_temps,
     save_checkpoint,
 )
-from oltr.train.config import ConfigError
+from oltr.train.config import ConfigError, apply_overrides, as_config
 from oltr.train.data import DataBundle, build_data, eval_loader, train_loader
 from oltr.train.ddp import wrap_model
 from oltr.train.evaluation import choose_thresholds, outlier_scores
@@ -155,7 +154,8 @@ def build_optimizers(
     c = config["centroids"]
     crit_opt = torch.optim.SGD(criterion.parameters(), lr=c["lr"], momentum=c["momentum"],
                                weight_decay=c["weight_decay"])
-    crit_sched = torch.optim.lr_scheduler.StepLR(crit_opt, step_size=c["step_size"], gamma=c["gamma"])
+    step_size, gamma = as_config(config).centroid_schedule  # unset: optim's, as officially
+    crit_sched = torch.optim.lr_scheduler.StepLR(crit_opt, step_size=step_size, gamma=gamma)
     return model_opt, model_sched, crit_opt, crit_sched
 
 
@@ -308,7 +308,7 @@ class _Run:
             return
         save_checkpoint({
             "format": MODEL_FORMAT,
-            "config": copy.deepcopy(self.config),
+            "config": self.config.to_dict(),
             "class_names": list(self.data.class_names),
             "train_class_counts": [int(c) for c in self.data.train_counts],
             "state_dict": state,
@@ -325,7 +325,7 @@ class _Run:
             return
         state = {
             "format": RESUME_FORMAT,
-            "config": copy.deepcopy(self.config),
+            "config": self.config.to_dict(),
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "model_optimizer": self.model_opt.state_dict(),
@@ -364,9 +364,7 @@ def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = 
     Returns:
         :class:`TrainResult`.
     """
-    config = copy.deepcopy(config)
-    if device is not None:
-        config["device"] = device
+    config = apply_overrides(config, [] if device is None else [f"device={device}"])  # validated, frozen
     if config["threads"]:
         torch.set_num_threads(int(config["threads"]))
     run = _Run(config, resolve_device(config["device"]))
@@ -383,7 +381,7 @@ def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = 
     if dist_seam.is_main():  # after the resume check, so a refused config is not recorded
         out_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out_dir)  # left by a run killed mid-write
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
     history = []
     start_epoch = run.epoch
     while run.epoch < int(config["epochs"]):
