@@ -22,7 +22,7 @@ def _check_structure(d: OpenLTData, shape):
         x, y = d.split(split)
         assert x.dtype == np.uint8 and x.shape[1:] == shape and y.dtype == np.int64
         assert y.shape == (x.shape[0],)
-    assert np.bincount(d.train_labels, minlength=k).tolist() == d.train_counts.tolist()
+    assert tuple(np.bincount(d.train_labels, minlength=k).tolist()) == d.train_counts
     for split in ("val", "test"):
         per = np.bincount(d.split(split)[1], minlength=k)
         assert per.min() == per.max() > 0  # balanced
@@ -38,14 +38,13 @@ def _check_structure(d: OpenLTData, shape):
 def test_fashion_lt_structure_and_size():
     d = fashion_lt()
     _check_structure(d, (28, 28))
-    assert d.train_counts.tolist() == [640, 320, 160, 80, 40, 20, 10]
+    assert d.train_counts == (640, 320, 160, 80, 40, 20, 10)
     assert d.class_names == ("T-shirt/top", "Trouser", "Sneaker", "Pullover", "Ankle boot", "Dress", "Shirt")
     assert d.unknown_class_names == ("Coat", "Sandal", "Bag")
     assert len(d.train_labels) <= 5000  # the demo trains 2 models × 3 seeds on 2 cores
     assert FASHION_LT_PATH.stat().st_size <= 5_000_000
     assert d.test_labels.size == 1400 and d.open_labels.size == 600 and d.val_labels.size == 140
-    assert not d.train_images.flags.writeable  # cached object is shared: read-only
-    assert fashion_lt() is d
+    assert not d.train_images.flags.writeable  # read-only (tests/test_data_hardening.py)
 
 
 def test_fashion_lt_ships_zalando_mit_notice():
@@ -77,12 +76,12 @@ def test_build_script_reports_missing_source(tmp_path, capsys):
 def test_digits_lt_structure_and_seeds():
     d = digits_lt()
     _check_structure(d, (8, 8))
-    assert d.train_counts.tolist() == [120, 60, 30, 15, 8, 4]
+    assert d.train_counts == (120, 60, 30, 15, 8, 4)
     assert d.num_classes == 6 and d.unknown_class_names == ("6", "7", "8", "9")
     assert d.train_images.max() > 200  # 0..16 scaled to 0..255
     other = digits_lt(seed=1)
     assert not np.array_equal(other.train_images, d.train_images)
-    assert digits_lt() is d
+    assert np.array_equal(digits_lt().train_images, d.train_images)  # seeded: the same split again
 
 
 def test_torch_dataset_helper():

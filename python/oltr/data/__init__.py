@@ -3,8 +3,11 @@
 * :class:`ListDataset`, :func:`read_list_file`, :func:`write_list_file`,
   :func:`write_image_list` — the official ``<path> <label>`` list format.
 * :class:`ArrayDataset`, :func:`images_to_tensor` — uint8 arrays as float tensors.
+* :func:`load_image` — one image file as a PIL image (16-bit scaled to 8 bit; errors
+  name the file).
 * :func:`longtail_counts`, :func:`make_longtail_split`, :func:`make_balanced_split`,
-  :func:`make_open_split`, :func:`remap_labels` — seeded split builders.
+  :func:`make_open_split`, :func:`remap_labels` — seeded split builders;
+  :func:`check_counts` validates per-class counts.
 * :class:`ClassAwareSampler`, :class:`ShardedSampler` — seeded, DDP-sharded samplers;
   :func:`merge_shards` puts per-rank outputs back in order.
 * :func:`shot_groups` — many / medium / few-shot classes (official or paper rule).
@@ -24,8 +27,10 @@ _LAZY = {
     "write_list_file": "oltr.data.list_file",
     "write_image_list": "oltr.data.image_folder",
     "ArrayDataset": "oltr.data.array_dataset",
+    "load_image": "oltr.data.images",
     "images_to_tensor": "oltr.data.array_dataset",
     "OpenSplit": "oltr.data.splits",
+    "check_counts": "oltr.data.splits",
     "longtail_counts": "oltr.data.splits",
     "make_balanced_split": "oltr.data.splits",
     "make_longtail_split": "oltr.data.splits",

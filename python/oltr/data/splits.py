@@ -13,6 +13,7 @@ import numpy as np
 
 __all__ = [
     "OpenSplit",
+    "check_counts",
     "longtail_counts",
     "make_balanced_split",
     "make_longtail_split",
@@ -67,6 +68,33 @@ def longtail_counts(
     else:
         raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
     return np.maximum(np.floor(raw + 0.5), min_count).astype(np.int64)
+
+
+def check_counts(counts, num_classes: int, name: str = "train_counts") -> tuple[int, ...]:
+    """Check per-class counts and return them as an immutable tuple of ``int``.
+
+    Args:
+        counts: one count per class (sequence or array).
+        num_classes: the number of classes ``K`` the counts must cover.
+        name: what the counts are called in error messages (a key, a file).
+
+    Raises:
+        ValueError: not exactly ``K`` entries, an entry that is not a whole number, or a
+            negative count; the message names ``name``.
+    """
+    arr = np.asarray(counts)
+    if arr.ndim != 1 or arr.size != num_classes:
+        raise ValueError(
+            f"{name} must hold one count per class ({num_classes} classes), got shape {arr.shape}"
+        )
+    if arr.size and arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must hold integer counts, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr) & (arr == np.round(arr))):
+        raise ValueError(f"{name} must hold whole numbers, got {arr.tolist()}")
+    if np.any(arr < 0):
+        bad = int(np.flatnonzero(arr < 0)[0])
+        raise ValueError(f"{name} must be non-negative; class {bad} has {arr[bad]}")
+    return tuple(int(c) for c in arr.tolist())
 
 
 def _labels_1d(labels) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Digits-LT: scikit-learn's 8×8 digits, long-tailed, with an open set (fastest tests)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 
 import numpy as np
@@ -43,7 +44,7 @@ def _build(seed: int) -> OpenLTData:
         unknown_class_names=tuple(str(c) for c in _UNKNOWN),
         known_classes=_KNOWN,
         unknown_classes=_UNKNOWN,
-        train_counts=np.asarray(DIGITS_LT_COUNTS, dtype=np.int64),
+        train_counts=DIGITS_LT_COUNTS,
     )
 
 
@@ -54,6 +55,7 @@ def digits_lt(seed: int = 0) -> OpenLTData:
     120/60/30/15/8/4 training images (official groups: many = 0, medium = 1, 2,
     few = 3, 4, 5); digits 6–9 are the open set. val 10 and test 40 per known digit,
     open 40 per unknown digit; train, val and test are disjoint. ``seed`` changes
-    which images are picked. Cached per seed.
+    which images are picked. Built once per seed; every call returns its own read-only
+    copy (see :class:`OpenLTData`), so nothing done to one result reaches another.
     """
-    return _build(int(seed))
+    return replace(_build(int(seed)))  # replace() copies every array (OpenLTData.__post_init__)

@@ -1,6 +1,7 @@
 """Fashion-MNIST-LT: the embedded long-tailed, open-set Fashion-MNIST."""
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,9 +25,6 @@ def _load() -> OpenLTData:
     names = [str(n) for n in a["source_class_names"]]
     known = tuple(int(c) for c in a["known_classes"])
     unknown = tuple(int(c) for c in a["unknown_classes"])
-    for k in ("train", "val", "test", "open"):
-        a[f"{k}_images"].setflags(write=False)
-        a[f"{k}_labels"].setflags(write=False)
     return OpenLTData(
         name="fashion_lt",
         train_images=a["train_images"],
@@ -69,6 +67,7 @@ def fashion_lt() -> OpenLTData:
     * val: 20 per known class (from the training file, disjoint from train); test: 200
       per known class; open: 200 per unknown class (both from the test file).
 
-    The result is cached and its arrays are read-only.
+    The file is read once; every call returns its own read-only copy (see
+    :class:`OpenLTData`), so nothing done to one result reaches another.
     """
-    return _load()
+    return replace(_load())  # replace() copies every array (OpenLTData.__post_init__)

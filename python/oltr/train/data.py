@@ -20,11 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from oltr.data.splits import check_counts
 from oltr.train.config import ConfigError
 from oltr.train.distributed import rank, world_size
 from oltr.train.transforms import build_transform, image_mode
 
-__all__ = ["DataBundle", "build_data", "eval_loader", "train_loader"]
+__all__ = ["DataBundle", "build_data", "eval_loader", "steps_per_epoch", "train_loader"]
 
 
 @dataclass
@@ -35,8 +36,12 @@ class DataBundle:
         train: training split with training transforms; train_plain: the same samples with
             evaluation transforms (memory initialisation, as the official ``train_plain``).
         val, test: known-class splits; open: open-set split (labels -1) or None.
-        train_labels: ``int64 (N,)`` training labels; train_counts: ``int64 (K,)``.
+        train_labels: read-only ``int64 (N,)`` training labels; train_counts: tuple of K
+            ints (training images per class).
         class_names: K names (``"class_<k>"`` when the source has none).
+
+    Raises:
+        ValueError: ``train_counts`` is not one non-negative count per class.
     """
 
     train: Dataset
@@ -45,8 +50,14 @@ class DataBundle:
     test: Dataset
     open: Optional[Dataset]
     train_labels: np.ndarray
-    train_counts: np.ndarray
+    train_counts: tuple[int, ...]
     class_names: list[str]
+
+    def __post_init__(self) -> None:
+        labels = np.array(self.train_labels, dtype=np.int64)
+        labels.setflags(write=False)
+        self.train_labels = labels
+        self.train_counts = check_counts(self.train_counts, len(self.class_names))
 
     @property
     def num_classes(self) -> int:
@@ -78,14 +89,14 @@ def _embedded(config: dict[str, Any]) -> DataBundle:
         val=bundle.torch_dataset("val"),
         test=bundle.torch_dataset("test"),
         open=bundle.torch_dataset("open"),
-        train_labels=np.asarray(bundle.train_labels, dtype=np.int64),
-        train_counts=np.asarray(bundle.train_counts, dtype=np.int64),
+        train_labels=bundle.train_labels,
+        train_counts=bundle.train_counts,
         class_names=list(bundle.class_names),
     )
 
 
 def _from_lists(config: dict[str, Any]) -> DataBundle:
-    from oltr.data import ListDataset
+    from oltr.data import ListDataset, ListFileError
 
     data = config["data"]
     for key in ("train_list", "val_list", "test_list"):
@@ -93,39 +104,55 @@ def _from_lists(config: dict[str, Any]) -> DataBundle:
             raise ConfigError(f"data.source 'lists' needs data.{key}")
     on_missing = "skip" if data["skip_missing"] else "raise"
     mode = image_mode(config)
+    num_classes = int(config["model"]["num_classes"])
     train_tf, eval_tf = build_transform(config, train=True), build_transform(config, train=False)
 
-    def make(list_key: str, transform, root: str) -> ListDataset:
-        return ListDataset(data[list_key], root, transform, mode=mode, on_missing=on_missing)
+    def make(list_key: str, transform, root: str, **labels: Any) -> ListDataset:
+        try:
+            return ListDataset(data[list_key], root, transform, mode=mode, on_missing=on_missing, **labels)
+        except ListFileError as exc:
+            known = f" (model.num_classes is {num_classes})" if "num_classes" in labels else ""
+            raise ConfigError(f"data.{list_key}: {exc}{known}") from exc
 
-    train = make("train_list", train_tf, data["root"])
-    train_plain = make("train_list", eval_tf, data["root"])
-    open_set = make("open_list", eval_tf, data["open_root"] or data["root"]) if data["open_list"] else None
-    labels = np.asarray(train.labels, dtype=np.int64)
-    num_classes = int(config["model"]["num_classes"])
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ConfigError(
-            f"{data['train_list']}: training labels must lie in [0, {num_classes}) "
-            f"(model.num_classes); found {int(labels.min())}..{int(labels.max())}"
-        )
+    known = {"num_classes": num_classes}  # labels in [0, model.num_classes), as the model's outputs
+    train = make("train_list", train_tf, data["root"], **known)
+    open_set = None
+    if data["open_list"]:
+        open_set = make("open_list", eval_tf, data["open_root"] or data["root"], open_set=True)
     return DataBundle(
         train=train,
-        train_plain=train_plain,
-        val=make("val_list", eval_tf, data["root"]),
-        test=make("test_list", eval_tf, data["root"]),
+        train_plain=train.with_transform(eval_tf),
+        val=make("val_list", eval_tf, data["root"], **known),
+        test=make("test_list", eval_tf, data["root"], **known),
         open=open_set,
-        train_labels=labels,
-        train_counts=np.bincount(labels, minlength=num_classes).astype(np.int64),
+        train_labels=train.labels,
+        train_counts=np.bincount(train.labels, minlength=num_classes),
         class_names=[f"class_{k}" for k in range(num_classes)],
     )
+
+
+def _require_samples(config: dict[str, Any], bundle: DataBundle) -> None:
+    """An empty train or val split stops here, before any model or optimiser exists."""
+    data = config["data"]
+    for split in ("train", "val"):
+        dataset = getattr(bundle, split)
+        if len(dataset) == 0:
+            where = (f"data.{split}_list {data[f'{split}_list']}" if data["source"] == "lists"
+                     else f"data.source {data['source']!r}")
+            skipped = len(getattr(dataset, "skipped", ()))
+            note = f" ({skipped} unreadable images were skipped)" if skipped else ""
+            raise ConfigError(f"the {split} split is empty: {where} lists no usable image{note}")
 
 
 def build_data(config: dict[str, Any]) -> DataBundle:
     """The :class:`DataBundle` of ``config``; checks ``model.num_classes`` against the data.
 
     Raises:
-        ConfigError: missing list files in the config, labels outside ``model.num_classes``.
-        FileNotFoundError / oltr.data.ListFileError: unreadable list files or images.
+        ConfigError: missing list files in the config, an empty train or val split,
+            ``model.num_classes`` not that of an embedded dataset; or a malformed list file, a train / val / test label outside ``[0,
+            model.num_classes)``, an open-set label other than ``-1``; the message says
+            ``data.<key>: <file>:<line>: ...`` (raised from the ``oltr.data.ListFileError``).
+        FileNotFoundError / OSError: missing or unreadable images (naming the file).
     """
     source = config["data"]["source"]
     bundle = _from_lists(config) if source == "lists" else _embedded(config)
@@ -134,7 +161,17 @@ def build_data(config: dict[str, Any]) -> DataBundle:
             f"model.num_classes is {config['model']['num_classes']} but data.source "
             f"{source!r} has {bundle.num_classes} known classes"
         )
+    _require_samples(config, bundle)
     return bundle
+
+
+def steps_per_epoch(config: dict[str, Any], data: DataBundle) -> int:
+    """Training steps per epoch: ``steps_per_epoch`` from the config, else
+    ``int(len(train) / batch_size)`` as the official code (at least 1)."""
+    configured = config["steps_per_epoch"]
+    if configured:
+        return int(configured)
+    return max(1, int(len(data.train) / int(config["batch_size"])))
 
 
 def _per_rank_batch(batch_size: int) -> int:
@@ -148,15 +185,20 @@ def train_loader(config: dict[str, Any], data: DataBundle) -> DataLoader:
     """Training loader: shuffled (``sampler.kind: shuffle``) or class-aware, seeded, sharded.
 
     Call ``loader.sampler.set_epoch(epoch)`` before each epoch. ``batch_size`` is global;
-    each of ``world_size()`` ranks loads ``batch_size / world_size()``.
+    each of ``world_size()`` ranks loads ``batch_size / world_size()``. The class-aware
+    sampler's epoch is :func:`steps_per_epoch` × ``batch_size`` items long, so the loader
+    yields exactly the epoch's batches.
     """
     from oltr.data import ClassAwareSampler, ShardedSampler
 
     seed = int(config["seed"])
     if config["sampler"]["kind"] == "class_aware":
+        # an epoch's stream is exactly the items the epoch trains on, so the continuing
+        # class cycles pick up the next epoch where this one stopped (as the official one)
         sampler = ClassAwareSampler(
             data.train_labels, samples_per_class=config["sampler"]["samples_per_class"],
-            seed=seed, num_replicas=world_size(), rank=rank(),
+            seed=seed, num_samples=steps_per_epoch(config, data) * int(config["batch_size"]),
+            num_replicas=world_size(), rank=rank(),
         )
     else:
         sampler = ShardedSampler(data.train, shuffle=True, seed=seed,

@@ -4,8 +4,9 @@
   RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0), ToTensor, Normalize(ImageNet);
   eval Resize(256), CenterCrop(224), ToTensor, Normalize. Needs ``torchvision``.
 * ``"none"``: for small grayscale images (the embedded datasets): the PIL image is converted
-  to mode ``"L"``, resized to ``image_size`` if needed and scaled to [0, 1] — the same
-  float32 ``(1, S, S)`` tensor :class:`oltr.data.ArrayDataset` gives for uint8 arrays.
+  to mode ``"L"`` (16-bit images scaled by :func:`oltr.data.images.to_8bit`), resized to
+  ``image_size`` if needed and scaled to [0, 1] — the same float32 ``(1, S, S)`` tensor
+  :class:`oltr.data.ArrayDataset` gives for uint8 arrays.
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def build_transform(config: dict[str, Any], train: bool) -> Callable[[Any], torc
 
 
 class _GrayscaleToTensor:
-    """PIL image → float32 ``(1, S, S)`` in [0, 1] (mode ``L``, bilinear resize if needed)."""
+    """PIL image → float32 ``(1, S, S)`` in [0, 1] (mode ``L``, 16-bit samples scaled to 8 bit
+    first, bilinear resize if needed)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -60,7 +62,9 @@ class _GrayscaleToTensor:
     def __call__(self, image: Any) -> torch.Tensor:
         from PIL import Image
 
-        image = image.convert("L")
+        from oltr.data.images import to_8bit
+
+        image = to_8bit(image).convert("L")
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), Image.BILINEAR)
         array = np.asarray(image, dtype=np.float32) / 255.0
