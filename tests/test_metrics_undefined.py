@@ -199,3 +199,12 @@ def test_known_correct_must_be_booleans():
     assert oscr([0.1, 0.2], [0.5], np.array([1, 0])) == oscr([0.1, 0.2], [0.5], [True, False])
     with pytest.raises(ValueError, match="known_correct must hold booleans"):
         oscr([0.1, 0.2], [0.5], [0.5, 2.0])
+
+
+@pytest.mark.parametrize("thresholds", [dict(many_thr=float("nan")), dict(few_thr=float("nan")),
+                                        dict(many_thr=20, few_thr=20)])
+def test_nan_shot_thresholds_are_refused(thresholds):
+    with pytest.raises(ValueError, match="few_thr .* must be smaller than many_thr"):
+        shot_accuracy([0, 1], [0, 1], [150, 5], **thresholds)
+    with pytest.raises(ValueError, match="few_thr .* must be smaller than many_thr"):
+        open_set_metrics_by_group([0.1, 0.2], [0, 1], [0.5], [True, True], [150, 5], **thresholds)

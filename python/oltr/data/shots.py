@@ -46,7 +46,7 @@ def shot_groups(
         raise ValueError(f"train_counts must be 1-D (one count per class), got shape {counts.shape}")
     if counts.size and (not np.issubdtype(counts.dtype, np.number) or np.any(counts < 0)):
         raise ValueError("train_counts must hold non-negative numbers")
-    if few_thr >= many_thr:
+    if not few_thr < many_thr:  # also refuses a NaN threshold (every comparison with NaN is False)
         raise ValueError(f"few_thr ({few_thr}) must be smaller than many_thr ({many_thr})")
     if rule == "official":
         many = counts >= many_thr
