@@ -39,7 +39,7 @@ def test_train_eval_predict_commands(trained, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "closed set" in printed and "reachability" in printed
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["num_unknown"] == 160 and "val_threshold" in metrics
+    assert metrics["num_unknown"] == 160 and metrics["schema"] == "oltr.report/1" and "msp" in metrics["reject"]
     np.save(tmp_path / "f.npy", np.zeros((3, 64), np.float32))
     assert main(["predict", str(best), str(tmp_path / "f.npy"), "-o", str(tmp_path / "p.jsonl")]) == 0
     lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]

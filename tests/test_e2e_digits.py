@@ -12,7 +12,7 @@ from oltr.model import compute_centroids
 from oltr.predict import InputError, predict
 from oltr.train import load_config, load_model_checkpoint, train
 from oltr.train.data import eval_loader
-from oltr.train.eval_run import evaluate_checkpoint
+from oltr.inference import evaluate_checkpoint
 from oltr.train.restore import load_trained_model
 from oltr.train.trainer import _Run
 
@@ -46,6 +46,12 @@ def test_run_folder_and_best_checkpoint(runs):
         assert ckpt["train_class_counts"] == [120, 60, 30, 15, 8, 4]
         assert ckpt["class_names"] == list(digits_lt().class_names)
         assert set(ckpt["thresholds"]) == {"msp", "max_logit", "energy", "reachability", "open_threshold"}
+        # the rejection predict applies by default: the msp threshold chosen on val
+        assert ckpt["rejection"] == {"rule": "val", "score": "msp", "threshold": ckpt["thresholds"]["msp"]}
+        report = ckpt["val_report"]  # the trainer's validation report: the best epoch's val outputs
+        assert report["meta"]["split"] == "val" and report["meta"]["epoch"] == result.best_epoch
+        assert report["closed"]["top1"] == pytest.approx(result.best_acc) and report["num_unknown"] == 0
+        assert report["reject"]["msp"]["rejected_known"] == pytest.approx(0.05, abs=0.02)  # val_keep 0.95
     plain, oltr = load_model_checkpoint(first.best_path), load_model_checkpoint(second.best_path)
     assert plain["centroids"] is None and tuple(plain["feature_means"].shape) == (6, 64)
     assert torch.equal(oltr["centroids"], oltr["state_dict"]["centroids"])
@@ -81,8 +87,9 @@ def test_eval_open_set(runs):
     # with 6 classes the official 0.1 threshold rejects nothing (docs/official-differences.md D7)
     assert metrics["official"]["rejected_known"] == 0.0 and metrics["official"]["open_set_accuracy"] == 0.0
     assert metrics["official"]["top1"] == pytest.approx(metrics["closed"]["top1"])
-    val = metrics["val_threshold"]
-    assert val["max_softmax_threshold"] == pytest.approx(-metrics["thresholds"]["msp"])
+    val = metrics["reject"]["msp"]
+    assert val["threshold"] == pytest.approx(metrics["meta"]["thresholds"]["msp"])
+    assert metrics["meta"]["rejection"] == {"rule": "val", "score": "msp", "threshold": val["threshold"]}
     assert 0.0 < val["open_set_accuracy"] <= 1.0
     for name in ("msp", "max_logit", "energy", "reachability"):
         block = metrics["modern"][name]

@@ -74,7 +74,7 @@ def test_class_means():
     means = class_means(f, [0, 0, 1])
     assert means.dtype == torch.float32
     np.testing.assert_allclose(means.numpy(), [[1.0, 1.0], [5.0, 1.0]])
-    with pytest.raises(ValueError, match=r"classes \[1\] have no sample"):
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] have no sample"):
         class_means(f, [0, 0, 2])
     with pytest.raises(ValueError, match=">= 0"):
         class_means(f, [0, -1, 1])

@@ -12,6 +12,8 @@ Map of the package:
 * ``oltr.train``    — the two-stage trainer and its configs.
 * ``oltr.metrics``  — closed-set, official open-set and modern open-set metrics.
 * ``oltr.scores``   — open-set scores (MSP, MaxLogit, energy, reachability).
+* ``oltr.inference`` — the one inference path: :class:`Predictor` (checkpoint → labels, unknowns
+  flagged), outputs → scores → decisions → the report of ``oltr eval``.
 * ``oltr.longtail`` — long-tail corrections: logit adjustment, Balanced Softmax, τ-normalisation.
 * ``oltr.cli``      — the ``oltr`` command.
 
@@ -34,6 +36,8 @@ _LAZY = {
     "NotFittedError": "oltr.errors",
     "OLTRModel": "oltr.model",
     "compute_centroids": "oltr.model",
+    "Predictor": "oltr.inference",
+    "Prediction": "oltr.inference",
 }
 _SUBMODULES = {
     "memory", "nn", "model", "checkpoint", "data", "datasets", "train", "metrics",

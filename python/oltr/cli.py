@@ -3,7 +3,8 @@
 ::
 
     oltr train CONFIG [--set KEY=VALUE ...] [--resume] [--device auto|cpu|cuda] [--out DIR]
-    oltr eval CHECKPOINT [--open] [--split test|val] [--json FILE] [--device ...]
+    oltr eval CHECKPOINT [--open] [--split test|val] [--test-list FILE] [--open-list FILE] [--root DIR]
+              [--set KEY=VALUE ...] [--json FILE] [--device ...]
     oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
     oltr bench [--quick] [bench options ...]
     oltr demo [--out DIR] [--seeds N] [--quick] [--jobs N] [--device ...]
@@ -49,16 +50,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint")
     p.add_argument("--open", action="store_true", help="add the open set: official and modern open-set metrics")
     p.add_argument("--split", choices=("test", "val"), default="test")
+    p.add_argument("--test-list", default=None, metavar="FILE",
+                   help="evaluate the images of this list file ('<path> <label>', -1 = unknown) instead of --split")
+    p.add_argument("--open-list", default=None, metavar="FILE",
+                   help="add the unknown images of this list file (every label must be -1)")
+    p.add_argument("--root", default=None, metavar="DIR",
+                   help="folder the lists' image paths are relative to (default: each list's folder)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a stored config value for this evaluation (e.g. eval.batch_size=64); repeatable")
     p.add_argument("--json", default=None, metavar="FILE",
-                   help="where to write the metrics (default: eval_<split>[_open].json beside the checkpoint)")
+                   help="where to write the report (default: eval_<split or list name>[_open].json beside the "
+                        "checkpoint)")
     p.add_argument("--device", choices=_DEVICES, default="auto")
 
     p = sub.add_parser("predict", help="label images, a list file or a .npy of features")
     p.add_argument("checkpoint")
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--output", "-o", default="-", metavar="FILE", help="JSON-lines output (default: stdout)")
-    p.add_argument("--rule", choices=("val", "official"), default="val",
-                   help="unknown if MSP below the validation-chosen threshold (val) or below 0.1 (official)")
+    p.add_argument("--rule", choices=("val", "official"), default=None,
+                   help="unknown if MSP below the validation-chosen threshold (val, the default stored in the "
+                        "checkpoint) or below 0.1 (official)")
     p.add_argument("--root", default=None, help="image root of a list file (default: its folder)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", choices=_DEVICES, default="auto")
@@ -85,21 +96,26 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def format_metrics(metrics: dict[str, Any]) -> str:
-    """A plain-text table of an ``oltr eval`` result."""
-    lines = [f"checkpoint {metrics['checkpoint']}  stage {metrics['stage']}  split {metrics['split']}"
-             f"  known {metrics['num_known']}  unknown {metrics['num_unknown']}"]
-    closed = metrics["closed"]
+def format_metrics(report: dict[str, Any]) -> str:
+    """A plain-text table of a report (``oltr.report/1``, as ``oltr eval`` writes it)."""
+    meta = report.get("meta", {})
+    data = meta.get("data", {})
+    source = data.get("test_list") or data.get("split") or "?"
+    lines = [f"checkpoint {meta.get('checkpoint', '?')}  stage {meta.get('stage', '?')}  data {source}"
+             + (f" + {data['open_list']}" if data.get("open_list") else "")
+             + f"  known {report['num_known']}  unknown {report['num_unknown']}"]
+    closed = report["closed"]
     lines.append("closed set   " + "  ".join(f"{k} {_fmt(closed[k])}" for k in ("top1", "macro_f1", "many", "medium", "few")))
-    for block, title in (("official", "open @0.1   "), ("val_threshold", "open @val   ")):
-        if block in metrics:
-            b = metrics[block]
-            lines.append(title + "  ".join(f"{k} {_fmt(b[k])}" for k in (
-                "f_measure", "f_measure_legacy", "open_set_accuracy", "top1", "many", "medium", "few")))
-    if "modern" in metrics:
+    blocks = [("open @0.1   ", report["official"])]
+    if "msp" in report["reject"]:
+        blocks.append(("open @val   ", report["reject"]["msp"]))
+    for title, b in blocks:
+        lines.append(title + "  ".join(f"{k} {_fmt(b[k])}" for k in (
+            "f_measure", "f_measure_legacy", "open_set_accuracy", "top1", "many", "medium", "few")))
+    if report["num_unknown"]:
         lines.append(f"{'score':<13}{'AUROC':>8}{'FPR95':>8}{'AUPR-in':>9}{'AUPR-out':>9}{'OSCR':>8}"
                      f"{'AUROC many/med/few':>24}")
-        for name, m in metrics["modern"].items():
+        for name, m in report["modern"].items():
             groups = "/".join(_fmt(m["groups"][g]["auroc"]) for g in ("many", "medium", "few"))
             lines.append(f"{name:<13}{_fmt(m['auroc']):>8}{_fmt(m['fpr_at_tpr']):>8}{_fmt(m['aupr_in']):>9}"
                          f"{_fmt(m['aupr_out']):>9}{_fmt(m['oscr']):>8}{groups:>24}")
@@ -118,11 +134,11 @@ def _refuse_train_overwrite(config_arg: str, config: dict[str, Any]) -> None:
 
 def _predict_inputs(args: argparse.Namespace) -> list[str | Path]:
     """predict's inputs: the checkpoint, the input files and the images a list file names."""
-    from oltr.predict import _LIST_SUFFIXES
+    from oltr.predict import LIST_SUFFIXES
 
     inputs: list[str | Path] = [args.checkpoint, *args.inputs]
     for item in args.inputs:
-        if Path(item).suffix.lower() in _LIST_SUFFIXES:
+        if Path(item).suffix.lower() in LIST_SUFFIXES:
             inputs.extend(listed_files(item, args.root))
     return inputs
 
@@ -143,34 +159,48 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_eval(args: argparse.Namespace) -> int:
-    from oltr.train.distributed import is_main, launched
-    from oltr.train.eval_run import evaluate_checkpoint
-    from oltr.train.evaluation import json_ready
-
+def _eval_target(args: argparse.Namespace) -> Path:
     if args.json:
-        refuse_overwrite(args.json, [args.checkpoint], what="--json")
+        return Path(args.json)
+    name = Path(args.test_list).stem if args.test_list else args.split
+    opened = args.open or args.open_list
+    return Path(args.checkpoint).with_name(f"eval_{name}{'_open' if opened else ''}.json")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from oltr.inference.checkpoint_eval import evaluate_checkpoint
+    from oltr.inference.report import json_ready
+    from oltr.train.distributed import is_main, launched
+
+    inputs = [args.checkpoint, args.test_list, args.open_list]
+    target = _eval_target(args)
+    refuse_overwrite(target, inputs, what="--json")
     with launched(args.device):  # under torchrun each rank evaluates a share; rank 0 reports
-        metrics = evaluate_checkpoint(args.checkpoint, open_set=args.open, split=args.split, device=args.device)
+        report = evaluate_checkpoint(args.checkpoint, open_set=args.open, split=args.split, device=args.device,
+                                     test_list=args.test_list, open_list=args.open_list, root=args.root,
+                                     overrides=args.overrides)
         if not is_main():
             return 0
-    print(format_metrics(metrics))
-    target = Path(args.json) if args.json else Path(args.checkpoint).with_name(
-        f"eval_{args.split}{'_open' if args.open else ''}.json")
-    refuse_overwrite(target, [args.checkpoint], what="--json")
-    target.write_text(json.dumps(json_ready(metrics), indent=2, default=str))
+    print(format_metrics(report))
+    refuse_overwrite(target, inputs, what="--json")
+    target.write_text(json.dumps(json_ready(report), indent=2, default=str))
     print(f"wrote {target}", file=sys.stderr)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from oltr.predict import predict, write_jsonl
+    from oltr.inference import Predictor
+    from oltr.predict import InputError, collect_inputs, predictions, write_jsonl
     from oltr.train.distributed import is_main, launched
 
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size must be >= 1; got {args.batch_size}")
+    collect_inputs(args.inputs)  # input errors before the model is loaded
     refuse_overwrite(args.output, _predict_inputs(args), what="--output")
     with launched(args.device):  # under torchrun each rank predicts a share; rank 0 writes
-        records = predict(args.checkpoint, args.inputs, device=args.device, batch_size=args.batch_size,
-                          root=args.root, rule=args.rule)
+        predictor = Predictor.from_checkpoint(args.checkpoint, args.device, rule=args.rule,
+                                              batch_size=args.batch_size)
+        records = (r for chunk in predictions(predictor, args.inputs, args.root) for r in chunk.records())
         if not is_main():
             for _ in records:  # take part in the gathering; rank 0 gets every record
                 pass

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from oltr.inference.checkpoint_eval import evaluate_checkpoint
+from oltr.inference.report import json_ready
 from oltr.train import load_config, train
-from oltr.train.eval_run import evaluate_checkpoint
-from oltr.train.evaluation import json_ready
 
 __all__ = ["COLUMNS", "format_table", "run_demo"]
 
@@ -48,7 +48,7 @@ def _row(metrics: dict[str, Any]) -> dict[str, float]:
     closed, modern = metrics["closed"], metrics["modern"]
     return {
         "overall": closed["top1"], "many": closed["many"], "medium": closed["medium"], "few": closed["few"],
-        "f_measure_val": metrics["val_threshold"]["f_measure"],
+        "f_measure_val": metrics["reject"]["msp"]["f_measure"],
         "auroc_msp": modern["msp"]["auroc"],
         "auroc_reachability": modern.get("reachability", {}).get("auroc", float("nan")),
         "oscr": modern["msp"]["oscr"],
@@ -84,7 +84,7 @@ def format_table(summary: dict[str, dict[str, dict[str, float]]], seeds: int) ->
 def _plots(out: Path, evaluated: dict[str, tuple[dict, Any, dict]]) -> None:
     from oltr.metrics.closed import per_class_accuracy
     from oltr.plots import plot_per_class_accuracy, plot_roc, plot_score_histogram
-    from oltr.train.evaluation import outlier_scores
+    from oltr.inference.scores import outlier_scores
 
     plots = out / "plots"
     per_class, roc = {}, {}
@@ -95,9 +95,7 @@ def _plots(out: Path, evaluated: dict[str, tuple[dict, Any, dict]]) -> None:
         known = outputs.labels != -1
         preds = outputs.logits.argmax(1)
         per_class[model_name] = per_class_accuracy(preds[known], outputs.labels[known], len(counts))
-        memory = checkpoint["centroids"] if checkpoint["centroids"] is not None else checkpoint.get("feature_means")
-        scores = outlier_scores(outputs.logits, outputs.features,
-                                None if memory is None else memory.numpy())
+        scores = outlier_scores(outputs.logits, outputs.reachability)
         for score in ("msp", "reachability"):
             if score in scores:
                 roc[f"{model_name} {score}"] = (scores[score][known], scores[score][~known])

@@ -13,13 +13,15 @@ pytorch-ood); labels and predictions use ``-1`` for unknown / rejected. Undefine
   :func:`oscr_curve`, :func:`oscr`, :func:`open_set_metrics`,
   :func:`open_set_metrics_by_group`; :func:`threshold_at_tpr` picks a threshold on
   validation data;
-* :func:`evaluate`: all of the above in one flat dict.
+* :func:`evaluate`: all of the above in one nested report (``oltr.report/1``, the schema
+  ``oltr eval --json`` writes; see docs/report-schema.md); :func:`flatten_report` gives the
+  flat keys of earlier versions.
 """
 from __future__ import annotations
 
 from oltr.data.shots import SHOT_RULES, ShotGroups, shot_groups
 from oltr.metrics.closed import macro_f1, per_class_accuracy, shot_accuracy, top1_accuracy
-from oltr.metrics.evaluate import evaluate, rejection_metrics
+from oltr.metrics.evaluate import REPORT_SCHEMA, Report, evaluate, flatten_report, rejection_metrics
 from oltr.metrics.official import (
     OFFICIAL_OPEN_THRESHOLD,
     open_set_accuracy,
@@ -41,11 +43,14 @@ from oltr.metrics.ranking import (
 __all__ = [
     "OFFICIAL_OPEN_THRESHOLD",
     "OPEN_SET_METRICS",
+    "REPORT_SCHEMA",
+    "Report",
     "SHOT_RULES",
     "ShotGroups",
     "aupr",
     "auroc",
     "evaluate",
+    "flatten_report",
     "fpr_at_tpr",
     "macro_f1",
     "open_set_accuracy",

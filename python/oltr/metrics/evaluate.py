@@ -1,40 +1,73 @@
-"""``evaluate``: every closed-set, official open-set and modern open-set number at once."""
+"""``evaluate``: every closed-set, official open-set and modern open-set number at once.
+
+It returns the one report schema of the project (``oltr.report/1``, described in
+docs/report-schema.md): ``oltr eval --json``, the trainer's validation report (``best.pt``'s
+``val_report``) and this function give the same nested keys.
+"""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+import math
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
 from oltr.metrics._arrays import as_labels, as_scores
-from oltr.metrics.closed import macro_f1, shot_accuracy, top1_accuracy
 from oltr.metrics._logits import argmax_and_msp, per_row
+from oltr.metrics.closed import macro_f1, shot_accuracy, top1_accuracy
 from oltr.metrics.official import (
     OFFICIAL_OPEN_THRESHOLD,
     open_set_accuracy,
     open_set_f_measure,
     reject_by_score,
 )
-from oltr.metrics.open_set import open_set_metrics, open_set_metrics_by_group
+from oltr.metrics.open_set import OPEN_SET_METRICS, open_set_metrics, open_set_metrics_by_group
 
-__all__ = ["evaluate", "rejection_metrics"]
+__all__ = ["REPORT_SCHEMA", "Report", "evaluate", "flatten_report", "rejection_metrics"]
+
+#: the ``schema`` value of every report
+REPORT_SCHEMA = "oltr.report/1"
+_GROUPS = ("many", "medium", "few")
 
 
 def rejection_metrics(
     preds, labels, train_counts, many_thr: int = 100, few_thr: int = 20, rule: str = "official"
 ) -> dict[str, float]:
-    """Numbers of one open-set decision (``preds`` with ``-1`` = rejected), as the
-    official ``eval`` reports them: ``f_measure``, ``f_measure_legacy``,
-    ``openset_acc``, and ``top1``, ``many``, ``medium``, ``few`` over the known samples
-    **after** rejection (a rejected known sample counts as wrong)."""
+    """Numbers of one open-set decision (``preds`` with ``-1`` = rejected), as the official
+    ``eval`` reports them: ``f_measure``, ``f_measure_legacy``, ``open_set_accuracy``, and
+    ``top1``, ``many``, ``medium``, ``few`` over the known samples **after** rejection (a
+    rejected known sample counts as wrong), plus ``rejected_known`` (the fraction of known
+    samples rejected). ``nan`` where undefined."""
     p, y = as_labels(preds, "preds"), as_labels(labels, "labels")
     known = y != -1
     return {
         "f_measure": open_set_f_measure(p, y),
         "f_measure_legacy": open_set_f_measure(p, y, legacy=True),
-        "openset_acc": open_set_accuracy(p, y),
+        "open_set_accuracy": open_set_accuracy(p, y),
         "top1": top1_accuracy(p[known], y[known]),
         **shot_accuracy(p[known], y[known], train_counts, many_thr, few_thr, rule),
+        "rejected_known": float(np.mean(p[known] == -1)) if known.any() else float("nan"),
     }
+
+
+def _finite(value: Any, what: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return number
+
+
+def _modern(score: np.ndarray, y: np.ndarray, correct: np.ndarray, counts: np.ndarray, tpr: float,
+            groups: Mapping[str, Any]) -> dict[str, Any]:
+    known = y != -1
+    if known.all():  # no unknown sample: every open-set number is undefined
+        nan = {m: float("nan") for m in OPEN_SET_METRICS}
+        return {**nan, "groups": {g: dict(nan) for g in _GROUPS}}
+    block: dict[str, Any] = dict(open_set_metrics(score[known], score[~known], correct, tpr))
+    block["groups"] = open_set_metrics_by_group(score[known], y[known], score[~known], correct, counts, tpr, **groups)
+    return block
 
 
 def evaluate(
@@ -50,7 +83,8 @@ def evaluate(
     many_thr: int = 100,
     few_thr: int = 20,
     rule: str = "official",
-) -> dict[str, float]:
+    meta: Optional[Mapping[str, Any]] = None,
+) -> "Report":
     """Evaluate logits of known (label ``0..K-1``) and unknown (label ``-1``) samples.
 
     Args:
@@ -62,28 +96,30 @@ def evaluate(
         logit_scores: logit scores computed here (names of :data:`oltr.scores.LOGIT_SCORES`).
         open_threshold: the official max-softmax threshold (0.1; strict ``<``).
         reject_thresholds: score name → outlier-score threshold chosen on validation
-            data (:func:`~oltr.metrics.threshold_at_tpr`); each gives a ``reject.<name>.*``
+            data (:func:`~oltr.metrics.threshold_at_tpr`); each gives a ``reject[name]``
             block (reject where score ``> threshold``).
         tpr: TPR for ``fpr_at_tpr`` (FPR95 by default).
         many_thr, few_thr, rule: shot groups (official ≥100 / ≤20; ``rule="paper"``:
             >100 / <20).
+        meta: extra entries of the report's ``meta`` block (where the numbers come from).
 
     Returns:
-        A flat ``dict[str, float]`` (``nan`` where undefined, e.g. open-set numbers
-        without unknown samples or an empty shot group):
+        A :class:`Report` (a ``dict``), ``nan`` where undefined (open-set numbers without
+        unknown samples, an empty shot group)::
 
-        * ``n_known``, ``n_unknown``, ``tpr``;
-        * ``closed.top1``, ``closed.macro_f1``, ``closed.many|medium|few`` — argmax on
-          the known samples, no rejection;
-        * ``official.threshold``, ``official.f_measure``, ``official.f_measure_legacy``,
-          ``official.openset_acc``, ``official.top1``, ``official.many|medium|few`` —
-          max softmax ``< open_threshold`` rejected (:func:`rejection_metrics`);
-        * for each score ``s``: ``s.auroc``, ``s.fpr_at_tpr``, ``s.aupr_in``,
-          ``s.aupr_out``, ``s.oscr`` (known vs all unknown) and
-          ``s.<group>.<metric>`` for ``group`` in many/medium/few (the group's known
-          samples vs all unknown samples);
-        * for each ``reject_thresholds`` entry: ``reject.<s>.threshold`` and the
-          :func:`rejection_metrics` keys under ``reject.<s>.``.
+            schema       "oltr.report/1"
+            num_known, num_unknown   int
+            closed       {top1, macro_f1, many, medium, few}    argmax, known samples
+            official     {threshold, f_measure, f_measure_legacy, open_set_accuracy, top1,
+                          many, medium, few, rejected_known}    max softmax < threshold rejected
+            reject       {score: {threshold, <the same keys>}}  score > threshold rejected
+            modern       {score: {auroc, fpr_at_tpr, aupr_in, aupr_out, oscr,
+                                  groups: {many|medium|few: {<the same five>}}}}
+            meta         {tpr, many_thr, few_thr, rule, ...}
+
+        The flat keys of earlier versions (``"official.openset_acc"``, ``"msp.auroc"``,
+        ``"msp.many.auroc"``, ``"n_known"``, ...) are still readable (``report[key]``, ``key in
+        report``) and :func:`flatten_report` lists them.
     """
     from functools import partial
 
@@ -97,49 +133,113 @@ def evaluate(
     counts = np.asarray(train_counts)
     if y.max(initial=-1) >= counts.size:
         raise ValueError(f"labels go up to {y.max()}, but train_counts has {counts.size} classes")
+    open_threshold = _finite(open_threshold, "open_threshold")
+    tpr = _finite(tpr, "tpr")
     preds_open = preds.copy()
     preds_open[msp < open_threshold] = -1  # the official rule, as predict_open
     known = y != -1
     groups = dict(many_thr=many_thr, few_thr=few_thr, rule=rule)
-    out: dict[str, float] = {
-        "n_known": float(known.sum()),
-        "n_unknown": float((~known).sum()),
-        "tpr": float(tpr),
-        "closed.top1": top1_accuracy(preds[known], y[known]),
-        "closed.macro_f1": macro_f1(preds[known], y[known]),
-    }
-    for g, v in shot_accuracy(preds[known], y[known], counts, **groups).items():
-        out[f"closed.{g}"] = v
-    out["official.threshold"] = float(open_threshold)
-    for k, v in rejection_metrics(preds_open, y, counts, **groups).items():
-        out[f"official.{k}"] = v
 
     names = list(logit_scores)
     values = per_row(logits, [partial(score_from_logits, name) for name in names])
-    all_scores: dict[str, np.ndarray] = {
-        name: as_scores(v, name) for name, v in zip(names, values)
-    }
+    all_scores: dict[str, np.ndarray] = {name: as_scores(v, name) for name, v in zip(names, values)}
     for name, s in (scores or {}).items():
         arr = as_scores(s, f"scores[{name!r}]")
         if arr.size != n:
             raise ValueError(f"scores[{name!r}] has {arr.size} values, labels {n}")
         all_scores[name] = arr
-    correct = preds[known] == y[known]
-    for name, s in all_scores.items():
-        for k, v in open_set_metrics(s[known], s[~known], correct, tpr).items():
-            out[f"{name}.{k}"] = v
-        by_group = open_set_metrics_by_group(
-            s[known], y[known], s[~known], correct, counts, tpr, **groups
-        )
-        for g, metrics in by_group.items():
-            for k, v in metrics.items():
-                out[f"{name}.{g}.{k}"] = v
+    reject: dict[str, Any] = {}
     for name, t in (reject_thresholds or {}).items():
         if name not in all_scores:
             raise ValueError(f"reject_thresholds names unknown score {name!r}; have {sorted(all_scores)}")
-        out[f"reject.{name}.threshold"] = float(t)
-        rejected = reject_by_score(preds, all_scores[name], float(t))
-        for k, v in rejection_metrics(rejected, y, counts, **groups).items():
-            out[f"reject.{name}.{k}"] = v
-    return out
+        t = _finite(t, f"reject_thresholds[{name!r}]")
+        reject[name] = {"threshold": t, **rejection_metrics(reject_by_score(preds, all_scores[name], t), y, counts,
+                                                            **groups)}
+    correct = preds[known] == y[known]
+    return Report(
+        schema=REPORT_SCHEMA,
+        num_known=int(known.sum()),
+        num_unknown=int((~known).sum()),
+        closed={
+            "top1": top1_accuracy(preds[known], y[known]),
+            "macro_f1": macro_f1(preds[known], y[known]),
+            **shot_accuracy(preds[known], y[known], counts, **groups),
+        },
+        official={"threshold": open_threshold, **rejection_metrics(preds_open, y, counts, **groups)},
+        reject=reject,
+        modern={name: _modern(s, y, correct, counts, tpr, groups) for name, s in all_scores.items()},
+        meta={"tpr": tpr, "many_thr": int(many_thr), "few_thr": int(few_thr), "rule": rule, **dict(meta or {})},
+    )
 
+
+_MISSING = object()
+_RENAMED = {"openset_acc": "open_set_accuracy"}
+
+
+def _legacy(report: Mapping[str, Any], key: str) -> Any:
+    """The value of a flat key of the pre-``oltr.report/1`` ``evaluate``, or ``_MISSING``."""
+    top = {"n_known": ("num_known",), "n_unknown": ("num_unknown",), "tpr": ("meta", "tpr")}
+    parts = top.get(key)
+    if parts is None:
+        split = key.split(".")
+        split[-1] = _RENAMED.get(split[-1], split[-1])
+        if split[0] in ("closed", "official") and len(split) == 2:
+            parts = tuple(split)
+        elif split[0] == "reject" and len(split) == 3:
+            parts = tuple(split)
+        elif len(split) == 2:
+            parts = ("modern", split[0], split[1])
+        elif len(split) == 3 and split[1] in _GROUPS:
+            parts = ("modern", split[0], "groups", split[1], split[2])
+        else:
+            return _MISSING
+    value: Any = report
+    for part in parts:
+        if not isinstance(value, Mapping) or not dict.__contains__(value, part):
+            return _MISSING
+        value = dict.__getitem__(value, part)
+    return _MISSING if isinstance(value, Mapping) else value
+
+
+class Report(dict):
+    """The nested report of :func:`evaluate` (a plain ``dict`` for JSON and equality) that also
+    answers the flat keys of earlier versions (``report["official.openset_acc"]``)."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if dict.__contains__(self, key) or not isinstance(key, str):
+            return dict.__getitem__(self, key)
+        value = _legacy(self, key)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or (isinstance(key, str) and _legacy(self, key) is not _MISSING)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+
+def _flat(report: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    yield "n_known", float(report["num_known"])
+    yield "n_unknown", float(report["num_unknown"])
+    yield "tpr", float(report["meta"]["tpr"])
+    for block in ("closed", "official"):
+        for k, v in report[block].items():
+            yield f"{block}.{'openset_acc' if k == 'open_set_accuracy' else k}", v
+    for name, metrics in report["modern"].items():
+        for k, v in metrics.items():
+            if k != "groups":
+                yield f"{name}.{k}", v
+        for group, values in metrics["groups"].items():
+            for k, v in values.items():
+                yield f"{name}.{group}.{k}", v
+    for name, metrics in report["reject"].items():
+        for k, v in metrics.items():
+            yield f"reject.{name}.{'openset_acc' if k == 'open_set_accuracy' else k}", v
+
+
+def flatten_report(report: Mapping[str, Any]) -> dict[str, float]:
+    """The flat ``{"closed.top1": ..., "official.openset_acc": ..., "msp.many.auroc": ...}``
+    dict earlier versions of :func:`evaluate` returned, from a report (``oltr.report/1``)."""
+    return {k: float(v) for k, v in _flat(report)}

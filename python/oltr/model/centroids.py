@@ -6,11 +6,9 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FALLBACKS", "compute_centroids"]
+from oltr.inference.class_means import FALLBACKS, ClassMeanAccumulator
 
-#: ``fallback`` values: ``None`` (a class with no sample raises ValueError), ``"zeros"`` (its
-#: centroid is the zero vector), ``"global_mean"`` (its centroid is the mean of all features).
-FALLBACKS = (None, "zeros", "global_mean")
+__all__ = ["FALLBACKS", "accumulate_class_means", "compute_centroids"]
 
 
 def _features_of(model: nn.Module, images: Tensor) -> Tensor:
@@ -35,6 +33,35 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
+def accumulate_class_means(model: nn.Module, loader: Iterable, num_classes: int) -> ClassMeanAccumulator:
+    """Per-class sums and counts of the direct features over ``loader`` (see
+    :func:`compute_centroids` for ``model`` and ``loader``); the model's train/eval flags are
+    restored afterwards. Raises ValueError on bad labels or when the loader yields no batch."""
+    device = _device_of(model)
+    acc = ClassMeanAccumulator(num_classes, device)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        for batch in loader:
+            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                raise ValueError("loader must yield (images, labels) or (images, labels, *extra)")
+            labels = torch.as_tensor(batch[1]).to(device=device, dtype=torch.int64).reshape(-1)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= acc.num_classes):
+                bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
+                raise ValueError(f"loader labels must lie in [0, {acc.num_classes}), got {bad}")
+            features = _features_of(model, torch.as_tensor(batch[0]).to(device))
+            if features.shape[0] != labels.shape[0]:
+                raise ValueError(f"{features.shape[0]} features but {labels.shape[0]} labels in a batch")
+            acc.add(features, labels)
+    finally:
+        for module, training in modes:
+            module.training = training
+    if acc.sums is None:
+        raise ValueError("loader yielded no batch")
+    return acc
+
+
+@torch.no_grad()
 def compute_centroids(model: nn.Module, loader: Iterable, num_classes: int, fallback: Optional[str] = None,
                       return_counts: bool = False) -> Any:
     """Class means of the direct features over ``loader``: the official memory init.
@@ -53,46 +80,6 @@ def compute_centroids(model: nn.Module, loader: Iterable, num_classes: int, fall
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
-    num_classes = int(num_classes)
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    device = _device_of(model)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    sums: Optional[Tensor] = None
-    counts = torch.zeros(num_classes, dtype=torch.int64, device=device)
-    try:
-        for batch in loader:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise ValueError("loader must yield (images, labels) or (images, labels, *extra)")
-            images, labels = batch[0], batch[1]
-            labels = torch.as_tensor(labels).to(device=device, dtype=torch.int64).reshape(-1)
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-                bad = int(labels.min()) if int(labels.min()) < 0 else int(labels.max())
-                raise ValueError(f"loader labels must lie in [0, {num_classes}), got {bad}")
-            features = _features_of(model, torch.as_tensor(images).to(device))
-            if features.shape[0] != labels.shape[0]:
-                raise ValueError(f"{features.shape[0]} features but {labels.shape[0]} labels in a batch")
-            if sums is None:
-                sums = torch.zeros(num_classes, features.shape[1], dtype=torch.float64, device=device)
-            sums.index_add_(0, labels, features.to(torch.float64))
-            counts += torch.bincount(labels, minlength=num_classes)
-    finally:
-        for module, training in modes:
-            module.training = training
-    if sums is None:
-        raise ValueError("loader yielded no batch")
-    missing = (counts == 0).nonzero().flatten().tolist()
-    centroids = sums / counts.clamp_min(1).unsqueeze(1).to(torch.float64)
-    if missing:
-        if fallback is None:
-            shown = missing[:20]
-            more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-            raise ValueError(f"class(es) {shown}{more} have no sample in the loader; pass fallback='zeros' or "
-                             "fallback='global_mean' to fill them")
-        if fallback == "global_mean":
-            centroids[missing] = sums.sum(0) / counts.sum().to(torch.float64)
-        else:
-            centroids[missing] = 0.0
-    centroids = centroids.to(torch.float32)
+    acc = accumulate_class_means(model, loader, num_classes)
+    centroids, counts = acc.means(fallback, where=" in the loader"), acc.counts
     return (centroids, counts) if return_counts else centroids

@@ -79,15 +79,15 @@ def class_means(features, labels, num_classes: Optional[int] = None) -> torch.Te
     if y.numel() and int(y.min()) < 0:
         raise ValueError("labels must be >= 0 (fit on known samples only)")
     k = int(num_classes) if num_classes is not None else (int(y.max()) + 1 if y.numel() else 0)
-    counts = torch.bincount(y, minlength=k)
-    if counts.numel() > k:
-        raise ValueError(f"labels go up to {counts.numel() - 1}, beyond num_classes={k}")
-    if k == 0 or bool((counts == 0).any()):
-        empty = torch.nonzero(counts == 0).flatten().tolist()
-        raise ValueError(f"classes {empty} have no sample; cannot compute their means")
-    sums = torch.zeros(k, f.shape[1], dtype=torch.float64, device=f.device)
-    sums.index_add_(0, y, f.to(torch.float64))
-    return (sums / counts.unsqueeze(1)).to(torch.float32)
+    if k == 0:
+        raise ValueError("no labels: cannot compute class means")
+    if y.numel() and int(y.max()) >= k:
+        raise ValueError(f"labels go up to {int(y.max())}, beyond num_classes={k}")
+    from oltr.inference.class_means import ClassMeanAccumulator
+
+    acc = ClassMeanAccumulator(k, f.device)
+    acc.add(f, y)
+    return acc.means(where="; cannot compute their means")
 
 
 class _CentroidDetector(Detector):

@@ -14,6 +14,7 @@ the open set.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -127,8 +128,21 @@ def _from_lists(config: dict[str, Any]) -> DataBundle:
         open=open_set,
         train_labels=train.labels,
         train_counts=np.bincount(train.labels, minlength=num_classes),
-        class_names=[f"class_{k}" for k in range(num_classes)],
+        class_names=_list_class_names(data, num_classes),
     )
+
+
+def _list_class_names(data: dict[str, Any], num_classes: int) -> list[str]:
+    """Names from ``classes.txt`` beside ``data.train_list`` or in ``data.root``
+    (:mod:`oltr.data.class_names`), else ``class_<k>``."""
+    from oltr.data.class_names import (
+        default_class_names,
+        find_classes_file,
+        read_class_names,
+    )
+
+    found = find_classes_file([Path(data["train_list"]).parent, data["root"]])
+    return read_class_names(found, num_classes) if found is not None else default_class_names(num_classes)
 
 
 def _require_samples(config: dict[str, Any], bundle: DataBundle) -> None:

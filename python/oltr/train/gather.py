@@ -3,26 +3,30 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
 from oltr.data import merge_shards
+from oltr.inference.outputs import ModelRunner, Outputs
 from oltr.train.distributed import all_gather_object, gather_object, is_distributed
-from oltr.train.inference import Outputs, run_model
 
 __all__ = ["gather_outputs", "run_shard"]
 
 
-def run_shard(model: nn.Module, loader: DataLoader, device: torch.device,
-              centroids: Optional[torch.Tensor] = None) -> Outputs:
-    """:func:`oltr.train.inference.run_model` over ``loader``, which may be empty (a rank's
-    share of fewer items than ranks): then empty ``(0, K)``, ``(0, D)``, ``(0,)`` outputs."""
+def run_shard(model: nn.Module | ModelRunner, loader: DataLoader, device: Optional[torch.device] = None,
+              centroids: Optional[torch.Tensor] = None, memory: Optional[torch.Tensor] = None) -> Outputs:
+    """:meth:`oltr.inference.ModelRunner.run` over ``loader``, which may be empty (a rank's
+    share of fewer items than ranks): then empty ``(0, K)``, ``(0, D)``, ``(0,)`` outputs.
+
+    ``model`` is a model (a runner is made for it with ``memory``, a plain model's class
+    means) or a :class:`~oltr.inference.ModelRunner` to reuse (its caches). ``device`` is
+    accepted for compatibility; batches go to the model's device.
+    """
+    runner = model if isinstance(model, ModelRunner) else ModelRunner(model, memory)
     if len(loader.sampler) == 0:
-        return Outputs(np.zeros((0, model.num_classes), np.float32), np.zeros((0, model.feat_dim), np.float32),
-                       np.zeros(0, np.int64))
-    return run_model(model, loader, device, centroids=centroids)
+        return Outputs.empty(runner.model.num_classes, runner.model.feat_dim, runner.has_reachability)
+    return runner.run(loader, centroids=centroids)
 
 
 def gather_outputs(outputs: Outputs, everywhere: bool = True) -> Optional[Outputs]:
@@ -36,8 +40,10 @@ def gather_outputs(outputs: Outputs, everywhere: bool = True) -> Optional[Output
     """
     if not is_distributed():
         return outputs
-    local = (outputs.logits, outputs.features, outputs.labels)
+    local = outputs.arrays()
     shards = all_gather_object(local) if everywhere else gather_object(local)
     if shards is None:
         return None
-    return Outputs(*(merge_shards([shard[i] for shard in shards]) for i in range(3)))
+    merged = [None if any(s[i] is None for s in shards) else merge_shards([s[i] for s in shards])
+              for i in range(len(local))]
+    return Outputs(*merged)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from oltr.model import compute_centroids
+from oltr.model.centroids import accumulate_class_means
 from oltr.train.distributed import all_reduce_sum, is_distributed
 
 __all__ = ["global_class_means"]
@@ -22,11 +23,6 @@ def global_class_means(model: nn.Module, loader: Iterable, num_classes: int) -> 
     """
     if not is_distributed():
         return compute_centroids(model, loader, num_classes)
-    means, counts = compute_centroids(model, loader, num_classes, fallback="zeros", return_counts=True)
-    sums = means.to(torch.float64) * counts.unsqueeze(1).to(torch.float64)
-    all_reduce_sum(sums)
-    all_reduce_sum(counts)
-    missing = (counts == 0).nonzero().flatten().tolist()
-    if missing:
-        raise ValueError(f"class(es) {missing[:20]} have no training sample on any rank")
-    return (sums / counts.unsqueeze(1).to(torch.float64)).to(torch.float32)
+    acc = accumulate_class_means(model, loader, num_classes)
+    acc.reduce(all_reduce_sum)
+    return acc.means(where=" on any rank")
