@@ -280,7 +280,9 @@ def test_samplers_shard_the_single_process_stream_under_gloo(runs):
 
     rank0, rank1 = torch.load(runs["launched"] / "stage2_ranks.pt", weights_only=False)
     labels = digits_lt().train_labels
-    single = {"class_aware": ClassAwareSampler(labels, samples_per_class=4, seed=0, num_replicas=1, rank=0),
+    epoch_items = 2 * len(rank0["indices"]["class_aware"])  # the trainer's steps x batch (cycles continue)
+    single = {"class_aware": ClassAwareSampler(labels, samples_per_class=4, seed=0, num_samples=epoch_items,
+                                               num_replicas=1, rank=0),
               "shuffle": ShardedSampler(len(labels), shuffle=True, seed=0, num_replicas=1, rank=0)}
     for kind, sampler in single.items():
         sampler.set_epoch(1)

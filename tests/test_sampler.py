@@ -150,3 +150,162 @@ def test_merge_shards_restores_input_order():
         merge_shards([np.zeros(2), np.zeros(4)])
     with pytest.raises(ValueError, match="empty"):
         merge_shards([])
+
+
+# -- the official sampler's iteration, written out as data/ClassAwareSampler.py has it -----------
+# Only the source of the shuffles differs: the official RandomCycleIter calls random.shuffle at
+# the start of every cycle; here each cycle's order is the next permutation of the seeded
+# source that ClassAwareSampler documents (cycle j of an iterator = its items ordered by argsort
+# of the j-th block of uniform doubles of PCG64(child seed)). Everything else is the official code.
+
+
+class _Permutations:
+    def __init__(self, seq):
+        self.rng = np.random.Generator(np.random.PCG64(seq))
+
+    def shuffle(self, original, data_list):
+        data_list[:] = [original[i] for i in np.argsort(self.rng.random(len(original)), kind="stable")]
+
+
+class RandomCycleIter:
+    def __init__(self, data, permutations):
+        self.original = list(data)
+        self.data_list = list(data)
+        self.length = len(self.data_list)
+        self.i = self.length - 1
+        self.permutations = permutations
+        self.draws = 0  # counts next() calls (not in the official code): the iterator's state
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        self.draws += 1
+        self.i += 1
+        if self.i == self.length:
+            self.i = 0
+            self.permutations.shuffle(self.original, self.data_list)
+        return self.data_list[self.i]
+
+
+def class_aware_sample_generator(cls_iter, data_iter_list, n, num_samples_cls=1):
+    i = 0
+    j = 0
+    while i < n:
+        if j >= num_samples_cls:
+            j = 0
+        if j == 0:
+            temp_tuple = next(zip(*[data_iter_list[next(cls_iter)]] * num_samples_cls))
+            yield temp_tuple[j]
+        else:
+            yield temp_tuple[j]
+        i += 1
+        j += 1
+
+
+class OfficialClassAwareSampler:
+    def __init__(self, labels, num_samples_cls, num_samples, seed):
+        num_classes = len(np.unique(labels))
+        class_seq, *item_seqs = np.random.SeedSequence([seed, 0]).spawn(1 + num_classes)
+        self.class_iter = RandomCycleIter(range(num_classes), _Permutations(class_seq))
+        cls_data_list = [list() for _ in range(num_classes)]
+        for i, label in enumerate(labels):
+            cls_data_list[label].append(i)
+        self.data_iter_list = [RandomCycleIter(x, _Permutations(s)) for x, s in zip(cls_data_list, item_seqs)]
+        self.num_samples = num_samples
+        self.num_samples_cls = num_samples_cls
+
+    def __iter__(self):
+        return class_aware_sample_generator(self.class_iter, self.data_iter_list,
+                                            self.num_samples, self.num_samples_cls)
+
+
+@pytest.mark.parametrize("k, length", [(4, 40), (4, 37), (3, 50), (1, 23), (7, 9)])
+def test_continue_matches_the_official_iteration_across_epochs(labels, k, length):
+    official = OfficialClassAwareSampler(labels, k, length, seed=5)
+    ours = ClassAwareSampler(labels, samples_per_class=k, seed=5, num_samples=length)
+    assert ours.cycles == "continue"  # the official behaviour is the default
+    for epoch in range(6):
+        ours.set_epoch(epoch)
+        assert list(ours) == list(official), epoch
+    # the cycles went on: a restarting sampler gives other epochs after the first
+    restart = ClassAwareSampler(labels, samples_per_class=k, seed=5, num_samples=length, cycles="restart")
+    ours.set_epoch(0)
+    assert list(restart) == list(ours)
+    later = []
+    for epoch in range(1, 6):
+        restart.set_epoch(epoch)
+        ours.set_epoch(epoch)
+        later.append(list(restart) == list(ours))
+    assert not any(later)
+
+
+@pytest.mark.parametrize("epoch", [0, 1, 2, 3, 7])
+def test_position_equals_the_state_of_an_unbroken_run(labels, epoch):
+    """Resume: a fresh sampler set to epoch e stands where epochs 0..e-1 left the iterators."""
+    k, length = 4, 38
+    official = OfficialClassAwareSampler(labels, k, length, seed=2)
+    for _ in range(epoch):
+        list(official)
+    fresh = ClassAwareSampler(labels, samples_per_class=k, seed=2, num_samples=length)
+    fresh.set_epoch(epoch)
+    position = fresh.position()
+    assert position.class_visits == official.class_iter.draws
+    assert position.items.tolist() == [it.draws for it in official.data_iter_list]
+    assert list(fresh) == list(official)  # and the epoch it yields is the one that follows
+
+
+def test_resume_is_exact_at_any_epoch_and_rank(labels):
+    w, length = 3, 60
+    run = [ClassAwareSampler(labels, seed=9, num_samples=length, num_replicas=w, rank=r) for r in range(w)]
+    straight = {}
+    for epoch in range(4):
+        for r, s in enumerate(run):
+            s.set_epoch(epoch)
+            straight[epoch, r] = list(s)
+    for epoch in (3, 1, 2, 0):  # any order, fresh objects: the same shares
+        for r in range(w):
+            fresh = ClassAwareSampler(labels, seed=9, num_samples=length, num_replicas=w, rank=r)
+            fresh.set_epoch(epoch)
+            assert list(fresh) == straight[epoch, r]
+
+
+def test_continue_shards_the_official_stream(labels):
+    """DDP: rank r takes positions r, r + W, ... of the one official stream, every epoch."""
+    w, length = 3, 40  # padded to 42 = 14 per rank: the global epoch is 42 items
+    official = OfficialClassAwareSampler(labels, 4, 42, seed=1)
+    for epoch in range(4):
+        stream = list(official)
+        for r in range(w):
+            shard = ClassAwareSampler(labels, seed=1, num_samples=length, num_replicas=w, rank=r)
+            shard.set_epoch(epoch)
+            assert list(shard) == stream[r::w]
+
+
+def test_restart_option_starts_every_epoch_fresh(labels):
+    s = ClassAwareSampler(labels, seed=4, num_samples=24, cycles="restart")
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        assert s.position().class_visits == 0 and not s.position().items.any()
+        # the class order opens with a full permutation of the 5 classes in every epoch
+        first_visits = labels[np.asarray(list(s))].reshape(-1, 4)[:5, 0]
+        assert sorted(first_visits.tolist()) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="cycles"):
+        ClassAwareSampler(labels, cycles="reset")
+    with pytest.raises(ValueError, match="epoch"):
+        s.set_epoch(-1)
+
+
+def test_trainer_loader_epoch_is_the_trained_items():
+    """train_loader gives the class-aware sampler steps × batch items, so the next epoch's
+    cycles continue after exactly what was trained on."""
+    from oltr.train import load_config
+    from oltr.train.data import build_data, steps_per_epoch, train_loader
+
+    config = load_config("digits_lt_stage2", ["device=cpu", "progress=false", "batch_size=32"])
+    data = build_data(config)
+    loader = train_loader(config, data)
+    steps = steps_per_epoch(config, data)
+    assert steps == len(data.train) // 32
+    assert loader.sampler.total_samples == steps * 32 and len(loader) == steps
+    assert loader.sampler.cycles == "continue"

@@ -9,12 +9,15 @@ sampler with ``num_replicas=1`` — a DDP run sees the same global batches as on
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Optional, Sequence, Sized, Union
+from typing import Any, Iterator, NamedTuple, Optional, Sequence, Sized, Union
 
 import numpy as np
 from torch.utils.data import Sampler
 
-__all__ = ["ClassAwareSampler", "ShardedSampler", "merge_shards"]
+__all__ = ["CYCLES", "ClassAwareSampler", "ShardedSampler", "StreamPosition", "merge_shards"]
+
+#: ``ClassAwareSampler(cycles=...)``: official cycles that go on across epochs, or fresh ones.
+CYCLES = ("continue", "restart")
 
 
 def _replicas(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, int]:
@@ -33,15 +36,33 @@ def _replicas(num_replicas: Optional[int], rank: Optional[int]) -> tuple[int, in
     return int(num_replicas), int(rank)
 
 
-def _cycled_permutations(rng: np.random.Generator, items: np.ndarray, length: int) -> np.ndarray:
-    """``length`` items from back-to-back random permutations of ``items``.
+def _cycle_slice(seq: np.random.SeedSequence, items: np.ndarray, start: int, length: int) -> np.ndarray:
+    """Items ``start .. start + length - 1`` of an endless run of random permutations of
+    ``items`` (cycle ``j`` = positions ``j·m .. j·m + m - 1``, ``m = items.size``).
 
-    Rows are drawn in order, so a longer request extends a shorter one (prefix-stable).
+    Cycle ``j`` is ``items[argsort(u_j)]`` with ``u_j`` the ``j``-th block of ``m`` uniform
+    doubles of ``PCG64(seq)``; each double takes one step of the generator, so the stream is
+    entered at any cycle by advancing the generator ``j·m`` steps — the same items as
+    drawing every earlier cycle first.
     """
     m = items.size
-    cycles = -(-length // m)
-    order = np.argsort(rng.random((cycles, m)), axis=1, kind="stable")
-    return items[order].reshape(-1)[:length]
+    first, end = start // m, -(-(start + length) // m)
+    bits = np.random.PCG64(seq)
+    bits.advance(first * m)
+    order = np.argsort(np.random.Generator(bits).random((end - first, m)), axis=1, kind="stable")
+    offset = start - first * m
+    return items[order].reshape(-1)[offset : offset + length]
+
+
+class StreamPosition(NamedTuple):
+    """Where an epoch of :class:`ClassAwareSampler` starts in the endless streams.
+
+    ``class_visits``: class visits made before the epoch (position in the class cycles);
+    ``items``: ``int64 (K,)``, items drawn from each class's own cycles before the epoch.
+    """
+
+    class_visits: int
+    items: np.ndarray
 
 
 class ClassAwareSampler(Sampler[int]):
@@ -53,16 +74,28 @@ class ClassAwareSampler(Sampler[int]):
     ``samples_per_class`` repeats images within a visit. A batch of 128 with the default
     4 therefore holds 32 classes × 4 images, as in the official code.
 
-    Differences from the official sampler: it is seeded (``numpy`` generators derived
-    from ``(seed, epoch)``, not the unseeded ``random`` module), and every epoch starts
-    fresh cycles from ``(seed, epoch)`` instead of continuing the previous epoch's
-    iterator state — so an epoch can be reproduced (e.g. on ``--resume``) by calling
-    :meth:`set_epoch` alone.
+    Epochs (``cycles``):
+
+    * ``"continue"`` (default, as the official sampler, whose iterators live on across
+      epochs): the class cycle and every per-class cycle go on where the previous epoch
+      stopped. Epoch ``e`` is visits ``e·V .. (e+1)·V - 1`` of one endless stream, with
+      ``V = ceil(L / samples_per_class)`` visits per epoch of global length ``L``; as in
+      the official generator, an epoch starts with a new visit and the unused rest of its
+      last visit is drawn but dropped.
+    * ``"restart"``: every epoch starts fresh cycles drawn from ``(seed, epoch)``.
+
+    Either way the stream of epoch ``e`` is a function of ``(seed, e)`` alone — no state
+    is carried in the object — so :meth:`set_epoch` reproduces any epoch exactly (e.g. on
+    ``--resume``), on every rank. Cycles are random permutations drawn from a
+    ``numpy`` ``PCG64`` seeded with ``seed`` (not the official unseeded ``random``);
+    epoch 0 is the same in both modes.
 
     Length: the official length is ``max_class_count × num_classes`` (1.28M for
     ImageNet-LT) and the official trainer stops each epoch after ``len(train) /
-    batch_size`` steps; ``num_samples`` sets a different global length. ``len(sampler)``
-    is this rank's share, ``ceil(num_samples / num_replicas)``: the global stream is
+    batch_size`` steps; ``num_samples`` sets a different global length (the trainer
+    passes its steps × batch size, so that ``"continue"`` resumes exactly after the items
+    it trained on). ``len(sampler)`` is this rank's share, ``ceil(num_samples /
+    num_replicas)``: the global stream (``L = len(sampler) × num_replicas`` items) is
     extended (not wrapped) so that every rank gets the same number of items.
 
     Args:
@@ -70,9 +103,11 @@ class ClassAwareSampler(Sampler[int]):
             ``dataset.labels``); classes are the distinct labels.
         samples_per_class: consecutive items per class visit (official: 4).
         seed: seed of the stream; the same on every rank.
-        num_samples: global stream length (all ranks together); ``None`` = official.
+        num_samples: global stream length per epoch (all ranks together); ``None`` =
+            official.
         num_replicas, rank: DDP world size and this process's rank; default from
             ``torch.distributed`` when it is initialised, else 1 and 0.
+        cycles: ``"continue"`` (official) or ``"restart"``, see above.
     """
 
     def __init__(
@@ -83,6 +118,7 @@ class ClassAwareSampler(Sampler[int]):
         num_samples: Optional[int] = None,
         num_replicas: Optional[int] = None,
         rank: Optional[int] = None,
+        cycles: str = "continue",
     ) -> None:
         lab = np.asarray(labels)
         if lab.ndim != 1 or lab.size == 0:
@@ -91,6 +127,8 @@ class ClassAwareSampler(Sampler[int]):
             raise ValueError("labels must be non-negative integers (no open-set -1 in training)")
         if int(samples_per_class) != samples_per_class or samples_per_class < 1:
             raise ValueError(f"samples_per_class must be a positive integer, got {samples_per_class!r}")
+        if cycles not in CYCLES:
+            raise ValueError(f"cycles must be one of {CYCLES}, got {cycles!r}")
         self.classes, inverse = np.unique(lab, return_inverse=True)
         order = np.argsort(inverse, kind="stable")
         bounds = np.cumsum(np.bincount(inverse, minlength=self.classes.size))[:-1]
@@ -102,29 +140,52 @@ class ClassAwareSampler(Sampler[int]):
         self.total_samples = default if num_samples is None else int(num_samples)
         self.samples_per_class = int(samples_per_class)
         self.seed = int(seed)
+        self.cycles = cycles
         self.epoch = 0
         self.num_replicas, self.rank = _replicas(num_replicas, rank)
         self.num_samples = -(-self.total_samples // self.num_replicas)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch's stream (call before iterating, as with DistributedSampler)."""
+        if int(epoch) != epoch or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative integer, got {epoch!r}")
         self.epoch = int(epoch)
+
+    @property
+    def visits_per_epoch(self) -> int:
+        """Class visits in one epoch: ``ceil(num_samples × num_replicas / samples_per_class)``."""
+        return -(-self.num_samples * self.num_replicas // self.samples_per_class)
+
+    def _streams(self) -> tuple[np.random.SeedSequence, list[np.random.SeedSequence]]:
+        key = [self.seed, 0 if self.cycles == "continue" else self.epoch]
+        class_seq, *item_seqs = np.random.SeedSequence(key).spawn(1 + self.classes.size)
+        return class_seq, item_seqs
+
+    def position(self) -> StreamPosition:
+        """Where the current epoch starts in the class and per-class cycles (all zero with
+        ``cycles="restart"``); equal to the counts an unbroken run of epochs ``0 ..
+        epoch - 1`` has used."""
+        k_classes = self.classes.size
+        visits = self.epoch * self.visits_per_epoch if self.cycles == "continue" else 0
+        class_seq, _ = self._streams()
+        full, rest = divmod(visits, k_classes)
+        per_class = np.full(k_classes, full, dtype=np.int64)
+        per_class[_cycle_slice(class_seq, np.arange(k_classes), full * k_classes, rest)] += 1
+        return StreamPosition(visits, per_class * self.samples_per_class)
 
     def global_indices(self) -> np.ndarray:
         """The whole epoch stream before sharding, ``int64 (num_samples × num_replicas,)``."""
         length = self.num_samples * self.num_replicas
         k = self.samples_per_class
-        visits = -(-length // k)
-        ss = np.random.SeedSequence([self.seed, self.epoch])
-        class_seq, *class_seqs = ss.spawn(1 + self.classes.size)
-        visit_class = _cycled_permutations(
-            np.random.default_rng(class_seq), np.arange(self.classes.size), visits
-        )
+        visits = self.visits_per_epoch
+        start = self.position()
+        class_seq, item_seqs = self._streams()
+        visit_class = _cycle_slice(class_seq, np.arange(self.classes.size), start.class_visits, visits)
         out = np.empty((visits, k), dtype=np.int64)
-        for c, (pool, child) in enumerate(zip(self._pools, class_seqs)):
+        for c, (pool, seq) in enumerate(zip(self._pools, item_seqs)):
             rows = np.flatnonzero(visit_class == c)
             if rows.size:
-                items = _cycled_permutations(np.random.default_rng(child), pool, rows.size * k)
+                items = _cycle_slice(seq, pool, int(start.items[c]), rows.size * k)
                 out[rows] = items.reshape(rows.size, k)
         return out.reshape(-1)[:length]
 
