@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from oltr.train import ConfigError, load_config, shipped_configs
 from oltr.train.config import config_dir
 

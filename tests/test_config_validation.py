@@ -8,7 +8,6 @@ import warnings
 import pytest
 import torch
 import yaml
-
 from oltr.train import ConfigError, build_model, load_config, load_trained_model, train
 from oltr.train.checkpoints import MODEL_FORMAT, load_model_checkpoint, save_checkpoint
 from oltr.train.config import resource_limit, stored_config
@@ -117,12 +116,9 @@ def test_a_stored_config_above_the_resource_bound_is_bounded_at_load(tmp_path):
     with pytest.warns(UserWarning) as record:
         _, checkpoint = load_trained_model(path)
     messages = sorted(str(w.message) for w in record)
-    assert messages == [
-        f"{path}: config key 'num_workers' is {64 * _LIMIT}, above this machine's bound {_LIMIT} "
-        f"(max(8, 2 x CPU count)); using {_LIMIT}",
-        f"{path}: config key 'threads' is {10**6}, above this machine's bound {_LIMIT} "
-        f"(max(8, 2 x CPU count)); using {_LIMIT}",
-    ]
+    bound = f"above this machine's bound {_LIMIT} (max(8, 2 x CPU count)); using {_LIMIT}"
+    assert messages == [f"{path}: config key 'num_workers' is {64 * _LIMIT}, {bound}",
+                        f"{path}: config key 'threads' is {10**6}, {bound}"]
     assert checkpoint["config"]["num_workers"] == _LIMIT and checkpoint["config"]["threads"] == _LIMIT
     assert type(checkpoint["config"]) is dict
 

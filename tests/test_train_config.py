@@ -10,10 +10,18 @@ from collections.abc import Mapping
 import pytest
 import yaml
 
-from oltr.train import ConfigError, apply_overrides, build_model, load_config, parse_value, shipped_configs
+import oltr.train
+from oltr.nn import DiscCentroidsLoss
+from oltr.train import (
+    ConfigError,
+    apply_overrides,
+    build_model,
+    load_config,
+    parse_value,
+    shipped_configs,
+)
 from oltr.train.config import DEFAULTS, Config, OptimConfig, config_from_dict
 from oltr.train.trainer import build_optimizers
-from oltr.nn import DiscCentroidsLoss
 
 _OFFICIAL = {
     # name: (stage, backbone, K, feat lr, classifier lr, epochs, step, sampler, fix)
@@ -146,6 +154,7 @@ def test_defaults_are_the_official_imagenet_stage1_recipe():
 
 def test_config_is_typed_frozen_and_a_read_only_mapping():
     c = load_config("digits_lt_stage2")
+    assert oltr.train.Config is Config
     assert isinstance(c, Config) and isinstance(c, Mapping) and isinstance(c.optim, OptimConfig)
     assert c.optim.gamma == c["optim"]["gamma"] == 0.1 and c.eval.open_threshold == c["eval"]["open_threshold"]
     assert list(c.keys())[:3] == ["name", "stage", "seed"] and "optim" in c and "nope" not in c
@@ -251,7 +260,7 @@ def _schedulers(*overrides):
     (("centroids.step_size=2", "centroids.gamma=0.3", "optim.step_size=9"), (2, 0.3)),
 ])
 def test_centroid_scheduler_follows_optim_unless_set(overrides, expected):
-    c, (opt, sched, copt, csched) = _schedulers(*overrides)
+    c, (_opt, sched, copt, csched) = _schedulers(*overrides)
     assert c.centroid_schedule == expected
     assert (csched.step_size, csched.gamma) == expected
     assert (sched.step_size, sched.gamma) == (c.optim.step_size, c.optim.gamma)

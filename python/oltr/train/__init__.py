@@ -1,8 +1,8 @@
 """The two-stage OLTR trainer and its configs.
 
-* :func:`load_config` / :func:`apply_overrides` — YAML configs checked against
-  :data:`DEFAULTS`; ``"a.b=value"`` overrides; shipped configs by name
-  (:func:`shipped_configs`).
+* :func:`load_config` / :func:`apply_overrides` — YAML configs (``base:`` inheritance) →
+  :class:`Config`, a frozen typed dataclass that also reads as a ``Mapping``; ``"a.b=value"``
+  overrides; shipped configs by name (:func:`shipped_configs`); see :mod:`oltr.train.config`.
 * :func:`train` — one stage (``stage: plain`` or ``oltr``) → :class:`TrainResult`; writes
   ``best.pt`` / ``last.pt`` / ``log.jsonl`` to ``out_dir``; ``resume=True`` continues.
 * :func:`load_model_checkpoint` — read a ``best.pt``; :func:`load_trained_model` — the model
@@ -14,6 +14,7 @@ from __future__ import annotations
 from oltr.train.checkpoints import CheckpointError, load_model_checkpoint, load_resume_state
 from oltr.train.config import (
     DEFAULTS,
+    Config,
     ConfigError,
     apply_overrides,
     load_config,
@@ -26,6 +27,7 @@ from oltr.train.trainer import TrainResult, build_model, resolve_device, train
 
 __all__ = [
     "CheckpointError",
+    "Config",
     "ConfigError",
     "DEFAULTS",
     "TrainResult",

@@ -48,10 +48,10 @@ from oltr.train.config._view import FrozenMapping, Section
 
 __all__ = [
     "BASE_KEY",
+    "DEFAULTS",
     "CentroidsConfig",
     "Config",
     "ConfigError",
-    "DEFAULTS",
     "DataConfig",
     "EvalConfig",
     "FrozenMapping",

@@ -9,14 +9,19 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Optional
 
-from oltr.train.config._values import ConfigError, conforms, describe_type, is_finite_number
+from oltr.train.config._values import (
+    ConfigError,
+    conforms,
+    describe_type,
+    is_finite_number,
+)
 
 __all__ = ["ORIGINS", "check_config", "origins_in_scope"]
 
 #: ``{dotted key: where its value was set}`` of the config being built (empty: unknown).
-ORIGINS: ContextVar[Mapping[str, str]] = ContextVar("oltr_config_origins", default={})
+ORIGINS: ContextVar[Optional[Mapping[str, str]]] = ContextVar("oltr_config_origins", default=None)
 
 
 @contextlib.contextmanager
@@ -30,14 +35,15 @@ def origins_in_scope(origins: Mapping[str, str]) -> Iterator[None]:
 
 
 def _fail(key: str, message: str) -> ConfigError:
-    origin = ORIGINS.get().get(key, "config")
+    origin = (ORIGINS.get() or {}).get(key, "config")
     return ConfigError(f"{origin}: config key {key!r} {message}")
 
 
 def _check_section(section: Any, prefix: str) -> None:
     from oltr.train.config._schema import field_types, is_section_type
 
-    types = field_types(type(section))
+    cls: type = type(section)
+    types = field_types(cls)
     for f in dataclasses.fields(section):
         key, value, tp = f"{prefix}{f.name}", getattr(section, f.name), types[f.name]
         if is_section_type(tp):

@@ -19,12 +19,17 @@ import os
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, cast
 
 import yaml
 
 from oltr.train.config._checks import origins_in_scope
-from oltr.train.config._schema import Config, field_types, is_section_type, resource_limit
+from oltr.train.config._schema import (
+    Config,
+    field_types,
+    is_section_type,
+    resource_limit,
+)
 from oltr.train.config._values import ConfigError, coerce, parse_override, parse_value
 from oltr.train.config._view import FrozenMapping, thaw
 
@@ -154,7 +159,7 @@ def _file_layer(path: Path, chain: tuple[Path, ...] = ()) -> _Layer:
     if base is None:
         return own
     if not isinstance(base, str) or not base.strip():
-        raise ConfigError(f"{str(path)}: config key {BASE_KEY!r} must name a config "
+        raise ConfigError(f"{path!s}: config key {BASE_KEY!r} must name a config "
                           f"(a shipped name or a path); got {base!r}")
     parent = _find(base.strip(), path.parent)
     return _merge(_file_layer(parent, (*chain, here)), own)
@@ -201,8 +206,10 @@ def _construct(cls: type, values: Mapping[str, Any]) -> Any:
             continue
         if f.name in values:
             value = values[f.name]
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
         else:
-            value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            value = cast(Callable[[], Any], f.default_factory)()
         if isinstance(value, Mapping):
             value = FrozenMapping(value)
         elif f.metadata.get("path") and isinstance(value, str) and value:

@@ -92,9 +92,9 @@ def setting(default: Any, doc: str, *, path: bool = False, check: Optional[Inter
     return field(default=default, metadata=metadata)
 
 
-def section(cls: type, doc: str) -> Any:
-    """A nested section field (its defaults are the section's)."""
-    return field(default_factory=cls, metadata={"doc": doc, "path": False, "check": None})
+def _about(doc: str) -> dict[str, Any]:
+    """Metadata of a nested section field (its defaults are the section's)."""
+    return {"doc": doc, "path": False, "check": None}
 
 
 @dataclass(frozen=True, eq=False)
@@ -229,13 +229,20 @@ class Config(Section):
         None, "Steps per epoch (null = int(len(train) / batch_size), as the official code).",
         check=_AT_LEAST_ONE)
     progress: bool = setting(True, "Show progress while training.")
-    data: DataConfig = section(DataConfig, "Data set, list files and transforms.")
-    model: ModelConfig = section(ModelConfig, "Network and initial weights.")
-    sampler: SamplerConfig = section(SamplerConfig, "Order of the training images.")
-    optim: OptimConfig = section(OptimConfig, "Model optimiser and schedule.")
-    centroids: CentroidsConfig = section(CentroidsConfig, "Stage 2's memory and its optimiser.")
-    loss: LossConfig = section(LossConfig, "Loss weights.")
-    eval: EvalConfig = section(EvalConfig, "Evaluation thresholds and shot groups.")
+    data: DataConfig = field(default_factory=DataConfig,
+                             metadata=_about("Data set, list files and transforms."))
+    model: ModelConfig = field(default_factory=ModelConfig,
+                               metadata=_about("Network and initial weights."))
+    sampler: SamplerConfig = field(default_factory=SamplerConfig,
+                                   metadata=_about("Order of the training images."))
+    optim: OptimConfig = field(default_factory=OptimConfig,
+                               metadata=_about("Model optimiser and schedule."))
+    centroids: CentroidsConfig = field(default_factory=CentroidsConfig,
+                                       metadata=_about("Stage 2's memory and its optimiser."))
+    loss: LossConfig = field(default_factory=LossConfig,
+                             metadata=_about("Loss weights."))
+    eval: EvalConfig = field(default_factory=EvalConfig,
+                             metadata=_about("Evaluation thresholds and shot groups."))
 
     def __post_init__(self) -> None:
         from oltr.train.config._checks import check_config
@@ -251,7 +258,7 @@ class Config(Section):
                 self.optim.gamma if c.gamma is None else c.gamma)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def field_types(cls: type) -> dict[str, Any]:
     """``{field name: resolved type annotation}`` of a config dataclass."""
     hints = typing.get_type_hints(cls)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Optional
 
 __all__ = ["FrozenMapping", "Section", "freeze", "thaw"]
 
@@ -22,9 +22,10 @@ class FrozenMapping(Mapping[str, Any]):
     """
 
     __slots__ = ("_items",)
+    _items: dict[str, Any]
 
-    def __init__(self, items: Mapping[str, Any] = ()) -> None:
-        object.__setattr__(self, "_items", {str(k): freeze(v) for k, v in dict(items).items()})
+    def __init__(self, items: Optional[Mapping[str, Any]] = None) -> None:
+        object.__setattr__(self, "_items", {str(k): freeze(v) for k, v in dict(items or {}).items()})
 
     def __getitem__(self, key: str) -> Any:
         return self._items[key]
@@ -107,6 +108,6 @@ def _plain_equal(mine: Mapping[str, Any], other: object) -> Any:
     return thaw(mine) == thaw(other)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
