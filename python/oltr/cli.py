@@ -6,7 +6,7 @@
     oltr eval CHECKPOINT [--open] [--split test|val] [--test-list FILE] [--open-list FILE] [--root DIR]
               [--set KEY=VALUE ...] [--json FILE] [--device ...]
     oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
-    oltr bench [--quick] [bench options ...]
+    oltr bench [--shapes 1x1e4,64x1e4:10] [--threads N] [--quick]
     oltr demo [--out DIR] [--seeds N] [--quick] [--jobs N] [--device ...]
     oltr configs
 
@@ -74,8 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", choices=_DEVICES, default="auto")
 
-    # `oltr bench ARGS...` hands ARGS to oltr.memory.bench.main (see main()); listed for --help.
-    sub.add_parser("bench", help="memory-core benchmark (oltr.memory.bench): --quick, --shapes, --write ...",
+    # `oltr bench ARGS...` hands ARGS to oltr.memory.bench.main, which has its own --help.
+    sub.add_parser("bench", help="quick nearest-centroid benchmark: the Rust core vs numpy, torch, faiss "
+                   "(the full one: python3 benches/bench_memory.py)",
                    add_help=False)
 
     p = sub.add_parser("demo", help="plain vs OLTR on the embedded Fashion-MNIST-LT, several seeds")
