@@ -67,8 +67,13 @@ def test_longtail_split_counts_seed_and_exclusion():
     assert np.bincount(labels[reordered], minlength=4).tolist() == counts[::-1]
     with pytest.raises(ValueError, match="class 0 has 50 available images, 60 requested"):
         make_longtail_split(labels, [60, 1, 1, 1])
-    with pytest.raises(ValueError, match="differ in length"):
-        make_longtail_split(labels, [1, 1])
+    for bad, match in (([1, 1], r"one count per class \(4 classes\), got shape \(2,\)"),
+                       ([1, 1, 1, 1, 1], r"got shape \(5,\)"), ([1, -1, 1, 1], "class 1 has -1"),
+                       ([1, 2.5, 1, 1], "whole numbers")):
+        with pytest.raises(ValueError, match=f"^counts must .*{match}"):
+            make_longtail_split(labels, bad)
+    with pytest.raises(ValueError, match=r"one count per class \(3 classes\)"):
+        make_longtail_split(labels, [1, 1], classes=[0, 1, 2])
 
 
 def test_balanced_split():

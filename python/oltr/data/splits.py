@@ -144,15 +144,14 @@ def make_longtail_split(
         Sorted ``int64`` indices into ``labels``.
 
     Raises:
-        ValueError: lengths differ, or a class has fewer available images than requested.
+        ValueError: ``counts`` is not one non-negative whole number per class
+            (:func:`check_counts`), or a class has fewer available images than requested.
     """
     lab = _labels_1d(labels)
     cls = np.unique(lab) if classes is None else np.asarray(classes, dtype=np.int64)
-    cnt = np.asarray(counts, dtype=np.int64)
-    if cls.shape != cnt.shape:
-        raise ValueError(f"counts ({cnt.size}) and classes ({cls.size}) differ in length")
-    if np.any(cnt < 0):
-        raise ValueError("counts must be non-negative")
+    if cls.ndim != 1:
+        raise ValueError(f"classes must be 1-D, got shape {cls.shape}")
+    cnt = np.asarray(check_counts(counts, cls.size, "counts"), dtype=np.int64)
     available = np.ones(lab.size, dtype=bool)
     if exclude is not None:
         available[np.asarray(exclude, dtype=np.int64)] = False

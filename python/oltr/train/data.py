@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sized, cast
 
 import numpy as np
 import torch
@@ -127,7 +127,7 @@ def _from_lists(config: dict[str, Any]) -> DataBundle:
         test=make("test_list", eval_tf, data["root"], **known),
         open=open_set,
         train_labels=train.labels,
-        train_counts=np.bincount(train.labels, minlength=num_classes),
+        train_counts=tuple(np.bincount(train.labels, minlength=num_classes).tolist()),
         class_names=_list_class_names(data, num_classes),
     )
 
@@ -150,7 +150,7 @@ def _require_samples(config: dict[str, Any], bundle: DataBundle) -> None:
     data = config["data"]
     for split in ("train", "val"):
         dataset = getattr(bundle, split)
-        if len(dataset) == 0:
+        if len(cast(Sized, dataset)) == 0:
             where = (f"data.{split}_list {data[f'{split}_list']}" if data["source"] == "lists"
                      else f"data.source {data['source']!r}")
             skipped = len(getattr(dataset, "skipped", ()))
@@ -185,7 +185,7 @@ def steps_per_epoch(config: dict[str, Any], data: DataBundle) -> int:
     configured = config["steps_per_epoch"]
     if configured:
         return int(configured)
-    return max(1, int(len(data.train) / int(config["batch_size"])))
+    return max(1, int(len(cast(Sized, data.train)) / int(config["batch_size"])))
 
 
 def _per_rank_batch(batch_size: int) -> int:
