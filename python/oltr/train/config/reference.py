@@ -26,8 +26,13 @@ one key (the value is read as the key's type).
   differs. Sections merge key by key; a `base` chain may not loop.
 * Paths (type `path`): `~` is expanded. A relative path in your config file is relative to that
   file's folder. In a shipped recipe, in a default and in `--set`, it is relative to the current
-  directory (the recipes are written, like the official code, for the folder you run in). A loaded
-  config, and the copy stored in `best.pt`, holds absolute paths.
+  directory. A loaded config, and the copy stored in `best.pt`, holds absolute paths.
+* Shipped recipes are written, like the official code, for the folder you run in: the ImageNet-LT
+  and Places-LT recipes read `./data/<data set>/*.txt` list files (and `data.root`, a placeholder
+  to set) and write `./logs/...`; the embedded-data recipes (`fashion_lt_*`, `digits_lt_*`) read
+  no files and write `runs/<data set>/stage1`, where their stage 2's `model.init` looks.
+* The centroids' learning-rate schedule follows `optim.step_size` / `optim.gamma` unless
+  `centroids.step_size` / `centroids.gamma` are set (the official code uses one schedule for both).
 * A checkpoint's stored config is checked again when the checkpoint is loaded; `num_workers` and
   `threads` above this machine's bound are lowered to it (with a warning).
 """
