@@ -1,7 +1,10 @@
-"""Per-epoch progress bar on stderr and a JSON-lines log file.
+"""Per-epoch progress on stderr and a JSON-lines log file.
 
-The bar uses ``tqdm`` when it is installed and a small built-in bar otherwise. Both are
-silent off rank 0 (see :mod:`oltr.train.distributed`).
+On a terminal (the stream's ``isatty()``) progress is a bar redrawn in place: ``tqdm`` when
+it is installed, a small built-in bar otherwise. Anywhere else (a log file, a pipe, CI) it is
+plain lines, one each time the epoch passes another tenth of its steps, so a redirected log
+holds no carriage returns or bar redraws. Both are silent off rank 0 (see
+:mod:`oltr.train.distributed`).
 """
 from __future__ import annotations
 
@@ -22,14 +25,26 @@ except ImportError:  # pragma: no cover - exercised where tqdm is absent
     _tqdm = None
 
 
+#: Plain-line mode writes a line each time the epoch passes another 1/PLAIN_LINES of its steps.
+PLAIN_LINES = 10
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
 class EpochProgress:
-    """Running loss, accuracy and speed over one epoch, shown as a bar.
+    """Running loss, accuracy and speed over one epoch: a bar on a terminal, plain lines
+    (at most :data:`PLAIN_LINES` per epoch, the last at the final step) otherwise.
 
     Args:
         total: number of steps in the epoch.
-        description: the bar's label, e.g. ``"stage plain epoch 3/30"``.
-        enabled: False hides the bar (it is also hidden off rank 0).
-        stream: where the bar is drawn (stderr by default).
+        description: the label, e.g. ``"stage plain epoch 3/30"``.
+        enabled: False shows nothing (nothing is shown off rank 0 either).
+        stream: where progress goes (stderr by default); its ``isatty()`` picks bar or lines.
     """
 
     def __init__(
@@ -44,9 +59,10 @@ class EpochProgress:
         self._start = time.perf_counter()
         self._stream = stream if stream is not None else sys.stderr
         self._enabled = bool(enabled) and is_main()
+        self.terminal = _is_terminal(self._stream)
         self._bar = None
         self._last_draw = 0.0
-        if self._enabled and _tqdm is not None:
+        if self._enabled and self.terminal and _tqdm is not None:
             self._bar = _tqdm(
                 total=self.total, desc=description, file=self._stream, leave=False,
                 dynamic_ncols=True, unit="step",
@@ -59,6 +75,12 @@ class EpochProgress:
         self.seen += int(batch)
         self.steps += 1
         if not self._enabled:
+            return
+        if not self.terminal:
+            if self.steps * PLAIN_LINES // max(self.total, 1) > (self.steps - 1) * PLAIN_LINES // max(self.total, 1) \
+                    or self.steps == self.total:
+                self._stream.write(f"{self.description} step {self.steps}/{self.total} {self._postfix()}\n")
+                self._stream.flush()
             return
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
@@ -100,10 +122,10 @@ class EpochProgress:
         return self.seen / elapsed if elapsed > 0 else 0.0
 
     def close(self) -> None:
-        """Remove the bar (the epoch's summary goes to the log)."""
+        """Remove the bar (the epoch's summary goes to the log); nothing to do for lines."""
         if self._bar is not None:
             self._bar.close()
-        elif self._enabled and self.steps:
+        elif self._enabled and self.terminal and self.steps:
             self._stream.write("\n")
             self._stream.flush()
 
