@@ -155,13 +155,14 @@ def test_a_stored_config_of_an_earlier_version_loads(tmp_path, monkeypatch):
 
 
 def test_training_stores_the_plain_validated_config(tmp_path):
-    config = load_config("digits_lt_stage1", ["progress=false", "device=cpu", "epochs=1", "steps_per_epoch=1",
+    config = load_config("digits_lt_stage1", ["progress=false", "epochs=1", "steps_per_epoch=1",
                                               f"out_dir={tmp_path}"])
-    result = train(config)
+    assert config.device == "auto"
+    result = train(config, device="cpu")  # the device argument overrides the (frozen) config's
     stored = load_model_checkpoint(result.best_path)["config"]
-    assert type(stored) is dict and stored == config.to_dict()
+    assert type(stored) is dict and stored == {**config.to_dict(), "device": "cpu"}
     recorded = load_config(tmp_path / "config.yaml")  # the run's config.yaml loads back to the same config
-    assert recorded == config
+    assert recorded == stored and config.device == "auto"
     _, checkpoint = load_trained_model(result.best_path)
     assert checkpoint["config"] == stored
     assert torch.load(result.best_path, weights_only=True)["config"] == stored
