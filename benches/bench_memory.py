@@ -33,7 +33,7 @@ from typing import Optional, Sequence
 
 import memory_report
 from memory_worker import ISA_VARIABLES, available_engines, run_group
-from oltr.memory.bench import Case, parse_cases
+from oltr.memory.bench import Case, cases_argument
 
 K1_SHAPES = [(b, n) for n in (1_000, 10_000, 100_000) for b in (1, 64, 1024)]
 TOPK_SHAPES = [(64, 10_000), (1024, 10_000), (64, 100_000)]
@@ -122,7 +122,7 @@ def plan(engines: Sequence[str], flags: Sequence[str], cases: Sequence[Case], th
         first = group == NATIVE
         specs.append({"group": group, "engines": names, "env_note": env_note(group),
                       "cases": [[c.batch, c.num_classes, c.k] for c in cases], "threads": threads,
-                      "seed": seed, "floors": first, "load_checks": first and bool(hog),
+                      "seed": seed, "floors": first, "load_checks": first and bool(hog) and "auto" in names,
                       "hog_cases": [[c.batch, c.num_classes, c.k] for c in hog],
                       "repeats": timing["repeats"], "budget_s": timing["budget_s"],
                       "warmup_s": timing["warmup_s"], "load_seconds": timing["load_seconds"]})
@@ -194,7 +194,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tiny grid and short timings (smoke test)")
     parser.add_argument("--engines", default=None,
                         help="comma-separated engines to run (default: auto and every engine this CPU runs)")
-    parser.add_argument("--shapes", type=parse_cases, default=None,
+    parser.add_argument("--shapes", type=cases_argument, default=None,
                         help="comma-separated BxK or BxK:k cases, e.g. 1x1e3,64x1e4:100 (default: the grid)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="threads for torch, faiss, BLAS and the core (default: the logical cores)")

@@ -61,6 +61,8 @@ def test_quick_runner_and_its_help(capsys):
     assert "| 2 × 80, k = 5 |" in text and "benches/bench_memory.py" in text
     assert main(["bench", "--help"]) == 0
     assert capsys.readouterr().out.startswith("usage: oltr bench")
+    assert main(["bench", "--shapes", "64by100"]) == 2
+    assert "argument --shapes: expects BxK" in capsys.readouterr().err
 
 
 def test_engine_groups_and_environments(monkeypatch):
@@ -76,8 +78,11 @@ def test_engine_groups_and_environments(monkeypatch):
     assert avx2["OPENBLAS_CORETYPE"] == "Haswell" and "OPENBLAS_L2_SIZE" not in avx2
     assert avx2["ATEN_CPU_CAPABILITY"] == "avx2" and avx2["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
     specs = bench_memory.plan(["auto", "avx512-bf16", "avx2-f32"], avx512, [Case(1, 10)], 2, quick=True)
-    assert [(s["group"], s["engines"], s["floors"]) for s in specs] == [
-        (bench_memory.NATIVE, ["auto", "avx512-bf16"], True), ("avx2", ["avx2-f32"], False)]
+    assert [(s["group"], s["engines"], s["floors"], s["load_checks"]) for s in specs] == [
+        (bench_memory.NATIVE, ["auto", "avx512-bf16"], True, True), ("avx2", ["avx2-f32"], False, False)]
+    only_avx2 = bench_memory.plan(["avx2-f32"], avx512, [Case(1, 10)], 2, quick=True)
+    assert [(s["group"], s["engines"], s["load_checks"]) for s in only_avx2] == [
+        (bench_memory.NATIVE, [], False), ("avx2", ["avx2-f32"], False)]  # unrestricted peers still shown
 
 
 def test_available_engines_listing_and_probe(monkeypatch):

@@ -33,6 +33,7 @@ __all__ = [
     "DIM",
     "QUICK_CASES",
     "Case",
+    "cases_argument",
     "core_index",
     "format_case",
     "format_time",
@@ -73,11 +74,19 @@ def parse_cases(text: str) -> list[Case]:
             b, n = shape.split("x")
             case = Case(int(float(b)), int(float(n)), int(float(k)) if k else 1)
         except ValueError:
-            raise ValueError(f"--shapes expects BxK or BxK:k items like 64x1e4:10, got {part!r}") from None
+            raise ValueError(f"--shapes: expects BxK or BxK:k items like 64x1e4:10, got {part!r}") from None
         if min(case.batch, case.num_classes, case.k) < 1 or case.k > case.num_classes:
             raise ValueError(f"--shapes: B, K and k must be >= 1 and k <= K, got {part!r}")
         cases.append(case)
     return cases
+
+
+def cases_argument(text: str) -> list[Case]:
+    """``parse_cases`` for an argparse ``type=``: its message is shown as the usage error."""
+    try:
+        return parse_cases(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--shapes: ")) from None
 
 
 def format_count(n: int) -> str:
@@ -249,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="oltr bench",
         description="Quick benchmark of oltr's nearest-centroid search (Rust core, engine 'auto') "
         f"against numpy, torch and faiss. The full benchmark: {FULL_BENCHMARK} (source tree).")
-    parser.add_argument("--shapes", type=parse_cases, default=list(QUICK_CASES),
+    parser.add_argument("--shapes", type=cases_argument, default=list(QUICK_CASES),
                         help="comma-separated BxK or BxK:k items (default: "
                         + ",".join(f"{c.batch}x{format_count(c.num_classes)}" + (f":{c.k}" if c.k > 1 else "")
                                    for c in QUICK_CASES) + ")")
