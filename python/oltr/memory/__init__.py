@@ -7,7 +7,7 @@ Public API::
     reach = index.reachability(x, scale=10.0)              # (B,) float32
     nearest_centroids(x, centroids, k=1, backend="auto")   # -> (dist, idx)
     reachability(x, centroids, scale=10.0, backend="auto") # -> (B,)
-    set_num_threads(n); get_num_threads()
+    set_num_threads(n); get_num_threads()               # 1 <= n <= MAX_NUM_THREADS
 
 Backends: "rust" (``oltr._core``), "faiss" (:class:`FaissOptions` for HNSW / IVF) and
 "torch" (reference, autograd). See :mod:`oltr.memory.index`.
@@ -18,10 +18,11 @@ from .faiss_options import FaissOptions
 from ._validation import BACKEND_NAMES
 from .functional import nearest_centroids, reachability
 from .index import REACHABILITY_EPS, CentroidIndex
-from .threads import get_num_threads, set_num_threads
+from .threads import MAX_NUM_THREADS, get_num_threads, set_num_threads
 
 __all__ = [
     "BACKEND_NAMES",
+    "MAX_NUM_THREADS",
     "REACHABILITY_EPS",
     "CentroidIndex",
     "FaissOptions",

@@ -5,8 +5,9 @@ backends receive arrays they can use directly and the error messages are the sam
 backend runs. Wrong types raise :class:`TypeError`; wrong shapes or values raise
 :class:`ValueError`; each message names the argument.
 
-Conversions are done at most once: a C-contiguous float32 numpy array (or a CPU float32 torch
-tensor viewing one) reaches a numpy backend without any copy.
+Conversions are done at most once: C-contiguous float32 queries (numpy, or a CPU float32 torch
+tensor viewing one) reach a numpy backend without any copy. Centroids are copied once, into
+the snapshot the index owns (the Rust core makes its own packed copy instead).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ __all__ = [
     "check_int",
     "check_k",
     "check_scale",
+    "dtype_error",
     "is_ready_queries",
     "is_torch_tensor",
     "prepare_centroids",
@@ -114,23 +116,37 @@ def _check_matrix_shape(shape: tuple[int, ...], name: str, dim: int | None) -> N
         raise ValueError(f"{name} has dimension D={shape[1]}, but the centroids have D={dim}")
 
 
-def _as_numpy_float32(value: Any, name: str) -> np.ndarray:
+def dtype_error(name: str, dtype: Any) -> TypeError:
+    """The TypeError for a non-float32/float64 ``dtype`` of argument ``name`` (complex named as
+    such: its imaginary part would otherwise be dropped silently)."""
+    text = str(dtype).removeprefix("torch.")
+    if text.startswith("complex"):
+        return TypeError(
+            f"{name} is complex ({text}) but must be real (its imaginary part would be "
+            "lost): pass its .real or abs() explicitly"
+        )
+    return TypeError(f"{name} must be float32 or float64, got dtype {dtype}")
+
+
+def _as_numpy_float(value: Any, name: str) -> np.ndarray:
     """numpy array (or array-like) as an ndarray, checking that it is float32 or float64."""
     array = np.asarray(value)
     if array.dtype.char not in _FLOAT_CHARS:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {array.dtype}")
+        raise dtype_error(name, array.dtype)
     return array
 
 
-def _to_float32_contiguous(array: np.ndarray) -> np.ndarray:
+def _to_contiguous(array: np.ndarray, dtype: str, copy: bool) -> np.ndarray:
     # float64 values beyond float32's range become inf here; _check_finite reports them
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.ascontiguousarray(array, dtype=np.float32)
+        if copy:
+            return np.array(array, dtype=dtype, order="C", copy=True)
+        return np.ascontiguousarray(array, dtype=dtype)
 
 
 def _torch_float_tensor(value: Any, name: str, require_cpu: bool):
     if str(value.dtype).removeprefix("torch.") not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {value.dtype}")
+        raise dtype_error(name, value.dtype)
     if require_cpu and value.device.type != "cpu":
         raise ValueError(f"{name} must be a CPU tensor for this backend, got device {value.device}")
     return value
@@ -144,18 +160,24 @@ def _check_finite(array: Any, name: str) -> None:
     else:
         finite = bool(np.isfinite(array).all())
     if not finite:
-        raise ValueError(f"{name} contains NaN or Inf (after conversion to float32)")
+        raise ValueError(f"{name} contains NaN or Inf (after conversion to {array.dtype})")
 
 
-def _convert(value: Any, name: str, kind: ArrayKind, require_cpu: bool, is_torch: bool):
-    """Convert to float32 of the given kind, once; keep the autograd graph for torch->torch."""
+def _convert(value: Any, name: str, kind: ArrayKind, require_cpu: bool, is_torch: bool,
+             dtype: str = "float32", copy: bool = False):
+    """Convert to ``dtype`` of the given kind, once; keep the autograd graph for torch->torch.
+
+    ``copy=True`` guarantees the result shares no memory with ``value`` (a snapshot); a
+    torch->torch snapshot is a ``clone``, which autograd differentiates like the identity.
+    """
     if is_torch:
         tensor = _torch_float_tensor(value, name, require_cpu=require_cpu or kind == "numpy")
         if kind == "torch":
-            return tensor.to(dtype=_loaded_torch().float32)
+            converted = tensor.to(dtype=getattr(_loaded_torch(), dtype))
+            return converted.clone() if copy and converted is tensor else converted
         # a float32 CPU tensor with unit-stride rows becomes a view, not a copy
-        return _to_float32_contiguous(tensor.detach().numpy())
-    array = _to_float32_contiguous(_as_numpy_float32(value, name))
+        return _to_contiguous(tensor.detach().numpy(), dtype, copy)
+    array = _to_contiguous(_as_numpy_float(value, name), dtype, copy)
     if kind == "torch":
         import torch
 
@@ -163,12 +185,16 @@ def _convert(value: Any, name: str, kind: ArrayKind, require_cpu: bool, is_torch
     return array
 
 
-def prepare_centroids(centroids: Any, kind: ArrayKind, *, require_cpu: bool = True):
-    """Validate centroids (K, D) and convert them to float32 of ``kind``.
+def prepare_centroids(centroids: Any, kind: ArrayKind, *, require_cpu: bool = True,
+                      snapshot: bool = True, dtype: str = "float32"):
+    """Validate centroids (K, D) and convert them to ``dtype`` (float32) of ``kind``.
 
-    Returns a float32 ``np.ndarray`` (C-contiguous) or a float32 ``torch.Tensor`` on the
-    centroids' device (autograd graph kept). Raises ``ValueError`` for a wrong ndim, K = 0,
-    D = 0 or non-finite values, ``TypeError`` for a wrong type or dtype.
+    Returns a C-contiguous ``np.ndarray`` or a ``torch.Tensor`` on the centroids' device
+    (autograd graph kept). With ``snapshot`` (the default) the result never shares memory
+    with ``centroids``, so later writes to the caller's array cannot reach an index built on
+    it. ``dtype="float64"`` is for :mod:`oltr.nn`'s float64 path only. Raises ``ValueError``
+    for a wrong ndim, K = 0, D = 0 or non-finite values, ``TypeError`` for a wrong type or
+    dtype (complex included).
     """
     shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
     _check_matrix_shape(shape, "centroids", None)
@@ -176,7 +202,8 @@ def prepare_centroids(centroids: Any, kind: ArrayKind, *, require_cpu: bool = Tr
         raise ValueError("centroids is empty: need at least one centroid (K >= 1)")
     if shape[1] == 0:
         raise ValueError("centroids has dimension D=0: need D >= 1")
-    converted = _convert(centroids, "centroids", kind, require_cpu, is_torch_tensor(centroids))
+    converted = _convert(centroids, "centroids", kind, require_cpu, is_torch_tensor(centroids),
+                         dtype, copy=snapshot)
     _check_finite(converted, "centroids")
     return converted
 
@@ -188,19 +215,21 @@ def is_ready_queries(x: Any, dim: int) -> bool:
             and x.flags.c_contiguous and x.shape[1] == dim)
 
 
-def prepare_queries(x: Any, dim: int, kind: ArrayKind, *, require_cpu: bool = True):
-    """Validate queries (B, D) against the centroids' D and convert to float32 of ``kind``.
+def prepare_queries(x: Any, dim: int, kind: ArrayKind, *, require_cpu: bool = True,
+                    dtype: str = "float32"):
+    """Validate queries (B, D) against the centroids' D and convert to ``dtype`` (float32)
+    of ``kind`` (no copy when they already are).
 
     Returns ``(converted, as_torch)`` where ``as_torch`` says whether the caller passed a torch
     tensor (results are then returned as torch tensors). B = 0 is allowed.
     """
-    if kind == "numpy" and is_ready_queries(x, dim):
+    if kind == "numpy" and dtype == "float32" and is_ready_queries(x, dim):
         _check_finite(x, "x")  # fast path: already what the backend takes
         return x, False
     as_torch = is_torch_tensor(x)
     shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
     _check_matrix_shape(shape, "x", dim)
-    converted = _convert(x, "x", kind, require_cpu, as_torch)
+    converted = _convert(x, "x", kind, require_cpu, as_torch, dtype)
     _check_finite(converted, "x")
     return converted, as_torch
 

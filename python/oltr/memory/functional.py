@@ -34,13 +34,13 @@ def nearest_centroids(x: Any, centroids: Any, k: int = 1, backend: str = "auto",
     formula) with respect to x (and centroids, if they require grad).
     """
     name = _functional_backend(backend, x, centroids)
-    return CentroidIndex(centroids, name, faiss_options=faiss_options).search(x, k)
+    return CentroidIndex._for_one_call(centroids, name, faiss_options).search(x, k)
 
 
 def reachability(x: Any, centroids: Any, scale: float = 10.0, backend: str = "auto", *,
                  eps: float = REACHABILITY_EPS, faiss_options: Any = None):
     """Reachability ``scale / max(d_min, eps)`` of each query, float32 (B,)."""
     name = _functional_backend(backend, x, centroids)
-    return CentroidIndex(centroids, name, faiss_options=faiss_options).reachability(
+    return CentroidIndex._for_one_call(centroids, name, faiss_options).reachability(
         x, scale=scale, eps=eps
     )

@@ -70,14 +70,16 @@ def _requires_grad(value: Any) -> bool:
     return bool(value.requires_grad) and torch.is_grad_enabled()
 
 
-def _make_backend(name: str, centroids: Any, faiss_options: Any):
+def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool):
     if name == "rust":
         from ._rust import RustBackend as cls
     elif name == "faiss":
         from ._faiss import FaissBackend as cls
     else:
         from ._torch import TorchBackend as cls
-    prepared = prepare_centroids(centroids, cls.array_kind, require_cpu=cls.require_cpu)
+    # the Rust core packs its own copy of the centroids: no snapshot needed before it
+    prepared = prepare_centroids(centroids, cls.array_kind, require_cpu=cls.require_cpu,
+                                 snapshot=snapshot and name != "rust")
     if name == "faiss":
         return cls(prepared, faiss_options)
     return cls(prepared)
@@ -86,20 +88,38 @@ def _make_backend(name: str, centroids: Any, faiss_options: Any):
 class CentroidIndex:
     """Exact k-nearest-centroid search over frozen centroids.
 
+    The index owns a snapshot of the centroids, taken at construction, with every backend:
+    writing to the caller's array or tensor afterwards (``c[0] = ...``, ``c.add_(1)``, an
+    optimizer step) does not change the answers; build a new index for new centroids. With
+    the torch backend the snapshot is an autograd-aware ``clone``: when the centroids require
+    grad (grad enabled), the distances still carry the gradient back to the caller's tensor.
+
     Args:
         centroids: (K, D) float32 or float64 numpy array or torch tensor, finite, K, D >= 1.
-            Converted to float32 once (no copy when already float32 C-contiguous, except
-            that the Rust core packs its own copy). With the torch backend a tensor is used
-            as given, so gradients can flow into it.
+            Copied once into a float32 snapshot (the Rust core packs its own copy).
         backend: "auto", "rust", "faiss" or "torch".
         faiss_options: :class:`FaissOptions` for the faiss backend (approximate HNSW / IVF);
             implies ``backend="faiss"`` when backend is "auto".
 
     Queries x are (B, D) float32/float64, numpy or torch (CPU for rust and faiss), any
-    strides; results are torch tensors when x is one, numpy arrays otherwise.
+    strides, never copied when already float32 and contiguous; results are torch tensors when
+    x is one, numpy arrays otherwise. Every backend returns the exact answer for any finite
+    float32 magnitudes (extreme ones are scored in float64 or exactly); distances beyond
+    float32's range come back as inf. Complex inputs raise ``TypeError``.
     """
 
     def __init__(self, centroids: Any, backend: str = "auto", *, faiss_options: Any = None):
+        self._setup(centroids, backend, faiss_options, snapshot=True)
+
+    @classmethod
+    def _for_one_call(cls, centroids: Any, backend: str, faiss_options: Any) -> "CentroidIndex":
+        """An index that reads ``centroids`` without a snapshot, for the functional API, whose
+        index lives for one call only (no later write of the caller's can reach it)."""
+        index = cls.__new__(cls)
+        index._setup(centroids, backend, faiss_options, snapshot=False)
+        return index
+
+    def _setup(self, centroids: Any, backend: str, faiss_options: Any, snapshot: bool) -> None:
         backend = check_backend_name(backend)
         if faiss_options is not None:
             from .faiss_options import FaissOptions
@@ -113,7 +133,7 @@ class CentroidIndex:
             elif backend != "faiss":
                 raise ValueError(f"faiss_options is only valid with backend='faiss', got {backend!r}")
         name = resolve_backend(backend)
-        self._impl = _make_backend(name, centroids, faiss_options)
+        self._impl = _make_backend(name, centroids, faiss_options, snapshot)
         shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
         self._num_classes, self._dim = int(shape[0]), int(shape[1])
         # Backends that validate float32 C-contiguous numpy queries themselves (shape, NaN/Inf,

@@ -7,6 +7,11 @@ every ``set_num_threads`` call. The torch backend follows torch's own setting; n
 FAISS and torch share one OpenMP runtime in the usual wheels, so setting FAISS's count also
 changes ``torch.get_num_threads()``. ``using_num_threads(n)`` sets all three for a block and
 restores them afterwards.
+
+Every count must lie in ``1 ..`` :data:`MAX_NUM_THREADS` (8 × the CPU count): more threads
+than that only oversubscribe the machine, and a huge count (4096, 10**9) would make the next
+search spend minutes starting threads. Counts outside raise ``ValueError``; non-integers
+(floats, bools, strings) raise ``TypeError``.
 """
 from __future__ import annotations
 
@@ -20,8 +25,10 @@ from ._validation import check_int
 
 __all__ = [
     "ENV_VAR",
+    "MAX_NUM_THREADS",
     "apply_thread_count_to_core",
     "apply_thread_count_to_faiss",
+    "check_num_threads",
     "get_num_threads",
     "set_num_threads",
     "using_num_threads",
@@ -30,20 +37,35 @@ __all__ = [
 #: environment variable read for the default thread count.
 ENV_VAR = "OLTR_NUM_THREADS"
 
+#: the largest accepted thread count: 8 threads per CPU the operating system reports.
+MAX_NUM_THREADS = 8 * (os.cpu_count() or 1)
+
 _lock = threading.Lock()
 _configured: Optional[int] = None
+
+
+def check_num_threads(n: object, name: str = "n") -> int:
+    """``n`` as an int in ``1 .. MAX_NUM_THREADS``; TypeError for non-integers, else ValueError."""
+    n = check_int(n, name, 1)
+    if n > MAX_NUM_THREADS:
+        raise ValueError(
+            f"{name} must be <= MAX_NUM_THREADS = {MAX_NUM_THREADS} (8 x {os.cpu_count() or 1} "
+            f"CPUs), got {n}"
+        )
+    return n
 
 
 def _default_count() -> int:
     raw = os.environ.get(ENV_VAR)
     if raw is not None and raw.strip():
         try:
-            return check_int(int(raw), ENV_VAR, 1)
-        except (TypeError, ValueError):
+            value = int(raw)
+        except ValueError:
             raise ValueError(f"{ENV_VAR} must be an integer >= 1, got {raw!r}") from None
+        return check_num_threads(value, ENV_VAR)
     import torch
 
-    return max(1, torch.get_num_threads())
+    return min(MAX_NUM_THREADS, max(1, torch.get_num_threads()))
 
 
 def get_num_threads() -> int:
@@ -53,9 +75,10 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Use ``n >= 1`` threads in the Rust core and in FAISS from now on (process-wide)."""
+    """Use ``n`` threads (1 <= n <= :data:`MAX_NUM_THREADS`) in the Rust core and in FAISS from
+    now on (process-wide). ``ValueError`` outside that range, ``TypeError`` for a non-integer."""
     global _configured
-    n = check_int(n, "n", 1)
+    n = check_num_threads(n)
     with _lock:
         _configured = n
     core = sys.modules.get("oltr._core")
@@ -88,7 +111,7 @@ def using_num_threads(n: int) -> Iterator[None]:
     import torch
 
     saved_torch, saved_configured = torch.get_num_threads(), _configured
-    torch.set_num_threads(check_int(n, "n", 1))
+    torch.set_num_threads(check_num_threads(n))
     set_num_threads(n)
     try:
         yield

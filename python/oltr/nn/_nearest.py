@@ -1,19 +1,24 @@
 """Nearest centroid for the meta-embedding classifier: Rust core at inference, torch in training.
 
-The classifier needs, per query row, the distance to (and index of) the nearest centroid.
+The classifier needs, per query row, the distance to (and index of) the nearest centroid;
+:class:`NearestCentroidDispatch` picks the engine (the open-set detector that scores by
+centroid distance is :class:`oltr.scores.NearestCentroid`, a different thing).
 
+* float64 features (a float64 model) are answered in float64 by the exact torch path
+  (:func:`oltr.memory._torch.nearest_float64`), with or without gradient: the Rust core and
+  the public memory API compute float32 distances.
 * When autograd has to flow through the distance (grad enabled and ``x`` requires grad), or
   the tensors are not on the CPU, or the Rust core is not importable, the differentiable
   torch path of :func:`oltr.memory.nearest_centroids` (``backend="torch"``: exact distances,
   the gradient of the official ``norm(x - c)`` through the winner) runs.
-* Otherwise (CPU inference) the Rust core (:class:`oltr.memory.CentroidIndex`, backend
+* Otherwise (float32 CPU inference) the Rust core (:class:`oltr.memory.CentroidIndex`, backend
   ``"rust"``) answers. Building an index copies the centroids, so it is cached while the
   centroids do not change: the same tensor object with the same version counter (in-place
   updates through autograd-visible ops such as ``copy_`` or an optimizer step bump it) reuses
   the index at no cost; any other tensor is compared by value with the snapshot the index was
   built from (O(K*D), far cheaper than a search), and the index is rebuilt when they differ.
   Writes through ``.data`` bypass the version counter; they are caught only when the tensor
-  object passed differs, so call :meth:`NearestCentroid.clear` after such writes.
+  object passed differs, so call :meth:`NearestCentroidDispatch.clear` after such writes.
 """
 from __future__ import annotations
 
@@ -24,9 +29,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-__all__ = ["NearestCentroid", "BACKENDS", "rust_core_available"]
+__all__ = ["NearestCentroidDispatch", "BACKENDS", "rust_core_available"]
 
-#: ``backend`` values accepted by :class:`NearestCentroid`.
+#: ``backend`` values accepted by :class:`NearestCentroidDispatch`.
 BACKENDS = ("auto", "torch", "rust")
 
 _rust_available: Optional[bool] = None
@@ -49,12 +54,12 @@ def _torch_nearest(x: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
     return dist[:, 0], idx[:, 0]
 
 
-class NearestCentroid:
+class NearestCentroidDispatch:
     """Dispatches nearest-centroid queries (see the module docstring); caches the Rust index.
 
-    ``backend``: ``"auto"`` (Rust at CPU inference, torch otherwise), ``"torch"`` (always the
-    differentiable path) or ``"rust"`` (the Rust core whenever no gradient is needed; raises if
-    the core is missing).
+    ``backend``: ``"auto"`` (Rust at float32 CPU inference, torch otherwise), ``"torch"``
+    (always the differentiable path) or ``"rust"`` (the Rust core whenever no gradient is
+    needed and x is not float64; raises if the core is missing).
     """
 
     def __init__(self, backend: str = "auto") -> None:
@@ -83,7 +88,7 @@ class NearestCentroid:
 
     def uses_rust(self, x: Tensor, centroids: Tensor) -> bool:
         """Whether ``__call__`` would answer with the Rust core for these tensors."""
-        if self.backend == "torch":
+        if self.backend == "torch" or x.dtype == torch.float64:
             return False
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         on_cpu = x.device.type == "cpu" and centroids.device.type == "cpu"
@@ -100,10 +105,16 @@ class NearestCentroid:
 
         The centroids are constants here (detached): the distance is differentiable in ``x``
         only, as in the official training where the classifier gets ``centroids.data``.
+        float64 ``x`` gets float64-exact distances (computed in float64 throughout).
         """
+        if x.dtype == torch.float64:
+            from oltr.memory._torch import nearest_float64
+
+            dist, idx = nearest_float64(x, centroids.detach().to(torch.float64), k=1)
+            return dist[:, 0], idx[:, 0]
         if not self.uses_rust(x, centroids):
             # half-precision features (autocast) are measured in float32
-            query = x if x.dtype in (torch.float32, torch.float64) else x.float()
+            query = x if x.dtype == torch.float32 else x.float()
             dist, idx = _torch_nearest(query, centroids.detach().to(query.dtype))
             return dist.to(x.dtype), idx
         index = self._index_for(centroids)

@@ -5,7 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from oltr.memory import REACHABILITY_EPS
-from oltr.nn._nearest import NearestCentroid
+from oltr.nn._nearest import NearestCentroidDispatch
 from oltr.nn.cosnorm import CosNormClassifier
 from oltr.nn.extras import ClassifierExtras
 
@@ -46,7 +46,7 @@ class MetaEmbeddingClassifier(nn.Module):
         self.fc_hallucinator = nn.Linear(self.feat_dim, self.num_classes)
         self.fc_selector = nn.Linear(self.feat_dim, self.feat_dim)
         self.cosnorm_classifier = CosNormClassifier(self.feat_dim, self.num_classes, scale=scale, squash=squash)
-        self.nearest = NearestCentroid(nearest_backend)
+        self.nearest = NearestCentroidDispatch(nearest_backend)
 
     @property
     def nearest_backend(self) -> str:
@@ -54,7 +54,7 @@ class MetaEmbeddingClassifier(nn.Module):
 
     @nearest_backend.setter
     def nearest_backend(self, backend: str) -> None:
-        self.nearest = NearestCentroid(backend)
+        self.nearest = NearestCentroidDispatch(backend)
 
     def forward(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, ClassifierExtras]:
         if x.dim() != 2 or x.shape[1] != self.feat_dim:

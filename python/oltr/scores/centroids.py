@@ -8,10 +8,12 @@
   quantity the OLTR model computes.
 
 Distances come from :mod:`oltr.memory` (exact L2; Rust, FAISS or torch backend).
-Input: features ``(N, D)`` and centroids ``(K, D)``, numpy or CPU torch; output ``(N,)``
-float32 of the features' kind.
+Input: features ``(N, D)`` and centroids ``(K, D)``, real float32/float64, numpy or CPU
+torch (complex raises ``TypeError``); output ``(N,)`` float32 of the features' kind.
 """
 from __future__ import annotations
+
+from oltr.scores._tensor import real_input
 
 __all__ = ["centroid_distance_score", "reachability_score"]
 
@@ -20,6 +22,7 @@ def centroid_distance_score(features, centroids, backend: str = "auto"):
     """Distance to the nearest centroid, ``(N,)``; larger = more unknown."""
     from oltr.memory import nearest_centroids
 
+    features, centroids = real_input(features, "features"), real_input(centroids, "centroids")
     dist, _ = nearest_centroids(features, centroids, k=1, backend=backend)
     return dist[:, 0]
 
@@ -28,4 +31,5 @@ def reachability_score(features, centroids, scale: float = 10.0, backend: str = 
     """``-reachability`` (``-scale / nearest distance``), ``(N,)``; larger = more unknown."""
     from oltr.memory import reachability
 
+    features, centroids = real_input(features, "features"), real_input(centroids, "centroids")
     return -reachability(features, centroids, scale=scale, backend=backend)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from oltr.errors import NotFittedError
-from oltr.scores._tensor import as_float_tensor
+from oltr.scores._tensor import as_float_tensor, real_input
 from oltr.scores.centroids import centroid_distance_score, reachability_score
 from oltr.scores.logits import energy_score, max_logit_score, msp_score
 
@@ -72,7 +72,7 @@ def class_means(features, labels, num_classes: Optional[int] = None) -> torch.Te
     """Mean feature of each class: float32 ``(K, D)`` from features ``(N, D)`` and
     labels ``(N,)`` in ``0..K-1``. A class without samples raises ``ValueError``."""
     f, _ = as_float_tensor(features, "features", 2)
-    y = torch.as_tensor(np.asarray(labels) if not isinstance(labels, torch.Tensor) else labels)
+    y = torch.as_tensor(real_input(labels, "labels"))
     if y.shape != (f.shape[0],):
         raise ValueError(f"labels must have shape ({f.shape[0]},), got {tuple(y.shape)}")
     y = y.to(device=f.device, dtype=torch.int64)
@@ -109,9 +109,10 @@ class _CentroidDetector(Detector):
     def _checked(self, features):
         if self.centroids is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or fit_centroids() first")
+        features = real_input(features, "features")
         if isinstance(features, torch.Tensor):
             return features.detach().cpu(), self.centroids
-        return np.asarray(features, dtype=np.float32), self.centroids.numpy()
+        return features.astype(np.float32, copy=False), self.centroids.numpy()
 
 
 class NearestCentroid(_CentroidDetector):
