@@ -232,6 +232,12 @@ def test_skip_drops_truncated_images_and_names_them(mixed_images):
         ListDataset(root / "list.txt", root, check_files=False)[5]
 
 
+def test_a_bad_mode_is_an_argument_error_not_a_skipped_dataset(mixed_images):
+    for mode in ("XYZ", "rgb", ""):
+        with pytest.raises(ValueError, match=f"mode must be None or a PIL mode .*got '{mode}'"):
+            ListDataset(mixed_images / "list.txt", mixed_images, mode=mode, on_missing="skip")
+
+
 def test_skip_warning_names_the_first_files_and_counts_the_rest(tmp_path):
     lines = [f"missing_{i}.png 0" for i in range(13)]
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "ok.png")

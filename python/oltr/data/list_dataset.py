@@ -45,7 +45,8 @@ class ListDataset(Dataset):
         root: folder the relative paths are joined to.
         transform: callable applied to the PIL image (e.g. torchvision transforms).
         mode: PIL mode to convert to (``"RGB"`` as the official loader; ``"L"`` for
-            grayscale; ``None`` keeps the file's mode).
+            grayscale; ``None`` keeps the file's mode, except that 16-bit grayscale
+            becomes 8-bit ``"L"``).
         on_missing: ``"raise"`` (default): a listed image that does not exist raises
             ``FileNotFoundError`` naming its path when the dataset is built, and one that
             cannot be decoded raises ``OSError`` naming its path when it is loaded.
@@ -81,6 +82,11 @@ class ListDataset(Dataset):
     ) -> None:
         if on_missing not in _ON_MISSING:
             raise ValueError(f"on_missing must be one of {_ON_MISSING}, got {on_missing!r}")
+        if mode is not None:
+            from PIL import Image
+
+            if mode not in Image.MODES:  # else every image would fail (or be skipped) at conversion
+                raise ValueError(f"mode must be None or a PIL mode {tuple(Image.MODES)}, got {mode!r}")
         tokens, labels = read_list_file(list_file, num_classes=num_classes, open_set=open_set)
         paths = [os.path.join(os.fspath(root), t) for t in tokens]
         self.skipped: list[str] = []
