@@ -2,7 +2,7 @@
 
 ::
 
-    oltr train CONFIG [--set KEY=VALUE ...] [--resume] [--device auto|cpu|cuda] [--out DIR]
+    oltr train CONFIG [--set KEY=VALUE ...] [--resume | --overwrite] [--device auto|cpu|cuda] [--out DIR]
     oltr eval CHECKPOINT [--open] [--split test|val] [--test-list FILE] [--open-list FILE] [--root DIR]
               [--set KEY=VALUE ...] [--json FILE] [--device ...]
     oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML config file or shipped config name")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (dotted keys, typed values); repeatable")
-    p.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    again = p.add_mutually_exclusive_group()  # a non-empty output folder needs one of them
+    again.add_argument("--resume", action="store_true", help="continue the run in the output folder")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run in the output folder: removes oltr's files there (best.pt, "
+                            "last.pt, log.jsonl, config.yaml, eval_*.json) and keeps any other file")
     p.add_argument("--device", choices=_DEVICES, default=None, help="overrides the config's device")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (overrides out_dir)")
 
@@ -147,6 +151,7 @@ def _predict_inputs(args: argparse.Namespace) -> list[str | Path]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from oltr.train import load_config, train
     from oltr.train.distributed import is_main, launched
+    from oltr.train.run_dir import prepare_run_dir
 
     overrides = list(args.overrides)
     if args.out is not None:
@@ -154,6 +159,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     _refuse_train_overwrite(args.config, config)
     with launched(args.device or config["device"]):  # joins torchrun's process group, if any
+        removed = prepare_run_dir(config["out_dir"], resume=args.resume, overwrite=args.overwrite)
+        if removed and is_main():
+            print(f"--overwrite: removed {len(removed)} file(s) of the previous run: "
+                  f"{', '.join(p.name for p in removed)}", file=sys.stderr)
         result = train(config, resume=args.resume, device=args.device)
         if is_main():
             print(f"best val top-1 {result.best_acc:.4f} at epoch {result.best_epoch}; model: {result.best_path}")
