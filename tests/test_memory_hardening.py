@@ -342,11 +342,11 @@ def test_memory_rejects_complex_features(backend, variant):
     for call in (lambda: index.search(bad_x), lambda: index.reachability(bad_x),
                  lambda: nearest_centroids(bad_x, c, backend=backend),
                  lambda: reachability(bad_x, c, backend=backend)):
-        with pytest.raises(TypeError, match=r"^x is complex"):
+        with pytest.raises(TypeError, match=r"^x must be real, got complex"):
             call()
     for call in (lambda: CentroidIndex(bad_c, backend=backend),
                  lambda: nearest_centroids(x, bad_c, backend=backend)):
-        with pytest.raises(TypeError, match=r"^centroids is complex"):
+        with pytest.raises(TypeError, match=r"^centroids must be real, got complex"):
             call()
 
 
@@ -362,25 +362,46 @@ def test_scores_reject_complex_inputs(variant):
     for fn in (scores.msp_score, scores.max_logit_score, scores.energy_score,
                lambda z: scores.score_from_logits("energy", z), scores.MaxSoftmax(),
                scores.MaxLogit(), scores.EnergyBased()):
-        with pytest.raises(TypeError, match=r"^logits is complex"):
+        with pytest.raises(TypeError, match=r"^logits must be real, got complex"):
             fn(bad_f)
     for fn in (scores.centroid_distance_score, scores.reachability_score):
-        with pytest.raises(TypeError, match=r"^features is complex"):
+        with pytest.raises(TypeError, match=r"^features must be real, got complex"):
             fn(bad_f, c)
-        with pytest.raises(TypeError, match=r"^centroids is complex"):
+        with pytest.raises(TypeError, match=r"^centroids must be real, got complex"):
             fn(feats, bad_c)
     labels = [0, 1, 0, 1, 0, 1]
     for det in (scores.NearestCentroid(), scores.Reachability()):
-        with pytest.raises(TypeError, match=r"^features is complex"):
+        with pytest.raises(TypeError, match=r"^features must be real, got complex"):
             det.fit(bad_f, labels)
-        with pytest.raises(TypeError, match=r"^centroids is complex"):
+        with pytest.raises(TypeError, match=r"^centroids must be real, got complex"):
             det.fit_centroids(bad_c)
         det.fit(feats, labels)
-        with pytest.raises(TypeError, match=r"^features is complex"):
+        with pytest.raises(TypeError, match=r"^features must be real, got complex"):
             det.predict(bad_f)
-    with pytest.raises(TypeError, match=r"^features is complex"):
+    with pytest.raises(TypeError, match=r"^features must be real, got complex"):
         scores.class_means(bad_f, labels)
-    with pytest.raises(TypeError, match=r"^labels is complex"):
+    from oltr.scores.knn import KNN
+    from oltr.scores.mahalanobis import RMD, Mahalanobis
+    from oltr.scores.react import ReAct
+    from oltr.scores.vim import ViM
+
+    train = rng.standard_normal((40, 3))
+    train_labels = np.arange(40) % 2
+    head = (rng.standard_normal((2, 3)), rng.standard_normal(2))
+    bad_weight = _complex_variants(head[0])[variant]
+    bad_bias = _complex_variants(head[1][None])[variant][0]
+    for det in (KNN(k=2), Mahalanobis(), RMD(), ViM(1, head=head), ReAct(90, head=head)):
+        with pytest.raises(TypeError, match=r"^features must be real, got complex"):
+            det.fit(_complex_variants(train)[variant], train_labels)
+        det.fit(train, train_labels)
+        with pytest.raises(TypeError, match=r"^features must be real, got complex"):
+            det.predict(bad_f)
+    for make in (lambda h: ViM(1, head=h), lambda h: ReAct(90, head=h)):
+        with pytest.raises(TypeError, match=r"^head weight must be real, got complex"):
+            make((bad_weight, head[1])).fit(train)
+        with pytest.raises(TypeError, match=r"^head bias must be real, got complex"):
+            make((head[0], bad_bias)).fit(train)
+    with pytest.raises(TypeError, match=r"^labels must be real, got complex"):
         scores.class_means(feats, np.array(labels) + 0j)
 
 
@@ -451,7 +472,7 @@ def test_float64_path_errors_name_the_argument():
     assert torch.isfinite(d).all()
     with pytest.raises(ValueError, match=r"\bx\b.*NaN or Inf"):
         nearest_float64(torch.tensor([[np.nan, 0.0, 0.0]], dtype=torch.float64), c)
-    with pytest.raises(TypeError, match="x is complex"):
+    with pytest.raises(TypeError, match="^x must be real, got complex"):
         nearest_float64(torch.zeros(2, 3, dtype=torch.complex128), c)
     d, i = nearest_float64(torch.zeros(0, 3, dtype=torch.float64), c, k=2)
     assert d.shape == (0, 2) and d.dtype == torch.float64 and i.dtype == torch.int64

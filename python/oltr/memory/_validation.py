@@ -122,8 +122,8 @@ def dtype_error(name: str, dtype: Any) -> TypeError:
     text = str(dtype).removeprefix("torch.")
     if text.startswith("complex"):
         return TypeError(
-            f"{name} is complex ({text}) but must be real (its imaginary part would be "
-            "lost): pass its .real or abs() explicitly"
+            f"{name} must be real, got {text} (the imaginary part would be dropped; pass its "
+            ".real or abs() explicitly)"
         )
     return TypeError(f"{name} must be float32 or float64, got dtype {dtype}")
 

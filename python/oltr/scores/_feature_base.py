@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from oltr.errors import NotFittedError
+from oltr.scores._tensor import real_input
 from oltr.scores.detectors import Detector
 
 __all__ = ["FeatureDetector", "features_of"]
@@ -27,9 +28,8 @@ __all__ = ["FeatureDetector", "features_of"]
 def _as_features(value: Any, name: str) -> np.ndarray:
     """float64 ``(N, D)`` numpy copy of ``value`` (array or tensor); complex, non-numeric,
     non-finite or non-2-D input raises naming ``name``."""
-    array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-    if np.iscomplexobj(array):
-        raise TypeError(f"{name} must be real; got complex dtype {array.dtype}")
+    array = real_input(value, name)
+    array = array.detach().cpu().numpy() if isinstance(array, torch.Tensor) else array
     if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise TypeError(f"{name} must be a float array; got dtype {array.dtype}")
     if array.ndim != 2:

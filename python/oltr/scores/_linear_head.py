@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from oltr.scores._tensor import real_input
+
 __all__ = ["linear_head"]
 
 
@@ -27,11 +29,12 @@ def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
     else:
         raise TypeError(f"head must be (weight, bias), an nn.Linear or a model with classifier.fc; got {type(head).__name__}")
 
-    def numpy(value: Any) -> np.ndarray:
-        return (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)).astype(np.float64)
+    def numpy(value: Any, name: str) -> np.ndarray:
+        value = real_input(value, name)
+        return (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value).astype(np.float64)
 
-    w = numpy(weight)
-    b = np.zeros(w.shape[0]) if bias is None else numpy(bias)
+    w = numpy(weight, "head weight")
+    b = np.zeros(w.shape[0]) if bias is None else numpy(bias, "head bias")
     if w.ndim != 2 or b.shape != (w.shape[0],):
         raise ValueError(f"head weight must be (K, D) and bias (K,); got {w.shape} and {b.shape}")
     if not (np.isfinite(w).all() and np.isfinite(b).all()):
