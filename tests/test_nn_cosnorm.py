@@ -18,7 +18,7 @@ def _reference(x, weight, scale, squared):
 @pytest.mark.parametrize("squash,squared", [("code", False), ("paper", True)])
 def test_matches_the_formula(squash, squared):
     torch.manual_seed(0)
-    layer = CosNormClassifier(16, 5, scale=16.0, squash=squash)
+    layer = CosNormClassifier(16, 5, logit_scale=16.0, squash=squash)
     x = torch.randn(6, 16, dtype=torch.float64) * torch.tensor([0.01, 0.5, 1, 3, 10, 100], dtype=torch.float64)[:, None]
     layer = layer.double()
     torch.testing.assert_close(layer(x), _reference(x, layer.weight, 16.0, squared))

@@ -4,9 +4,9 @@ Public API::
 
     index = CentroidIndex(centroids, backend="auto")      # (K, D) numpy or torch
     dist, idx = index.search(x, k=1)                       # (B, k) float32 / int64
-    reach = index.reachability(x, scale=10.0)              # (B,) float32
+    reach = index.reachability(x)                          # (B,) float32, scale REACHABILITY_SCALE = 10
     nearest_centroids(x, centroids, k=1, backend="auto")   # -> (dist, idx)
-    reachability(x, centroids, scale=10.0, backend="auto") # -> (B,)
+    reachability(x, centroids, backend="auto")             # -> (B,)
     set_num_threads(n); get_num_threads()               # 1 <= n <= MAX_NUM_THREADS
 
 Backends: "rust" (``oltr._core``), "faiss" (:class:`FaissOptions` for HNSW / IVF) and
@@ -17,13 +17,14 @@ from __future__ import annotations
 from .faiss_options import FaissOptions
 from ._validation import BACKEND_NAMES
 from .functional import nearest_centroids, reachability
-from .index import REACHABILITY_EPS, CentroidIndex
+from .index import REACHABILITY_EPS, REACHABILITY_SCALE, CentroidIndex
 from .threads import MAX_NUM_THREADS, get_num_threads, set_num_threads
 
 __all__ = [
     "BACKEND_NAMES",
     "MAX_NUM_THREADS",
     "REACHABILITY_EPS",
+    "REACHABILITY_SCALE",
     "CentroidIndex",
     "FaissOptions",
     "get_num_threads",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._validation import check_backend_name, is_torch_tensor
-from .index import REACHABILITY_EPS, CentroidIndex, _requires_grad
+from .index import REACHABILITY_EPS, REACHABILITY_SCALE, CentroidIndex, _requires_grad
 
 __all__ = ["nearest_centroids", "reachability"]
 
@@ -37,7 +37,7 @@ def nearest_centroids(x: Any, centroids: Any, k: int = 1, backend: str = "auto",
     return CentroidIndex._for_one_call(centroids, name, faiss_options).search(x, k)
 
 
-def reachability(x: Any, centroids: Any, scale: float = 10.0, backend: str = "auto", *,
+def reachability(x: Any, centroids: Any, scale: float = REACHABILITY_SCALE, backend: str = "auto", *,
                  eps: float = REACHABILITY_EPS, faiss_options: Any = None):
     """Reachability ``scale / max(d_min, eps)`` of each query, float32 (B,)."""
     name = _functional_backend(backend, x, centroids)

@@ -37,7 +37,7 @@ __all__ = ["CentroidIndex", "REACHABILITY_EPS", "resolve_backend"]
 REACHABILITY_EPS = 1e-12
 
 #: Default reachability scale: reachability = REACHABILITY_SCALE / max(d, eps), the constant the
-#: official ``MetaEmbedding_Classifier`` hard-codes (OLTR.md §3, quirk Q22). One source for every
+#: official ``MetaEmbedding_Classifier`` hard-codes (docs/official-differences.md D22). One source for every
 #: default in oltr (classifier, scores, evaluation).
 REACHABILITY_SCALE = 10.0
 

@@ -31,7 +31,8 @@ _STAGE_DEFAULTS = {
     "cnn8": {"plain": (False, True), "oltr": (True, True)},
 }
 
-_CLASSIFIER_OPTIONS = ("reach_scale", "scale", "squash", "nearest_backend")
+# "scale" is the deprecated name of "logit_scale" (the classifier warns when it is used)
+_CLASSIFIER_OPTIONS = ("reach_scale", "logit_scale", "scale", "squash", "nearest_backend")
 
 
 def stage_defaults(backbone: str, stage: str) -> tuple[bool, bool]:
@@ -54,8 +55,10 @@ def create_model(backbone: str, num_classes: int, stage: str = "plain", feat_dim
       resnet10 plain F/F, oltr T/T; resnet152 plain F/T, oltr T/T; cnn* plain F/T, oltr T/T).
     * ``feat_dim``: direct feature size; ``None`` gives the backbone's default (512 for the
       ResNets, 64 for the CNNs; C without ``fc_add``).
-    * ``kw``: ``reach_scale``, ``scale``, ``squash``, ``nearest_backend`` go to the
-      meta-embedding classifier (error in the plain stage); anything else goes to the
+    * ``kw``: ``reach_scale``, ``logit_scale`` (deprecated name: ``scale``), ``squash``,
+      ``nearest_backend`` go to the meta-embedding classifier (error in the plain stage;
+      defaults: :data:`oltr.memory.index.REACHABILITY_SCALE`, 16, ``"code"``, ``"auto"``);
+      anything else goes to the
       backbone (e.g. ``channels`` for the CNNs, ``attention_spatial_size`` for the ResNets).
     """
     attention_default, fc_default = stage_defaults(backbone, stage)

@@ -1,13 +1,14 @@
 """The OLTR network: feature model + classifier + memory (class centroids)."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
 
-from oltr.nn.attention import AttentionMaps
+from oltr.memory.index import REACHABILITY_SCALE
 from oltr.nn.dot_product import DotProductClassifier
+from oltr.nn.extras import Extras
 from oltr.nn.meta_embedding import MetaEmbeddingClassifier
 
 __all__ = ["ModelExtras", "OLTRModel", "STAGES"]
@@ -17,27 +18,18 @@ __all__ = ["ModelExtras", "OLTRModel", "STAGES"]
 STAGES = ("plain", "oltr")
 
 
-class ModelExtras(NamedTuple):
-    """Side outputs of :meth:`OLTRModel.forward`: the classifier's
-    :class:`~oltr.nn.ClassifierExtras` fields (``direct`` always; the others only in the
-    ``"oltr"`` stage, ``None`` in ``"plain"``) plus ``attention`` (the backbone's
-    :class:`~oltr.nn.AttentionMaps`, or ``None`` without attention)."""
-
-    direct: Tensor
-    infused: Optional[Tensor] = None
-    memory: Optional[Tensor] = None
-    selector: Optional[Tensor] = None
-    reachability: Optional[Tensor] = None
-    nearest: Optional[Tensor] = None
-    meta_embedding: Optional[Tensor] = None
-    attention: Optional[AttentionMaps] = None
+#: The side outputs of :meth:`OLTRModel.forward`: :class:`oltr.nn.Extras` (one type for the
+#: classifiers and the model) with ``attention`` set to the backbone's
+#: :class:`~oltr.nn.AttentionMaps` (``None`` without attention). ``direct`` is always set; the
+#: memory fields only in the ``"oltr"`` stage (``None`` in ``"plain"``).
+ModelExtras = Extras
 
 
 class OLTRModel(nn.Module):
     """``feat_model`` (backbone, + attention, + ``fc_add``) -> ``classifier``, with the memory
     as the ``centroids`` buffer (K, D) float32 (zeros until set).
 
-    * ``forward(images, centroids=None) -> (logits (B, K), ModelExtras)``. In the ``"oltr"``
+    * ``forward(images, centroids=None) -> (logits (B, K), Extras)``. In the ``"oltr"``
       stage the classifier reads ``centroids`` when given (the trainer passes the live
       :class:`~oltr.nn.DiscCentroidsLoss` centroids, as the official training passes
       ``criterion.centroids.data``; they are detached inside) and the ``centroids`` buffer
@@ -81,13 +73,29 @@ class OLTRModel(nn.Module):
         """Direct features (B, D) of ``images``."""
         return self.feat_model(images)[0]
 
-    def forward(self, images: Tensor, centroids: Optional[Tensor] = None) -> tuple[Tensor, ModelExtras]:
+    @property
+    def reach_scale(self) -> float:
+        """The reachability scale of this model: the meta-embedding classifier's
+        ``reach_scale`` in the ``"oltr"`` stage, :data:`oltr.memory.index.REACHABILITY_SCALE`
+        in the ``"plain"`` stage (whose reachability score uses the class means of its
+        features). Every consumer (evaluation, prediction, thresholds) reads it here."""
+        if self.stage == "oltr":
+            return float(self.classifier.reach_scale)
+        return REACHABILITY_SCALE
+
+    def clear_caches(self) -> None:
+        """Forget the classifier's inference caches (Rust index, normalised weights); needed
+        only after writing weights or centroids in place through ``.data``."""
+        if self.stage == "oltr":
+            self.classifier.clear_caches()
+
+    def forward(self, images: Tensor, centroids: Optional[Tensor] = None) -> tuple[Tensor, Extras]:
         features, attention = self.feat_model(images)
         if self.stage == "oltr":
             logits, extras = self.classifier(features, self.centroids if centroids is None else centroids)
         else:
             logits, extras = self.classifier(features)
-        return logits, ModelExtras(*extras, attention=attention)
+        return logits, extras._replace(attention=attention)
 
     @torch.no_grad()
     def set_memory(self, centroids: Tensor) -> None:

@@ -126,9 +126,14 @@ class NearestCentroidDispatch:
             return self._cached_index(centroids)
 
     def _cached_index(self, centroids: Tensor):
-        key = (centroids.data_ptr(), centroids._version, tuple(centroids.shape), centroids.dtype)
+        try:
+            version = centroids._version
+        except RuntimeError:  # an inference tensor keeps no version counter: compared by value
+            version = None
+        key = (centroids.data_ptr(), version, tuple(centroids.shape), centroids.dtype)
         if self._index is not None:
-            if self._source is not None and self._source() is centroids and self._source_key == key:
+            if version is not None and self._source is not None and self._source() is centroids \
+                    and self._source_key == key:
                 return self._index
             if self._snapshot.shape == centroids.shape and torch.equal(self._snapshot, centroids.detach().to(torch.float32)):
                 self._source, self._source_key = weakref.ref(centroids), key

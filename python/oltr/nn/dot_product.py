@@ -5,7 +5,7 @@ from typing import Optional
 
 from torch import Tensor, nn
 
-from oltr.nn.extras import ClassifierExtras
+from oltr.nn.extras import Extras
 
 __all__ = ["DotProductClassifier"]
 
@@ -14,7 +14,7 @@ class DotProductClassifier(nn.Module):
     """``logits = fc(x)``, with ``fc = nn.Linear(feat_dim, num_classes)`` (state-dict keys
     ``fc.weight`` (K, D) and ``fc.bias`` (K,), as the official stage-1 classifier).
 
-    ``forward(x, centroids=None) -> (logits (B, K), ClassifierExtras(direct=x))``: the same call
+    ``forward(x, centroids=None) -> (logits (B, K), Extras(direct=x))``: the same call
     shape as :class:`~oltr.nn.MetaEmbeddingClassifier`; ``centroids`` is accepted and ignored.
     """
 
@@ -26,7 +26,7 @@ class DotProductClassifier(nn.Module):
         self.num_classes = int(num_classes)
         self.fc = nn.Linear(self.feat_dim, self.num_classes)
 
-    def forward(self, x: Tensor, centroids: Optional[Tensor] = None) -> tuple[Tensor, ClassifierExtras]:
+    def forward(self, x: Tensor, centroids: Optional[Tensor] = None) -> tuple[Tensor, Extras]:
         if x.dim() != 2 or x.shape[1] != self.feat_dim:
             raise ValueError(f"x must have shape (B, {self.feat_dim}), got {tuple(x.shape)}")
-        return self.fc(x), ClassifierExtras(direct=x)
+        return self.fc(x), Extras(direct=x)

@@ -13,6 +13,7 @@ torch (complex raises ``TypeError``); output ``(N,)`` float32 of the features' k
 """
 from __future__ import annotations
 
+from oltr.memory.index import REACHABILITY_SCALE
 from oltr.scores._tensor import real_input
 
 __all__ = ["centroid_distance_score", "reachability_score"]
@@ -27,7 +28,7 @@ def centroid_distance_score(features, centroids, backend: str = "auto"):
     return dist[:, 0]
 
 
-def reachability_score(features, centroids, scale: float = 10.0, backend: str = "auto"):
+def reachability_score(features, centroids, scale: float = REACHABILITY_SCALE, backend: str = "auto"):
     """``-reachability`` (``-scale / nearest distance``), ``(N,)``; larger = more unknown."""
     from oltr.memory import reachability
 

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from oltr.errors import NotFittedError
+from oltr.memory.index import REACHABILITY_SCALE
 from oltr.scores._tensor import as_float_tensor, real_input
 from oltr.scores.centroids import centroid_distance_score, reachability_score
 from oltr.scores.logits import energy_score, max_logit_score, msp_score
@@ -127,7 +128,7 @@ class Reachability(_CentroidDetector):
     """OLTR reachability, sign flipped: ``-scale / min_k ‖f − c_k‖``.
     ``predict(features (N, D)) -> (N,)``."""
 
-    def __init__(self, scale: float = 10.0, backend: str = "auto") -> None:
+    def __init__(self, scale: float = REACHABILITY_SCALE, backend: str = "auto") -> None:
         super().__init__(backend)
         self.scale = float(scale)
 
