@@ -281,3 +281,21 @@ def test_outputs_concat_and_empty():
     assert Outputs.concat([a, Outputs.empty(3, 4, with_reachability=False)]).reachability is None
     with pytest.raises(ValueError, match="empty dataset"):
         Outputs.concat([])
+
+
+def test_the_command_warns_in_one_stderr_line(runs, images, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rgb = [_rgb(tmp_path / f"rgb{i}.png", (9, 9)) for i in range(2)]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo / "python") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-m", "oltr", "predict", str(runs["plain"]), *map(str, rgb),
+                           str(images["paths"][0]), "--device", "cpu"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
+    assert len(warned) == 1 and warned[0].startswith("oltr: warning: ") and "rgb0.png: 9x9 with 3 channel(s)" in warned[0]
+    assert len(proc.stdout.splitlines()) == 3

@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -260,6 +261,11 @@ _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
              "demo": _cmd_demo, "configs": _cmd_configs}
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                      line: Optional[str] = None) -> str:
+    return f"oltr: warning: {message}\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the ``oltr`` command; returns the exit status (0 ok, 1 error, 2 usage, 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -269,6 +275,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # argparse already printed its one-line usage error or help
             return exc.code if isinstance(exc.code, int) else 2
+    shown_as = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # a warning is one stderr line, as an error is
     try:
         if argv[:1] == ["bench"]:
             return _cmd_bench(argv[1:])
@@ -291,3 +299,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             message = f"{type(exc).__name__}: {message} (OLTR_DEBUG=1 shows the traceback)"
         print(f"oltr: error: {message}", file=sys.stderr)
         return 1
+    finally:
+        warnings.formatwarning = shown_as

@@ -124,6 +124,7 @@ def _sharded(predictor: Predictor, dataset, names: list[str]) -> Iterator[Predic
         part = Subset(dataset, range(start, min(start + step, len(dataset))))
         loader = DataLoader(part, batch_size=batch, sampler=ShardedSampler(part, shuffle=False, pad=False))
         outputs = gather_outputs(run_shard(predictor.runner, loader), everywhere=False)
+        predictor.warn_input_mismatch()
         if outputs is not None:
             yield predictor.decide(outputs, names[start:start + len(part)])
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from oltr.inference.outputs import Outputs
 
 __all__ = ["evaluate_checkpoint"]
 
@@ -83,7 +82,7 @@ def evaluate_checkpoint(
         ValueError: a bad split, an open list with a label other than -1, a test list with a
             label outside the model's classes (the message names the file and line).
     """
-    from torch.utils.data import Dataset
+    from torch.utils.data import ConcatDataset, Dataset
 
     from oltr.inference.decisions import Rejection
     from oltr.inference.loading import load_for_inference
@@ -107,9 +106,10 @@ def evaluate_checkpoint(
     elif open_set:
         data = data or build_data(config)
         datasets.append(data.split("open"))
-    # under torchrun each rank runs its share; the outputs are gathered back in input order
-    outputs = Outputs.concat([gather_outputs(run_shard(loaded.runner, eval_loader(config, d, shard=True)))
-                              for d in datasets])
+    # one loader over every sample (batches as the official test ∪ open loader); under torchrun
+    # each rank runs its share and the outputs are gathered back in input order
+    dataset = datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+    outputs = gather_outputs(run_shard(loaded.runner, eval_loader(config, dataset, shard=True)))
     meta = {
         "checkpoint": str(path), "stage": model.stage,
         "data": {"split": None if test_list is not None else split, "open_set": bool(open_set or open_list),

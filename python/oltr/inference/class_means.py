@@ -3,8 +3,9 @@
 :func:`oltr.compute_centroids` (the memory initialisation, streaming over a loader),
 :func:`oltr.scores.class_means` (arrays at hand) and the distributed
 :func:`oltr.train.memory_init.global_class_means` (sums all-reduced over ranks) all
-accumulate per-class float64 sums and counts with :class:`ClassMeanAccumulator` and divide
-with :meth:`ClassMeanAccumulator.means`.
+as do :class:`oltr.scores.Mahalanobis` and :class:`oltr.longtail.NCM`, accumulate per-class
+float64 sums and counts with :class:`ClassMeanAccumulator` and divide with
+:meth:`ClassMeanAccumulator.means`.
 """
 from __future__ import annotations
 
@@ -65,12 +66,21 @@ class ClassMeanAccumulator:
         """Classes without a sample."""
         return (self.counts == 0).nonzero().flatten().tolist()
 
-    def means(self, fallback: Optional[str] = None, where: str = "") -> Tensor:
-        """Class means float32 ``(K, D)``; ``fallback`` fills classes without a sample.
+    @classmethod
+    def of(cls, features: Tensor, labels: Tensor, num_classes: int) -> "ClassMeanAccumulator":
+        """An accumulator holding ``features (N, D)`` by ``labels (N,)`` (numpy or torch)."""
+        acc = cls(num_classes, features.device if isinstance(features, Tensor) else "cpu")
+        acc.add(torch.as_tensor(features), torch.as_tensor(labels))
+        return acc
+
+    def means(self, fallback: Optional[str] = None, where: str = "", dtype: torch.dtype = torch.float32,
+              sample: str = "sample") -> Tensor:
+        """Class means ``(K, D)`` of ``dtype``; ``fallback`` fills classes without a sample.
 
         Raises:
             ValueError: no feature was added, or a class has no sample and ``fallback`` is None
-                (the message names the classes and ``where`` they were looked for).
+                (the message names the classes, says "no <sample>" and ``where`` they were
+                looked for).
         """
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
@@ -82,10 +92,10 @@ class ClassMeanAccumulator:
             if fallback is None:
                 shown = missing[:20]
                 more = f" and {len(missing) - 20} more" if len(missing) > 20 else ""
-                raise ValueError(f"class(es) {shown}{more} have no sample{where}; pass fallback='zeros' or "
+                raise ValueError(f"class(es) {shown}{more} have no {sample}{where}; pass fallback='zeros' or "
                                  "fallback='global_mean' to fill them")
             if fallback == "global_mean":
                 means[missing] = self.sums.sum(0) / self.counts.sum().to(torch.float64)
             else:
                 means[missing] = 0.0
-        return means.to(torch.float32)
+        return means.to(dtype)

@@ -116,6 +116,7 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.expected = expected_input(loaded.config)
         self._warned = False
+        self._mismatch: Optional[str] = None
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto", *,
@@ -164,17 +165,25 @@ class Predictor:
 
     # -- inputs ----------------------------------------------------------------------------
     def _on_image(self, name_of):
+        """The mismatch check of each raw image: the first mismatch is noted, and warned about
+        once the batch has run (:meth:`_warn_mismatch`)."""
         def check(index: int, size: tuple[int, int], channels: int) -> None:
             want = self.expected
-            if self._warned:
+            if self._warned or self._mismatch is not None:
                 return
             if channels != want.channels or (want.size is not None and tuple(size) != want.size):
-                self._warned = True
-                warnings.warn(
-                    f"{name_of(index)}: {size[0]}x{size[1]} with {channels} channel(s), but the model was "
-                    f"trained on {want.describe()}; converting it as the evaluation transform does "
-                    "(predictions may be poor; warned once)", InputMismatchWarning, stacklevel=4)
+                self._mismatch = (f"{name_of(index)}: {size[0]}x{size[1]} with {channels} channel(s), but the model "
+                                  f"was trained on {want.describe()}; converting it as the evaluation transform does "
+                                  "(predictions may be poor; warned once)")
         return check
+
+    def warn_input_mismatch(self) -> None:
+        """Issue the noted size / channel mismatch as an :class:`InputMismatchWarning` (once per
+        predictor)."""
+        if self._mismatch is not None and not self._warned:
+            self._warned = True
+            message, self._mismatch = self._mismatch, None
+            warnings.warn(message, InputMismatchWarning, stacklevel=4)
 
     def image_dataset(self, sources: Sequence[Any], names: Sequence[str]) -> Dataset:
         """A dataset of images (paths, PIL images, uint8 ``(H, W[, C])`` arrays) through the
@@ -200,7 +209,9 @@ class Predictor:
         """Outputs of a dataset of ``(image, label, ...)`` items, in order."""
         if len(dataset) == 0:
             return Outputs.empty(self.model.num_classes, self.model.feat_dim, self.runner.has_reachability)
-        return self.runner.run(DataLoader(dataset, batch_size=self.batch_size, shuffle=False))
+        outputs = self.runner.run(DataLoader(dataset, batch_size=self.batch_size, shuffle=False))
+        self.warn_input_mismatch()
+        return outputs
 
     # -- the API ---------------------------------------------------------------------------
     def predict_features(self, features: Any, names: Optional[Sequence[str]] = None) -> Prediction:

@@ -41,15 +41,14 @@ class NCM:
         y = _as_labels(labels, feats.shape[0])
         if feats.shape[0] == 0:
             raise ValueError("features is empty: nothing to fit on")
-        k = int(y.max()) + 1
-        counts = np.bincount(y, minlength=k)
-        if (counts == 0).any():
-            raise ValueError(f"class(es) {np.flatnonzero(counts == 0)[:20].tolist()} have no training sample")
+        import torch
+
+        from oltr.inference.class_means import ClassMeanAccumulator
+
         self.mean = feats.mean(axis=0)
         normalised = _centre_normalise(feats, self.mean)
-        means = np.zeros((k, feats.shape[1]))
-        np.add.at(means, y, normalised)
-        self.class_means = means / counts[:, None]
+        acc = ClassMeanAccumulator.of(torch.tensor(normalised), torch.tensor(y), int(y.max()) + 1)
+        self.class_means = acc.means(dtype=torch.float64, sample="training sample").numpy()
         self.index = CentroidIndex(self.class_means.astype(np.float32), backend=self.backend)
         return self
 

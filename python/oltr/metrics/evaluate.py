@@ -115,7 +115,7 @@ def evaluate(
             reject       {score: {threshold, <the same keys>}}  score > threshold rejected
             modern       {score: {auroc, fpr_at_tpr, aupr_in, aupr_out, oscr,
                                   groups: {many|medium|few: {<the same five>}}}}
-            meta         {tpr, many_thr, few_thr, rule, ...}
+            meta         {tpr, many_thr, few_thr, shot_rule, ...}
 
         The flat keys of earlier versions (``"official.openset_acc"``, ``"msp.auroc"``,
         ``"msp.many.auroc"``, ``"n_known"``, ...) are still readable (``report[key]``, ``key in
@@ -168,7 +168,7 @@ def evaluate(
         official={"threshold": open_threshold, **rejection_metrics(preds_open, y, counts, **groups)},
         reject=reject,
         modern={name: _modern(s, y, correct, counts, tpr, groups) for name, s in all_scores.items()},
-        meta={"tpr": tpr, "many_thr": int(many_thr), "few_thr": int(few_thr), "rule": rule, **dict(meta or {})},
+        meta={"tpr": tpr, "many_thr": int(many_thr), "few_thr": int(few_thr), "shot_rule": rule, **dict(meta or {})},
     )
 
 

@@ -55,13 +55,12 @@ class Mahalanobis(FeatureDetector):
         self.whiten: Optional[np.ndarray] = None     # (r, D)
 
     def _class_statistics(self, features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = int(labels.max()) + 1
-        counts = np.bincount(labels, minlength=k)
-        if (counts == 0).any():
-            raise ValueError(f"class(es) {np.flatnonzero(counts == 0)[:20].tolist()} have no training sample")
-        means = np.zeros((k, features.shape[1]))
-        np.add.at(means, labels, features)
-        means /= counts[:, None]
+        import torch
+
+        from oltr.inference.class_means import ClassMeanAccumulator
+
+        acc = ClassMeanAccumulator.of(torch.tensor(features), torch.tensor(labels), int(labels.max()) + 1)
+        means = acc.means(dtype=torch.float64, sample="training sample").numpy()
         centred = features - means[labels]
         return means, centred.T @ centred / features.shape[0]
 

@@ -28,6 +28,7 @@ import torch
 import yaml
 from torch import nn
 
+from oltr.inference import Outputs, Rejection, choose_thresholds, evaluate_outputs, json_ready, outlier_scores
 from oltr.model import OLTRModel, create_model, init_from_stage1
 from oltr.nn import DiscCentroidsLoss
 from oltr.train import distributed as dist_seam
@@ -45,9 +46,7 @@ from oltr.train.checkpoints import (
 from oltr.train.config import ConfigError, apply_overrides, as_config
 from oltr.train.data import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
 from oltr.train.ddp import wrap_model
-from oltr.train.evaluation import choose_thresholds, outlier_scores
 from oltr.train.gather import gather_outputs, run_shard
-from oltr.train.inference import Outputs
 from oltr.train.memory_init import global_class_means
 from oltr.train.progress import EpochProgress, JsonlLogger
 from oltr.train.rng import capture_rng_state, restore_rng_state, seed_everything
@@ -287,22 +286,24 @@ class _Run:
         self.write_best(val, feature_means=None)
         return True
 
-    def thresholds(self, val: Outputs, centroids: Optional[np.ndarray]) -> dict[str, float]:
-        scores = outlier_scores(val.logits, val.features, centroids, self._reach_scale())
-        chosen = choose_thresholds(scores, float(self.config["eval"]["val_keep"]))
+    def thresholds(self, val: Outputs) -> dict[str, float]:
+        """Per outlier score, the threshold keeping ``eval.val_keep`` of ``val``, and the
+        official ``open_threshold``."""
+        chosen = choose_thresholds(outlier_scores(val.logits, val.reachability), float(self.config["eval"]["val_keep"]))
         chosen["open_threshold"] = float(self.config["eval"]["open_threshold"])
         return chosen
-
-    def _reach_scale(self) -> float:
-        return float(getattr(self.model.classifier, "reach_scale", 10.0))
 
     def write_best(self, val: Outputs, feature_means: Optional[torch.Tensor]) -> None:
         """``best.pt`` from the best record; thresholds from the best model's val outputs."""
         state = self.best["state_dict"]
         centroids = state["centroids"] if self.model.stage == "oltr" else None
-        memory = centroids if centroids is not None else feature_means
         if not dist_seam.is_main():
             return
+        thresholds = self.thresholds(val)
+        # the rule oltr predict applies by default: the msp threshold chosen on val
+        rejection = Rejection.from_checkpoint({"thresholds": thresholds})
+        val_report = json_ready(evaluate_outputs(val, self.data.train_counts, self.config["eval"], thresholds,
+                                                 meta={"split": "val", "epoch": int(self.best["epoch"]) + 1}))
         save_checkpoint({
             "format": MODEL_FORMAT,
             "config": self.config.to_dict(),
@@ -313,7 +314,9 @@ class _Run:
             "feature_means": feature_means,
             "epoch": int(self.best["epoch"]) + 1,
             "best_acc": float(self.best["acc"]),
-            "thresholds": self.thresholds(val, None if memory is None else memory.numpy()),
+            "thresholds": thresholds,
+            "rejection": rejection.to_dict(),
+            "val_report": val_report,
             "complete": feature_means is not None or self.model.stage == "oltr",
         }, self.out_dir / BEST_NAME)
 
@@ -344,7 +347,7 @@ class _Run:
         if self.model.stage == "plain":
             plain = eval_loader(self.config, self.data.train_plain, shard=True)
             feature_means = global_class_means(self.model, plain, self.data.num_classes).cpu()
-        val = gather_outputs(run_shard(self.model, self.val_loader, self.device))
+        val = gather_outputs(run_shard(self.model, self.val_loader, memory=feature_means))
         self.write_best(val, feature_means)
 
 
