@@ -180,7 +180,7 @@ def test_torch_backend_in_many_small_blocks(monkeypatch):
     grad_ref = xt.grad.clone()
 
     monkeypatch.setattr(_torch, "_SCORE_BLOCK_BYTES", 4 * 50 * 4)  # 4 queries per block
-    monkeypatch.setattr(_exact, "_PAIR_BLOCK_BYTES", 4 * 12 * 5)  # 5 pairs per block
+    monkeypatch.setattr(_exact, "_PAIR_BLOCK_BYTES", 8 * 12 * 5)  # 5 float64 pairs per block
     xt.grad = None
     dist, idx = oltr.nearest_centroids(xt, c, k=3, backend="torch")
     dist.sum().backward()
