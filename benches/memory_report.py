@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from oltr.memory.bench import Case, format_case, format_time
+from oltr.memory.bench import Case, format_case, format_count, format_time
 
 TOP_HEADING = "# Benchmarks: nearest-centroid search (memory core)"
 TOP_TEXT = ("One section per CPU model, each written by `python3 benches/bench_memory.py --write "
@@ -202,6 +202,16 @@ def _load_lines(results: dict) -> list[str]:
     return lines
 
 
+def _read_bytes(results: dict) -> str:
+    """" Bytes read: K = 1e3 1.0 MB, ... (how they were known)." for the read floors measured."""
+    rows = [r for r in results["groups"][0]["times"] if r["method"] == "read" and "bytes" in r]
+    if not rows:
+        return ""
+    sizes = ", ".join(f"K = {format_count(r['case'][1])} {r['bytes'] / 1e6:.3g} MB" for r in rows)
+    sources = "; ".join(sorted({r["bytes_source"] for r in rows}))
+    return f" Bytes read: {sizes} ({sources})."
+
+
 def format_section(results: dict) -> str:
     """The Markdown section of this CPU model, between its BEGIN/END markers."""
     meta = results["meta"]
@@ -227,7 +237,7 @@ def format_section(results: dict) -> str:
     lines += ["", "Median time per call; engine cells give time (fastest peer of the same table ÷ "
               "engine: > 1 = engine faster); ★ marks the fastest peer. `torch.mm` = the FLOP "
               "yardstick (same (B, D) × (D, K) product), `read floor` = the fastest streaming read "
-              "of the bytes the `auto` engine stores, both measured in this run.", ""]
+              "of the bytes the `auto` engine stores, both measured in this run." + _read_bytes(results), ""]
     for i, group in enumerate(results["groups"]):
         lines += [f"### Peers: {group['env_note']}", ""]
         lines += _group_table(results, group, misses, first=(i == 0))

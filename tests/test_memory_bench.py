@@ -199,6 +199,24 @@ def test_worker_group_in_process():
     assert out["under_load"]["ratio"] > 0 and out["under_load"]["searches"] > 0
     assert {r["method"] for r in out["hog"]["times"]} == {"auto", "numpy", "torch", "faiss"}
     assert any(b["api"] == "openblas" for b in out["libraries"]["blas"])
+    out.update(engines=spec["engines"], env_note="unrestricted", warnings=[])
+    results = _results({})
+    results["groups"] = [out]
+    text = memory_report.format_section(results)
+    read = next(r for r in out["times"] if r["method"] == "read")
+    assert read["bytes_source"] == "index.packed_nbytes" or (
+        read["bytes"] == memory_worker.stored_bytes(object(), out["kernels"]["auto"], 64, 512)[0])
+    assert "| 3 × 64, k = 3 |" in text and f"Bytes read: K = 64 {read['bytes'] / 1e6:.3g} MB" in text
+
+
+def test_stored_bytes_from_the_index_or_the_engine_name():
+    class Packed:
+        packed_nbytes = 1234
+
+    assert memory_worker.stored_bytes(Packed(), "avx2-f32", 10, 8) == (1234, "index.packed_nbytes")
+    assert memory_worker.stored_bytes(object(), "avx512-bf16", 10, 8)[0] == 160
+    assert memory_worker.stored_bytes(object(), "avx512-vnni-i8", 10, 8)[0] == 80
+    assert memory_worker.stored_bytes(object(), "portable-f32", 10, 8)[0] == 320
 
 
 def test_quick_run_writes_its_section_beside_another_cpus(tmp_path):
