@@ -320,6 +320,21 @@ def test_thread_count_bounds_are_inclusive_and_named(restore_threads, monkeypatc
     assert oltr.get_num_threads() == limit
 
 
+def test_using_num_threads_restores_a_torch_count_above_the_maximum(restore_threads, monkeypatch):
+    """torch may have been given more threads than oltr accepts: the block still restores it."""
+    monkeypatch.setattr(threads_module, "_configured", None)
+    monkeypatch.delenv("OLTR_NUM_THREADS", raising=False)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads_module.MAX_NUM_THREADS + 3)
+    try:
+        assert oltr.get_num_threads() == threads_module.MAX_NUM_THREADS  # what the core gets
+        with threads_module.using_num_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == threads_module.MAX_NUM_THREADS + 3
+    finally:
+        torch.set_num_threads(saved)
+
+
 # ---------------------------------------------------------------- complex features
 def _complex_variants(a: np.ndarray):
     return {

@@ -116,7 +116,7 @@ def using_num_threads(n: int) -> Iterator[None]:
     try:
         yield
     finally:
-        set_num_threads(saved_configured or saved_torch)
+        set_num_threads(saved_configured or min(saved_torch, MAX_NUM_THREADS))
         with _lock:
             _configured = saved_configured
         torch.set_num_threads(saved_torch)  # last: FAISS may share torch's OpenMP runtime
