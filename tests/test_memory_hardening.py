@@ -296,9 +296,8 @@ def test_set_num_threads_rejects_out_of_range_and_non_integers(restore_threads, 
     with pytest.raises(error, match=r"\bn\b"):
         oltr.set_num_threads(bad)
     assert oltr.get_num_threads() == 2  # unchanged by the refused call
-    with pytest.raises(error, match=r"\bn\b"):
-        with threads_module.using_num_threads(bad):
-            pass  # pragma: no cover - never entered
+    with pytest.raises(error, match=r"\bn\b"), threads_module.using_num_threads(bad):
+        pass  # pragma: no cover - never entered
     assert oltr.get_num_threads() == 2
 
 
@@ -430,7 +429,7 @@ def test_float64_nearest_is_float64_exact_where_float32_cannot_tell():
     x = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
     c = torch.tensor([[0.0, 0.0, 0.0], [2.0 + 1e-12, 0.0, 0.0], [0.0, 5.0, 0.0]], dtype=torch.float64)
     c = torch.stack([c[1], c[0], c[2]])  # the farther one first: a float32 tie picks it
-    dist32, idx32 = nearest_centroids(x, c, backend="torch")
+    _, idx32 = nearest_centroids(x, c, backend="torch")
     assert int(idx32[0, 0]) == 0  # float32 cannot separate them
     dist, idx = nearest_float64(x, c, k=2)
     assert dist.dtype == torch.float64

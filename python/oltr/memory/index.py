@@ -14,7 +14,7 @@ three interchangeable backends, which return the same exact distances (to ~1e-6 
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -112,7 +112,7 @@ class CentroidIndex:
         self._setup(centroids, backend, faiss_options, snapshot=True)
 
     @classmethod
-    def _for_one_call(cls, centroids: Any, backend: str, faiss_options: Any) -> "CentroidIndex":
+    def _for_one_call(cls, centroids: Any, backend: str, faiss_options: Any) -> CentroidIndex:
         """An index that reads ``centroids`` without a snapshot, for the functional API, whose
         index lives for one call only (no later write of the caller's can reach it)."""
         index = cls.__new__(cls)
