@@ -117,6 +117,12 @@ def test_the_index_is_built_once_per_model_across_batches(runs, images, count_in
     predictor.predict_features(x[:3])               # 2 more
     predictor.predict(images["paths"])              # 4 batches of images
     assert len(count_index_builds) == 1
+    if stage == "oltr":  # the head's normalised / transposed weights: built once too
+        from oltr.nn._weight_cache import DerivedCache
+
+        head = predictor.model.classifier
+        caches = [head.cosnorm_classifier._unit_weight, *head._weights_t.values()]
+        assert all(isinstance(c, DerivedCache) for c in caches) and [c.builds for c in caches] == [1, 1, 1]
     again = Predictor.from_checkpoint(runs[stage], "cpu", batch_size=2)  # a new model: its own index
     np.testing.assert_array_equal(again.predict_features(x).labels, first.labels)
     assert len(count_index_builds) == 2
@@ -299,3 +305,35 @@ def test_the_command_warns_in_one_stderr_line(runs, images, tmp_path):
     warned = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
     assert len(warned) == 1 and warned[0].startswith("oltr: warning: ") and "rgb0.png: 9x9 with 3 channel(s)" in warned[0]
     assert len(proc.stdout.splitlines()) == 3
+
+
+def test_every_input_kind_gives_the_same_predictions(runs, images):
+    from PIL import Image
+
+    from oltr.inference.inputs import InputError
+
+    predictor = Predictor.from_checkpoint(runs["oltr"], "cpu")
+    by_path = predictor.predict(images["paths"])
+    arrays = images["arrays"]
+    transformed = torch.from_numpy(arrays[:, None].astype(np.float32) / 255.0)  # the 'none' transform's tensor
+    kinds = {
+        "str path": predictor.predict([str(p) for p in images["paths"]]),
+        "uint8 array": predictor.predict(arrays),
+        "uint8 (N, H, W, 1)": predictor.predict(arrays[..., None]),
+        "uint8 tensor": predictor.predict(torch.from_numpy(arrays)),
+        "PIL images": predictor.predict([Image.open(p) for p in images["paths"]]),
+        "model inputs": predictor.predict(transformed),
+        "features": predictor.predict(torch.from_numpy(by_path.features)),
+    }
+    for kind, result in kinds.items():
+        np.testing.assert_array_equal(result.labels, by_path.labels, err_msg=kind)
+        np.testing.assert_allclose(result.probabilities, by_path.probabilities, rtol=1e-5, atol=1e-6, err_msg=kind)
+    single = predictor.predict(images["paths"][0])  # one path
+    assert len(single) == 1 and single.inputs == [str(images["paths"][0])]
+    assert predictor.predict(np.zeros((0, predictor.model.feat_dim), np.float32)).labels.shape == (0,)
+    for bad, match in [(np.zeros((2, 5), np.float32), r"expected features \(N, 64\)"),
+                       (torch.zeros(2, 3, 4), "a float tensor must be"), ([], "no inputs"),
+                       ([images["folder"] / "missing.png"], "input not found"),
+                       (np.full((1, 64), np.nan, np.float32), "NaN or Inf")]:
+        with pytest.raises(InputError, match=match):
+            predictor.predict(bad)
