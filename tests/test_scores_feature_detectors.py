@@ -205,10 +205,12 @@ def test_fit_and_predict_through_a_model_equal_the_feature_forms(rng):
     with torch.no_grad():
         feats = model(images)[1].direct.double().numpy()
     model.train()
-    for det in (KNN(k=5), Mahalanobis(), ViM(8)):
-        fitted = det.fit(loader, model=model)
+    for make in (lambda: KNN(k=5), Mahalanobis, lambda: ViM(8)):
+        fitted = make().fit(loader, model=model)
         assert model.training  # the model's mode is restored
-        expected = type(det)(**({"dim": 8, "head": model} if isinstance(det, ViM) else {}))
+        expected = make()
+        if isinstance(expected, ViM):
+            expected = ViM(8, head=model)
         expected.fit(feats, labels.numpy())
         np.testing.assert_allclose(fitted.predict(images[:10], model=model), expected.predict(feats[:10]),
                                    rtol=1e-5, atol=1e-6)
