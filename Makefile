@@ -11,9 +11,9 @@ help: ## list the targets
 
 .PHONY: deps
 deps: ## install the Python dependencies once (no-op when they import) and Debian's Fashion-MNIST
-	@$(PYTHON) -c "import torch, numpy, faiss, yaml, sklearn, matplotlib, hypothesis, pytest, pytest_timeout, maturin, tqdm, PIL, ruff, mypy" 2>/dev/null \
+	@$(PYTHON) -c "import torch, numpy, faiss, yaml, sklearn, matplotlib, hypothesis, pytest, pytest_timeout, maturin, tqdm, PIL, ruff, mypy; from importlib.metadata import version; version('types-PyYAML')" 2>/dev/null \
 	  || $(PIP) install -q "torch>=2.0" "numpy>=1.23" "faiss-cpu>=1.7.4" pyyaml scikit-learn matplotlib \
-	       pytest pytest-timeout hypothesis threadpoolctl tqdm pillow ruff mypy "maturin>=1.5,<2"
+	       pytest pytest-timeout hypothesis threadpoolctl tqdm pillow ruff mypy types-PyYAML "maturin>=1.5,<2"
 	@# the source the embedded Fashion-MNIST-LT is rebuilt from (tests/test_datasets.py); root + apt only
 	@test -d $(FASHION_SRC) || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 	  && (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null) \
@@ -49,6 +49,9 @@ bench: install ## memory-core benchmarks (criterion + Python peers); writes BENC
 	$(PYTHON) benches/bench_memory.py --write BENCHMARKS.md
 
 .PHONY: lint
-lint: ## rustfmt check, clippy -D warnings
+lint: install ## ruff, mypy, stubtest of the compiled oltr._core against its .pyi, rustfmt, clippy (-D warnings)
+	$(PYTHON) -m ruff check python tests benches scripts
+	$(PYTHON) -m mypy
+	$(PYTHON) -m mypy.stubtest oltr._core
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --all-targets --features python -- -D warnings
