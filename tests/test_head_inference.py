@@ -46,6 +46,10 @@ def _builds(head):
             head._weights_t["fc_selector"].builds)
 
 
+def _bank_builds(head):
+    return head._bank_t.builds
+
+
 @pytest.mark.parametrize("num_classes,dim,squash", [(7, 16, "code"), (300, 64, "code"), (50, 32, "paper")])
 def test_inference_equals_the_uncached_formulas(num_classes, dim, squash):
     head, x, centroids = _head(num_classes, dim, squash=squash)
@@ -77,6 +81,22 @@ def test_caches_are_built_once_across_batches():
         _cached(head, x[start:start + 2], centroids)
     assert _builds(head) == (1, 1, 1)
     assert head.nearest.builds in (0, 1)  # 1 with the Rust index, 0 on the torch path
+
+
+def test_the_memory_read_out_follows_the_centroids():
+    head, x, centroids = _head()
+    head.eval()
+    _cached(head, x, centroids)
+    _cached(head, x[:2], centroids)
+    assert _bank_builds(head) == 1
+    with torch.no_grad():
+        centroids.mul_(0.5).add_(0.3)  # in place: the version counter moves
+    for memory in (centroids, centroids.clone() * -1.0, centroids.double().float()):
+        logits, extras = _cached(head, x, memory)
+        ref_logits, ref = _reference(head, x, memory)
+        torch.testing.assert_close(extras.memory, ref.memory.detach(), **CLOSE)
+        torch.testing.assert_close(logits, ref_logits, **CLOSE)
+    assert _bank_builds(head) == 4
 
 
 def _train_step(head, x, centroids, lr=0.5):
@@ -232,9 +252,15 @@ def test_model_level_inference_and_extras():
     torch.testing.assert_close(logits, ref_logits.detach(), **CLOSE)
     torch.testing.assert_close(extras.nearest_distance, ref.nearest_distance.detach(), **CLOSE)
     assert type(extras) is oltr.nn.Extras and extras.attention is not None
-    assert _builds(model.classifier) == (1, 1, 1)
+    assert _builds(model.classifier) == (1, 1, 1) and _bank_builds(model.classifier) == 1
+    model.set_memory(torch.randn(4, 64).abs())  # the buffer changes in place: caches follow
+    with torch.no_grad():
+        logits, _ = model(images)
+    with torch.enable_grad():
+        torch.testing.assert_close(logits, model(images)[0].detach(), **CLOSE)
+    assert _bank_builds(model.classifier) == 2
     model.clear_caches()
-    assert _builds(model.classifier) == (0, 0, 0)
+    assert _builds(model.classifier) == (0, 0, 0) and _bank_builds(model.classifier) == 0
 
 
 def test_one_extras_type():

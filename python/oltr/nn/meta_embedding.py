@@ -42,8 +42,9 @@ class MetaEmbeddingClassifier(nn.Module):
 
     Inference (eval mode, autograd off, no autocast) runs the same formulas with what only
     depends on the weights and memory built once and kept until they change (the Rust index
-    of the centroids; the normalised cosine weights and the two linear weights, transposed:
-    one extra copy of each) and the softmax folded into the memory read-out; training and autograd always run the formulas above as written. The extras
+    of the centroids; the centroids, the normalised cosine weights and the two linear
+    weights, transposed: one extra copy of each, the layout in which the CPU products of a
+    small batch run fastest) and the softmax folded into the memory read-out; training and autograd always run the formulas above as written. The extras
     carry the batch's nearest distance and reachability, so no consumer searches again.
     """
 
@@ -62,9 +63,11 @@ class MetaEmbeddingClassifier(nn.Module):
         self.cosnorm_classifier = CosNormClassifier(self.feat_dim, self.num_classes, logit_scale, squash=squash)
         self.nearest = NearestCentroidDispatch(nearest_backend)
         self._weights_t = {"fc_hallucinator": DerivedCache(), "fc_selector": DerivedCache()}
+        self._bank_t = DerivedCache()  # the centroids, transposed, for the memory read-out
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_weights_t", {"fc_hallucinator": DerivedCache(), "fc_selector": DerivedCache()})
+        state.setdefault("_bank_t", DerivedCache())
         super().__setstate__(state)
 
     @property
@@ -85,7 +88,7 @@ class MetaEmbeddingClassifier(nn.Module):
         weight or the centroids in place through ``.data`` (other changes are detected)."""
         self.nearest.clear()
         self.cosnorm_classifier.clear_cache()
-        for cache in self._weights_t.values():
+        for cache in (*self._weights_t.values(), self._bank_t):
             cache.clear()
 
     def forward(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Extras]:
@@ -98,14 +101,17 @@ class MetaEmbeddingClassifier(nn.Module):
             raise ValueError(f"centroids are on {centroids.device} but x is on {x.device}")
         nearest_dist, nearest_idx = self.nearest(x, centroids)
         reachability = self.reach_scale / nearest_dist.clamp_min(REACHABILITY_EPS)
-        memory_bank = centroids.detach().to(x.dtype)
         if inference_fast_path(self, x):
-            memory = _softmax_readout(self._cached_linear("fc_hallucinator", x), memory_bank)
+            if centroids.dtype == x.dtype:
+                bank_t = self._bank_t.get(centroids, _transposed)
+            else:
+                bank_t = centroids.to(x.dtype).t().contiguous()
+            memory = _softmax_readout(self._cached_linear("fc_hallucinator", x), bank_t)
             selector = self._cached_linear("fc_selector", x).tanh_()
             infused = selector * memory
             meta_embedding = (x + infused).mul_(reachability.unsqueeze(1))
         else:
-            memory = torch.softmax(self.fc_hallucinator(x), dim=1) @ memory_bank
+            memory = torch.softmax(self.fc_hallucinator(x), dim=1) @ centroids.detach().to(x.dtype)
             selector = torch.tanh(self.fc_selector(x))
             infused = selector * memory
             meta_embedding = reachability.unsqueeze(1) * (x + infused)
@@ -131,10 +137,11 @@ def _transposed(weight: Tensor) -> Tensor:
     return weight.t().contiguous()
 
 
-def _softmax_readout(scores: Tensor, bank: Tensor) -> Tensor:
-    """``softmax(scores, 1) @ bank`` without autograd, in place on ``scores`` (B, K): the
-    exponentials are multiplied by ``bank`` (K, D) first and the (B, D) result is divided by
-    their row sums, so no (B, K) division pass is made."""
+def _softmax_readout(scores: Tensor, bank_t: Tensor) -> Tensor:
+    """``softmax(scores, 1) @ bank`` without autograd, in place on ``scores`` (B, K), from
+    ``bank_t`` = ``bank.t()`` contiguous (D, K): the exponentials are multiplied by the bank
+    first and the (B, D) result is divided by their row sums, so no (B, K) division pass is
+    made."""
     scores.sub_(scores.amax(dim=1, keepdim=True)).exp_()
     total = scores.sum(dim=1, keepdim=True)
-    return torch.mm(scores, bank).div_(total)
+    return torch.mm(scores, bank_t.t()).div_(total)
