@@ -106,6 +106,7 @@ def library_info() -> dict:
 def run_group(spec: dict, log: Callable[[str], None]) -> dict:
     """Time ``spec["engines"]`` and the peers at ``spec["cases"]`` in this process (see module doc)."""
     import numpy as np
+
     from oltr.memory.bench import Case, thread_count, time_calls
 
     threads = spec["threads"]
@@ -144,6 +145,7 @@ def _peer_factory(c: Any) -> Callable:
     """Builds the peers' per-K state once; returns (x, k) -> {peer name: call}."""
     import faiss
     import torch
+
     from oltr.memory.bench import numpy_search, torch_search
 
     c_t = torch.from_numpy(c)
@@ -163,6 +165,7 @@ def _peer_factory(c: Any) -> Callable:
 def _run_classes(spec: dict, cases: list, out: dict, timer: Callable, log: Callable[[str], None]) -> None:
     """All cases of one K: data, peers and engine indexes built once, outside the timings."""
     import numpy as np
+
     from oltr.memory.bench import core_index, format_case, format_time, make_data
 
     num_classes = cases[0].num_classes
@@ -205,6 +208,7 @@ def under_load(spec: dict, log: Callable[[str], None]) -> dict:
     """torch.mm (512 × 512 × 512) throughput for ``load_seconds`` with and without a thread that
     calls ``auto``'s ``search`` (1 × 1e3, k = 1) every 1 ms; alternated in four slices each."""
     import torch
+
     from oltr.memory.bench import core_index, make_data
 
     a, b = torch.randn(512, 512), torch.randn(512, 512)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from oltr.memory import bench
 from oltr.memory.bench import Case
 from test_memory_support import require_backend
@@ -47,8 +48,9 @@ def test_numpy_and_torch_peers_agree_with_exact_search():
 
 def test_quick_runner_and_its_help(capsys):
     require_backend("rust")
-    import oltr
     import torch
+
+    import oltr
     from oltr.cli import main
 
     before = (torch.get_num_threads(), oltr.get_num_threads())
@@ -185,8 +187,9 @@ def test_write_over_an_unmarked_older_table():
 
 def test_worker_group_in_process():
     require_backend("rust")
-    spec = {"group": bench_memory.NATIVE, "engines": ["auto", "portable-f32"], "cases": [[1, 64, 1], [3, 64, 2], [3, 64, 3]],
-            "threads": 1, "seed": 0, "floors": True, "load_checks": True, "hog_cases": [[2, 64, 1]],
+    spec = {"group": bench_memory.NATIVE, "engines": ["auto", "portable-f32"],
+            "cases": [[1, 64, 1], [3, 64, 2], [3, 64, 3]], "threads": 1, "seed": 0, "floors": True,
+            "load_checks": True, "hog_cases": [[2, 64, 1]],
             "repeats": 3, "budget_s": 0.001, "warmup_s": 0.0, "load_seconds": 0.16}
     out = memory_worker.run_group(spec, log=lambda _msg: None)
     methods = {(tuple(r["case"]), r["method"]) for r in out["times"]}
