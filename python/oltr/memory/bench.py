@@ -36,6 +36,8 @@ __all__ = [
     "cases_argument",
     "core_index",
     "format_case",
+    "format_count",
+    "format_quick",
     "format_time",
     "main",
     "make_data",
