@@ -63,10 +63,10 @@ def plot_per_class_accuracy(
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     for (label, acc), marker in zip(series.items(), "os^Dv<>p*"):
-        acc = np.asarray(acc, dtype=np.float64)
-        if acc.shape != counts.shape:
-            raise ValueError(f"per-class accuracy {label!r} has shape {acc.shape}, expected {counts.shape}")
-        ax.scatter(np.maximum(counts, 1), acc, c=list(colours), marker=marker,
+        values = np.asarray(acc, dtype=np.float64)
+        if values.shape != counts.shape:
+            raise ValueError(f"per-class accuracy {label!r} has shape {values.shape}, expected {counts.shape}")
+        ax.scatter(np.maximum(counts, 1), values, c=list(colours), marker=marker,
                    edgecolors="black", linewidths=0.5)
     if class_names is not None:
         first = np.asarray(next(iter(series.values())), dtype=np.float64)

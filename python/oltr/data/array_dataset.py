@@ -1,7 +1,7 @@
 """``ArrayDataset``: in-memory uint8 images as float tensors."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class ArrayDataset(Dataset):
     def __init__(
         self,
         images: np.ndarray,
-        labels: Optional[Sequence[int]] = None,
+        labels: Optional[Union[Sequence[int], np.ndarray]] = None,
         transform: Optional[Callable[[torch.Tensor], Any]] = None,
         *,
         mean: Optional[Sequence[float]] = None,

@@ -38,9 +38,9 @@ def write_image_list(
         raise ValueError(
             f"images must be uint8 (N, H, W) or (N, H, W, 3), got {arr.dtype} {arr.shape}"
         )
-    labels = np.asarray(labels)
-    if labels.shape != (arr.shape[0],):
-        raise ValueError(f"labels must have shape ({arr.shape[0]},), got {labels.shape}")
+    label_array = np.asarray(labels)
+    if label_array.shape != (arr.shape[0],):
+        raise ValueError(f"labels must have shape ({arr.shape[0]},), got {label_array.shape}")
     folder = Path(root) / prefix
     folder.mkdir(parents=True, exist_ok=True)
     rel = []

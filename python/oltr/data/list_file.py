@@ -111,11 +111,11 @@ def write_list_file(
         ValueError: ``paths`` and ``labels`` differ in length, or a path contains
             whitespace (the format could not be read back).
     """
-    labels = np.asarray(labels)
-    if len(paths) != len(labels):
-        raise ValueError(f"paths ({len(paths)}) and labels ({len(labels)}) differ in length")
+    label_array = np.asarray(labels)
+    if len(paths) != len(label_array):
+        raise ValueError(f"paths ({len(paths)}) and labels ({len(label_array)}) differ in length")
     lines = []
-    for p, y in zip(paths, labels.tolist()):
+    for p, y in zip(paths, label_array.tolist()):
         p = str(p)
         if not p or any(c.isspace() for c in p):
             raise ValueError(f"path {p!r} is empty or contains whitespace")

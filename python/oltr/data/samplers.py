@@ -284,11 +284,13 @@ def merge_shards(shards: Sequence[Any]):
     if hasattr(shards[0], "detach"):  # torch tensors in, a tensor out
         import torch
 
-        parts = [torch.as_tensor(s) for s in shards]
-        out = parts[0].new_empty((n, *parts[0].shape[1:]))
-    else:
-        parts = [np.asarray(s) for s in shards]
-        out = np.empty((n, *parts[0].shape[1:]), dtype=np.result_type(*parts))
-    for r, part in enumerate(parts):
-        out[r::w] = part
+        tensors = [torch.as_tensor(s) for s in shards]
+        merged = tensors[0].new_empty((n, *tensors[0].shape[1:]))
+        for r, part in enumerate(tensors):
+            merged[r::w] = part
+        return merged
+    arrays = [np.asarray(s) for s in shards]
+    out = np.empty((n, *arrays[0].shape[1:]), dtype=np.result_type(*arrays))
+    for r, array in enumerate(arrays):
+        out[r::w] = array
     return out

@@ -7,10 +7,13 @@ give the same split on every machine.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Sequence
+from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
+
+#: integer sequences accepted as class lists, counts and index sets
+IntsLike = Union[Sequence[int], np.ndarray]
 __all__ = [
     "OpenSplit",
     "check_counts",
@@ -125,10 +128,10 @@ def _pick(
 
 def make_longtail_split(
     labels,
-    counts: Sequence[int],
+    counts: IntsLike,
     seed: int = 0,
-    classes: Optional[Sequence[int]] = None,
-    exclude: Optional[Sequence[int]] = None,
+    classes: Optional[IntsLike] = None,
+    exclude: Optional[IntsLike] = None,
 ) -> np.ndarray:
     """Pick ``counts[i]`` images of ``classes[i]`` at random (without replacement).
 
@@ -162,8 +165,8 @@ def make_balanced_split(
     labels,
     per_class: int,
     seed: int = 0,
-    classes: Optional[Sequence[int]] = None,
-    exclude: Optional[Sequence[int]] = None,
+    classes: Optional[IntsLike] = None,
+    exclude: Optional[IntsLike] = None,
 ) -> np.ndarray:
     """Pick ``per_class`` images of every class in ``classes`` (a balanced val/test set).
 

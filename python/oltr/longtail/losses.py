@@ -36,6 +36,7 @@ class LogitAdjustedLoss(nn.Module):
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none'; got {reduction!r}")
         self.tau, self.reduction = tau, reduction
+        self.log_prior: torch.Tensor
         self.register_buffer("log_prior", torch.as_tensor(log_prior(train_counts), dtype=torch.float32))
 
     @property

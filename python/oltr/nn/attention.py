@@ -64,6 +64,7 @@ class ModulatedAttention(nn.Module):
         """The official standalone ``init_weights``."""
         for conv in (self.g, self.theta, self.phi):
             nn.init.kaiming_normal_(conv.weight, mode="fan_in")
+            assert conv.bias is not None
             nn.init.zeros_(conv.bias)
         nn.init.zeros_(self.conv_mask.weight)
 

@@ -25,6 +25,10 @@ class SmallCNNFeature(PooledFeatureModel):
     ``forward(images (B, in_channels, S, S)) -> (direct (B, feat_dim), AttentionMaps | None)``.
     """
 
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+
     def __init__(self, image_size: int, in_channels: int = 1, channels: Sequence[int] = (16, 32, 64),
                  use_attention: bool = False, use_fc_add: bool = True, feat_dim: Optional[int] = None,
                  num_pools: Optional[int] = None) -> None:

@@ -61,6 +61,7 @@ class GlobalBatchNorm(_BatchNorm):
         mean = total[:channels] / count
         var = total[channels:2 * channels] / count - mean * mean
         if self.track_running_stats and self.running_mean is not None:
+            assert self.running_var is not None and self.num_batches_tracked is not None
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum

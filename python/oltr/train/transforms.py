@@ -66,6 +66,6 @@ class _GrayscaleToTensor:
 
         image = to_8bit(image).convert("L")
         if image.size != (self.size, self.size):
-            image = image.resize((self.size, self.size), Image.BILINEAR)
+            image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
         array = np.asarray(image, dtype=np.float32) / 255.0
         return torch.from_numpy(array.copy()).unsqueeze(0)
