@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from oltr.inference import Outputs, evaluate_outputs, json_ready
 from oltr.metrics import REPORT_SCHEMA, evaluate, flatten_report
 from oltr.train.config import DEFAULTS

@@ -82,9 +82,9 @@ def format_table(summary: dict[str, dict[str, dict[str, float]]], seeds: int) ->
 
 
 def _plots(out: Path, evaluated: dict[str, tuple[dict, Any, dict]]) -> None:
+    from oltr.inference.scores import outlier_scores
     from oltr.metrics.closed import per_class_accuracy
     from oltr.plots import plot_per_class_accuracy, plot_roc, plot_score_histogram
-    from oltr.inference.scores import outlier_scores
 
     plots = out / "plots"
     per_class, roc = {}, {}

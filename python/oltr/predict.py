@@ -21,8 +21,9 @@ rejection stored in the checkpoint (the ``msp`` threshold chosen on validation, 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence, TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from oltr.inference.inputs import InputError, check_paths
 from oltr.inference.predictor import Prediction, Predictor
 from oltr.train import distributed as dist_seam
 
-__all__ = ["InputError", "LIST_SUFFIXES", "RULES", "collect_inputs", "predict", "predictions", "write_jsonl"]
+__all__ = ["LIST_SUFFIXES", "RULES", "InputError", "collect_inputs", "predict", "predictions", "write_jsonl"]
 
 #: suffixes of list files among predict's inputs
 LIST_SUFFIXES = (".txt", ".lst", ".list")

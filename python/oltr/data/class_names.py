@@ -9,8 +9,9 @@ names are ``class_0 … class_{K-1}``. The embedded data sets know their names.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Optional
 
 __all__ = ["CLASSES_FILE", "ClassNamesError", "default_class_names", "find_classes_file", "read_class_names"]
 

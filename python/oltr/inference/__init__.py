@@ -43,7 +43,25 @@ _LAZY = {
     "evaluate_checkpoint": "oltr.inference.checkpoint_eval",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "REPORT_SCHEMA",
+    "RULES",
+    "SCORE_NAMES",
+    "ClassMeanAccumulator",
+    "ModelRunner",
+    "Outputs",
+    "Prediction",
+    "Predictor",
+    "Rejection",
+    "choose_thresholds",
+    "classify_features",
+    "evaluate_checkpoint",
+    "evaluate_outputs",
+    "json_ready",
+    "outlier_scores",
+    "reach_scale_of",
+    "run_model",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,9 +1,9 @@
 """``oltr eval``: the report of a saved model on its config's splits or on the user's lists."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, Optional
-
+from typing import Any, Optional
 
 __all__ = ["evaluate_checkpoint"]
 

@@ -67,7 +67,7 @@ class ClassMeanAccumulator:
         return (self.counts == 0).nonzero().flatten().tolist()
 
     @classmethod
-    def of(cls, features: Tensor, labels: Tensor, num_classes: int) -> "ClassMeanAccumulator":
+    def of(cls, features: Tensor, labels: Tensor, num_classes: int) -> ClassMeanAccumulator:
         """An accumulator holding ``features (N, D)`` by ``labels (N,)`` (numpy or torch)."""
         acc = cls(num_classes, features.device if isinstance(features, Tensor) else "cpu")
         acc.add(torch.as_tensor(features), torch.as_tensor(labels))

@@ -12,8 +12,9 @@ threshold** (scores: larger = more unknown, :mod:`oltr.inference.scores`):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -62,13 +63,13 @@ class Rejection:
         return asdict(self)
 
     @classmethod
-    def official(cls, open_threshold: float) -> "Rejection":
+    def official(cls, open_threshold: float) -> Rejection:
         """The official rule at max-softmax threshold ``open_threshold``."""
         return cls("official", "msp", -float(open_threshold))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Mapping[str, Any], rule: Optional[str] = None,
-                        score: Optional[str] = None) -> "Rejection":
+                        score: Optional[str] = None) -> Rejection:
         """The rejection stored in a model checkpoint, or another one it allows.
 
         Args:

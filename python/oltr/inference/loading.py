@@ -1,9 +1,10 @@
 """A trained model and its runner from a ``best.pt``: what every checkpoint consumer starts from."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import torch
 

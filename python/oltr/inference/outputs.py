@@ -1,8 +1,9 @@
 """Run a model once per batch and keep what scoring needs: logits, features, reachability."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Iterable, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ class Outputs:
         return int(self.logits.shape[0])
 
     @classmethod
-    def concat(cls, parts: Sequence["Outputs"]) -> "Outputs":
+    def concat(cls, parts: Sequence[Outputs]) -> Outputs:
         """The rows of ``parts`` one after the other (at least one part)."""
         if not parts:
             raise ValueError("no outputs to concatenate (empty dataset)")
@@ -46,7 +47,7 @@ class Outputs:
         )
 
     @classmethod
-    def empty(cls, num_classes: int, feat_dim: int, with_reachability: bool) -> "Outputs":
+    def empty(cls, num_classes: int, feat_dim: int, with_reachability: bool) -> Outputs:
         """No rows: ``(0, K)``, ``(0, D)``, ``(0,)`` (and ``(0,)`` reachability)."""
         return cls(np.zeros((0, num_classes), np.float32), np.zeros((0, feat_dim), np.float32),
                    np.zeros(0, np.int64), np.zeros(0, np.float32) if with_reachability else None)
@@ -116,6 +117,14 @@ class ModelRunner:
         logits, _ = self.model.classifier(features)
         return logits, features, self._plain_reachability(features)
 
+    def classify_all(self, features: Tensor, batch_size: int) -> Outputs:
+        """:class:`Outputs` of direct features float ``(N, D)`` (labels all ``-1``), by batches."""
+        if features.shape[0] == 0:
+            return Outputs.empty(self.model.num_classes, self.model.feat_dim, self.has_reachability)
+        labels = torch.full((features.shape[0],), -1, dtype=torch.int64)
+        batches = [(features[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, features.shape[0], batch_size)]
+        return self.run(batches, features=True)
+
     def _in_eval_mode(self):
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
@@ -156,9 +165,4 @@ def run_model(model: nn.Module, loader: Iterable, device: Optional[torch.device]
 def classify_features(model: nn.Module, features: Tensor, batch_size: int = 1024,
                       memory: Optional[Tensor] = None) -> Outputs:
     """:class:`Outputs` of direct features ``(N, D)`` (labels all ``-1``), by batches."""
-    runner = ModelRunner(model, memory)
-    if features.shape[0] == 0:
-        return Outputs.empty(model.num_classes, model.feat_dim, runner.has_reachability)
-    labels = torch.full((features.shape[0],), -1, dtype=torch.int64)
-    batches = [(features[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, features.shape[0], batch_size)]
-    return runner.run(batches, features=True)
+    return ModelRunner(model, memory).classify_all(features, batch_size)

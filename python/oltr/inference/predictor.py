@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -121,7 +121,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "auto", *,
                         rule: Optional[str] = None, score: Optional[str] = None, batch_size: int = 256,
-                        overrides: Sequence[str] = ()) -> "Predictor":
+                        overrides: Sequence[str] = ()) -> Predictor:
         """Load ``path`` (a ``best.pt``) on ``device`` (``auto``, ``cpu``, ``cuda``).
 
         Raises:
@@ -198,12 +198,7 @@ class Predictor:
             raise InputError(f"features must be (N, {self.model.feat_dim}); got {tuple(features.shape)}")
         if not torch.isfinite(features).all():
             raise InputError("features contain NaN or Inf")
-        if features.shape[0] == 0:
-            return Outputs.empty(self.model.num_classes, self.model.feat_dim, self.runner.has_reachability)
-        labels = torch.full((features.shape[0],), -1, dtype=torch.int64)
-        batches = [(features[i:i + self.batch_size], labels[i:i + self.batch_size])
-                   for i in range(0, features.shape[0], self.batch_size)]
-        return self.runner.run(batches, features=True)
+        return self.runner.classify_all(features, self.batch_size)
 
     def run_dataset(self, dataset: Dataset) -> Outputs:
         """Outputs of a dataset of ``(image, label, ...)`` items, in order."""

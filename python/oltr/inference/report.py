@@ -7,7 +7,8 @@ thresholds chosen on validation become the ``reject`` blocks.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 import numpy as np
 

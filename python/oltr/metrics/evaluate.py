@@ -7,7 +7,8 @@ docs/report-schema.md): ``oltr eval --json``, the trainer's validation report (`
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional
 
 import numpy as np
 
@@ -20,7 +21,11 @@ from oltr.metrics.official import (
     open_set_f_measure,
     reject_by_score,
 )
-from oltr.metrics.open_set import OPEN_SET_METRICS, open_set_metrics, open_set_metrics_by_group
+from oltr.metrics.open_set import (
+    OPEN_SET_METRICS,
+    open_set_metrics,
+    open_set_metrics_by_group,
+)
 
 __all__ = ["REPORT_SCHEMA", "Report", "evaluate", "flatten_report", "rejection_metrics"]
 
@@ -84,7 +89,7 @@ def evaluate(
     few_thr: int = 20,
     rule: str = "official",
     meta: Optional[Mapping[str, Any]] = None,
-) -> "Report":
+) -> Report:
     """Evaluate logits of known (label ``0..K-1``) and unknown (label ``-1``) samples.
 
     Args:
@@ -138,7 +143,7 @@ def evaluate(
     preds_open = preds.copy()
     preds_open[msp < open_threshold] = -1  # the official rule, as predict_open
     known = y != -1
-    groups = dict(many_thr=many_thr, few_thr=few_thr, rule=rule)
+    groups = {"many_thr": many_thr, "few_thr": few_thr, "rule": rule}
 
     names = list(logit_scores)
     values = per_row(logits, [partial(score_from_logits, name) for name in names])
@@ -183,9 +188,7 @@ def _legacy(report: Mapping[str, Any], key: str) -> Any:
     if parts is None:
         split = key.split(".")
         split[-1] = _RENAMED.get(split[-1], split[-1])
-        if split[0] in ("closed", "official") and len(split) == 2:
-            parts = tuple(split)
-        elif split[0] == "reject" and len(split) == 3:
+        if split[0] in ("closed", "official") and len(split) == 2 or split[0] == "reject" and len(split) == 3:
             parts = tuple(split)
         elif len(split) == 2:
             parts = ("modern", split[0], split[1])
@@ -217,7 +220,7 @@ class Report(dict):
         return dict.__contains__(self, key) or (isinstance(key, str) and _legacy(self, key) is not _MISSING)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        return self[key] if key in self else default
+        return self[key] if key in self else default  # noqa: SIM401 - dict.get skips the flat keys
 
 
 def _flat(report: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
