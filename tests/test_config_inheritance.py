@@ -29,11 +29,14 @@ def _leaves(tree, prefix=()):
 def test_resolved_shipped_configs_equal_the_snapshot_except_the_listed_changes(name, tmp_path, monkeypatch):
     """Deliberate changes: (1) relative paths are made absolute against the current directory;
     (2) ``centroids.step_size`` / ``gamma`` are null (= optim's), and the schedule the centroids
-    get equals the one the snapshot stated for every stage-2 recipe."""
+    get equals the one the snapshot stated for every stage-2 recipe; (3) keys added since (issue 9:
+    the loss kind, the cosine schedule) hold their defaults, which keep the recipe as it was."""
     monkeypatch.chdir(tmp_path)
     before = dict(_leaves(json.loads(_SNAPSHOT.read_text())[name]))
     config = load_config(name)
     after = dict(_leaves(config.to_dict()))
+    added = {("loss", "kind"): "ce", ("loss", "tau"): 1.0, ("optim", "schedule"): "step", ("optim", "end_lr"): 0.0}
+    assert {k: after.pop(k) for k in added} == added
     assert after.keys() == before.keys()
     for key, old in before.items():
         new = after[key]

@@ -39,9 +39,9 @@ def test_every_key_has_one_row_with_its_type_default_and_meaning():
     by_key = {key: (kind, default) for key, kind, default, _ in table}
     assert by_key["optim.gamma"] == ("float, in (0, 1]", "0.1")
     assert by_key["centroids.step_size"] == ("int or null, >= 1", "null")
-    assert by_key["stage"] == ("plain | oltr", "plain")
+    assert by_key["stage"] == ("plain | oltr | crt | lws", "plain")
     assert by_key["model.init"] == ("path or null", "null") and by_key["data.root"] == ("path", '""')
-    assert "| `stage` | plain \\| oltr |" in markdown()
+    assert "| `stage` | plain \\| oltr \\| crt \\| lws |" in markdown()
 
 
 def test_every_field_and_section_has_a_meaning():

@@ -143,9 +143,9 @@ def test_config_file_errors(tmp_path):
 
 
 def test_defaults_are_the_official_imagenet_stage1_recipe():
-    assert DEFAULTS["optim"] == {"feat_lr": 0.1, "classifier_lr": 0.1, "momentum": 0.9,
-                                 "weight_decay": 5e-4, "step_size": 10, "gamma": 0.1}
-    assert DEFAULTS["loss"] == {"ce_weight": 1.0, "centroid_weight": 0.01}
+    assert DEFAULTS["optim"] == {"feat_lr": 0.1, "classifier_lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                                 "schedule": "step", "step_size": 10, "gamma": 0.1, "end_lr": 0.0}
+    assert DEFAULTS["loss"] == {"kind": "ce", "tau": 1.0, "ce_weight": 1.0, "centroid_weight": 0.01}
     assert DEFAULTS["sampler"]["samples_per_class"] == 4 and DEFAULTS["batch_size"] == 128
 
 

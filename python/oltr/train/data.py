@@ -196,17 +196,27 @@ def _per_rank_batch(batch_size: int) -> int:
 
 
 def train_loader(config: dict[str, Any], data: DataBundle) -> DataLoader:
-    """Training loader: shuffled (``sampler.kind: shuffle``) or class-aware, seeded, sharded.
+    """Training loader, seeded and sharded, by ``sampler.kind``: ``shuffle``, ``class_aware``
+    (:class:`oltr.data.ClassAwareSampler`), ``square_root`` / ``progressive``
+    (:mod:`oltr.data.rebalancing_samplers`; progressive over ``epochs``).
 
     Call ``loader.sampler.set_epoch(epoch)`` before each epoch. ``batch_size`` is global;
-    each of ``world_size()`` ranks loads ``batch_size / world_size()``. The class-aware
-    sampler's epoch is :func:`steps_per_epoch` × ``batch_size`` items long, so the loader
+    each of ``world_size()`` ranks loads ``batch_size / world_size()``. Every sampler but
+    ``shuffle`` draws an epoch of :func:`steps_per_epoch` × ``batch_size`` items, so the loader
     yields exactly the epoch's batches.
     """
     from oltr.data import ClassAwareSampler, ShardedSampler
 
     seed = int(config["seed"])
-    if config["sampler"]["kind"] == "class_aware":
+    kind = config["sampler"]["kind"]
+    if kind in ("square_root", "progressive"):
+        from oltr.data.rebalancing_samplers import ProgressiveSampler, SquareRootSampler
+
+        common = {"seed": seed, "num_samples": steps_per_epoch(config, data) * int(config["batch_size"]),
+                  "num_replicas": world_size(), "rank": rank()}
+        sampler = (SquareRootSampler(data.train_labels, **common) if kind == "square_root"
+                   else ProgressiveSampler(data.train_labels, total_epochs=int(config["epochs"]), **common))
+    elif kind == "class_aware":
         # an epoch's stream is exactly the items the epoch trains on, so the continuing
         # class cycles pick up the next epoch where this one stopped (as the official one)
         sampler = ClassAwareSampler(

@@ -3,11 +3,15 @@
 Per step (``run_networks.py:192-208``)::
 
     logits, extras = model(images, centroids=criterion.centroids)      # stage 2: live memory, detached inside
-    loss = ce_weight * CE(logits, labels) + centroid_weight * criterion(extras.direct, labels)   # stage 2
+    loss = ce_weight * L(logits, labels) + centroid_weight * criterion(extras.direct, labels)   # stage 2
+
+``L`` is ``loss.kind`` (:func:`oltr.train.losses.build_loss`: cross-entropy, Balanced Softmax or
+the logit-adjusted loss). Stages ``crt`` / ``lws`` (:mod:`oltr.train.classifier_stage`) train
+only the classifier on the frozen stage-1 backbone (kept in eval mode).
     model_optimizer.zero_grad(); criterion_optimizer.zero_grad(); loss.backward()
     model_optimizer.step(); criterion_optimizer.step()
 
-After every epoch both StepLRs step, the model is evaluated on val (closed set; stage 2 with
+After every epoch both schedules step, the model is evaluated on val (closed set; stage 2 with
 the live memory) and the best-by-val-top-1 weights and memory are kept. An epoch is
 ``steps_per_epoch`` steps (default ``int(len(train) / batch_size)``, as the official code,
 even with the class-aware sampler).
@@ -26,7 +30,6 @@ from typing import Any, Optional
 import numpy as np
 import torch
 import yaml
-from torch import nn
 
 from oltr.inference import Outputs, Rejection, choose_thresholds, evaluate_outputs, json_ready, outlier_scores
 from oltr.model import OLTRModel, create_model, init_from_stage1
@@ -44,6 +47,7 @@ from oltr.train.checkpoints import (
     save_checkpoint,
 )
 from oltr.train.config import ConfigError, apply_overrides, as_config
+from oltr.train.config._checks import CLASSIFIER_STAGES
 from oltr.train.data import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
 from oltr.train.ddp import wrap_model
 from oltr.train.gather import gather_outputs, run_shard
@@ -89,16 +93,26 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_model(config: dict[str, Any], num_classes: Optional[int] = None) -> OLTRModel:
-    """The :class:`oltr.OLTRModel` of ``config`` (fresh weights; no stage-1 loading)."""
+    """The :class:`oltr.OLTRModel` of ``config`` (fresh weights; no stage-1 loading).
+
+    Stages ``plain`` and ``crt`` build the plain model (dot-product ``fc``), ``oltr`` the
+    meta-embedding one, ``lws`` the plain model with an :class:`oltr.longtail.LWSClassifier`."""
+    from oltr.train.classifier_stage import model_stage
+
     m = config["model"]
     try:
-        return create_model(
-            m["backbone"], int(num_classes or m["num_classes"]), stage=config["stage"],
+        model = create_model(
+            m["backbone"], int(num_classes or m["num_classes"]), stage=model_stage(config["stage"]),
             feat_dim=m["feat_dim"], use_attention=m["use_modulatedatt"], use_fc_add=m["use_fc"],
             **dict(m["options"]),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"cannot build model.backbone {m['backbone']!r}: {exc}") from None
+    if config["stage"] == "lws":
+        from oltr.longtail.lws import LWSClassifier
+
+        model.classifier = LWSClassifier(model.feat_dim, model.num_classes)
+    return model
 
 
 def _read_weights(path: str) -> Any:
@@ -122,6 +136,10 @@ def _init_weights(model: OLTRModel, config: dict[str, Any]) -> Optional[str]:
     if not path:
         return None
     source = _read_weights(path)
+    if config["stage"] in CLASSIFIER_STAGES:
+        from oltr.train.classifier_stage import init_classifier_stage
+
+        return init_classifier_stage(model, source, config["stage"], path)
     if model.stage == "oltr":
         report = init_from_stage1(model, source)
         return f"{len(report.copied)} backbone tensors from {path}, fresh: {len(report.kept)}"
@@ -138,8 +156,10 @@ def build_optimizers(
 
     The model optimiser is one SGD with a param group per network (feat_model at
     ``optim.feat_lr``, classifier at ``optim.classifier_lr``); the criterion optimiser is a
-    separate SGD over the centroids (``centroids.*``); each has its own StepLR. Frozen
-    parameters (``fix_backbone``) stay in their group and get no gradient, as officially.
+    separate SGD over the centroids (``centroids.*``); each has its own schedule (the model's:
+    ``optim.schedule``, StepLR or cosine annealing over ``epochs`` to ``optim.end_lr``; the
+    centroids': StepLR). Frozen parameters (``fix_backbone``; the backbone of the ``crt`` /
+    ``lws`` stages) stay in their group and get no gradient: SGD leaves them untouched.
     """
     o = config["optim"]
     groups = [
@@ -147,7 +167,11 @@ def build_optimizers(
         {"params": list(model.classifier.parameters()), "lr": o["classifier_lr"]},
     ]
     model_opt = torch.optim.SGD(groups, lr=o["feat_lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
-    model_sched = torch.optim.lr_scheduler.StepLR(model_opt, step_size=o["step_size"], gamma=o["gamma"])
+    if o["schedule"] == "cosine":
+        model_sched = torch.optim.lr_scheduler.CosineAnnealingLR(model_opt, T_max=int(config["epochs"]),
+                                                                 eta_min=o["end_lr"])
+    else:
+        model_sched = torch.optim.lr_scheduler.StepLR(model_opt, step_size=o["step_size"], gamma=o["gamma"])
     if criterion is None:
         return model_opt, model_sched, None, None
     c = config["centroids"]
@@ -182,6 +206,15 @@ class _Run:
             ).to(device)
         if config["model"]["fix_backbone"]:
             self.model.freeze_backbone()
+        #: crt / lws: the backbone is frozen exactly (no gradient, BatchNorm in eval mode)
+        self.classifier_only = config["stage"] in CLASSIFIER_STAGES
+        if self.classifier_only:
+            from oltr.train.classifier_stage import freeze_for_classifier_stage
+
+            freeze_for_classifier_stage(self.model, config["stage"])
+        from oltr.train.losses import build_loss
+
+        self.loss_fn = build_loss(config, self.data.train_counts).to(device)
         # DDP under torchrun (identity in one process): the module the training steps call
         self.step_model = wrap_model(self.model, device)
         self.model_opt, self.model_sched, self.crit_opt, self.crit_sched = build_optimizers(
@@ -231,7 +264,8 @@ class _Run:
         self.loader.sampler.set_epoch(self.epoch)
         dist_seam.reseed_for_epoch(int(cfg["seed"]), self.epoch)  # per-rank augmentation draws (DDP only)
         self.model.train()
-        ce = nn.CrossEntropyLoss()
+        if self.classifier_only:
+            self.model.feat_model.eval()  # BatchNorm statistics of the frozen backbone stay
         progress = EpochProgress(
             steps, f"{cfg['name']} {self.model.stage} epoch {self.epoch + 1}/{cfg['epochs']}",
             enabled=bool(cfg["progress"]))
@@ -242,7 +276,7 @@ class _Run:
             labels = torch.as_tensor(labels).to(self.device, dtype=torch.int64)
             centroids = self.criterion.centroids if self.criterion is not None else None
             logits, extras = self.step_model(images, centroids=centroids)
-            loss = cfg["loss"]["ce_weight"] * ce(logits, labels)
+            loss = cfg["loss"]["ce_weight"] * self.loss_fn(logits, labels)
             if self.criterion is not None:
                 loss = loss + cfg["loss"]["centroid_weight"] * self.criterion(extras.direct, labels)
             self.model_opt.zero_grad(set_to_none=True)

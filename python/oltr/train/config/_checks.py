@@ -18,7 +18,10 @@ from oltr.train.config._values import (
     is_finite_number,
 )
 
-__all__ = ["ORIGINS", "check_config", "origins_in_scope"]
+__all__ = ["CLASSIFIER_STAGES", "ORIGINS", "check_config", "origins_in_scope"]
+
+#: Stages that train only a classifier on a frozen stage-1 backbone (Kang et al., ICLR 2020).
+CLASSIFIER_STAGES = ("crt", "lws")
 
 #: ``{dotted key: where its value was set}`` of the config being built (empty: unknown).
 ORIGINS: ContextVar[Optional[Mapping[str, str]]] = ContextVar("oltr_config_origins", default=None)
@@ -68,6 +71,9 @@ def check_config(config: Any) -> None:
         ConfigError: ``"<origin>: config key '<key>' must be <what>; got <value>"``.
     """
     _check_section(config, "")
+    if config.stage in CLASSIFIER_STAGES and not config.model.init:
+        raise _fail("model.init", f"must name the stage-1 best.pt for stage {config.stage!r} (its backbone is "
+                                  "frozen and its classifier re-trained); got null")
     if config.eval.few_shot >= config.eval.many_shot:
         raise _fail("eval.few_shot", f"must be below eval.many_shot ({config.eval.many_shot}); "
                                      f"got {config.eval.few_shot!r}")

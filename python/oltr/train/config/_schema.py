@@ -134,7 +134,8 @@ class ModelConfig(Section):
         None, "Modulated attention (null = the stage's official default).")
     use_fc: Optional[bool] = setting(None, "The fc_add layer after the backbone (null = official default).")
     init: Optional[str] = setting(
-        None, "Initial weights: stage 1 a pretrained backbone file, stage 2 the stage-1 best.pt.",
+        None, "Initial weights: stage 1 a pretrained backbone file; stages oltr, crt, lws the stage-1 best.pt "
+        "(required for crt and lws).",
         path=True)
     fix_backbone: bool = setting(False, "Train only modulatedatt and fc_add of the backbone (official 'fix').")
     options: Mapping[str, Any] = setting({}, "Extra keyword arguments of oltr.model.create_model.")
@@ -144,8 +145,10 @@ class ModelConfig(Section):
 class SamplerConfig(Section):
     """``sampler``: the order of the training images."""
 
-    kind: Literal["shuffle", "class_aware"] = setting(
-        "shuffle", "shuffle: instance-balanced (stage 1); class_aware: class-balanced (stage 2)")
+    kind: Literal["shuffle", "class_aware", "square_root", "progressive"] = setting(
+        "shuffle", "shuffle: instance-balanced (stage 1); class_aware: class-balanced (stage 2, cRT, LWS); "
+        "square_root: classes drawn in proportion to sqrt(count); progressive: instance- to class-balanced "
+        "over the epochs (Kang et al. 2020)")
     samples_per_class: int = setting(4, "Consecutive samples drawn per class (class_aware).",
                                      check=_AT_LEAST_ONE)
 
@@ -158,8 +161,12 @@ class OptimConfig(Section):
     classifier_lr: float = setting(0.1, "Learning rate of the classifier.", check=_POSITIVE)
     momentum: float = setting(0.9, "SGD momentum.", check=_MOMENTUM)
     weight_decay: float = setting(0.0005, "SGD weight decay.", check=_NON_NEGATIVE)
+    schedule: Literal["step", "cosine"] = setting(
+        "step", "The model's schedule, stepped after each epoch: step: StepLR (step_size, gamma); "
+        "cosine: cosine annealing from the learning rates to end_lr over the epochs")
     step_size: int = setting(10, "StepLR: epochs between learning-rate decays.", check=_AT_LEAST_ONE)
     gamma: float = setting(0.1, "StepLR: factor applied at each decay.", check=_KEEP)
+    end_lr: float = setting(0.0, "Cosine schedule: learning rate after the last epoch.", check=_NON_NEGATIVE)
 
 
 @dataclass(frozen=True, eq=False)
@@ -183,9 +190,13 @@ class CentroidsConfig(Section):
 
 @dataclass(frozen=True, eq=False)
 class LossConfig(Section):
-    """``loss``: weights of the training loss terms."""
+    """``loss``: the classification loss and the weights of the training loss terms."""
 
-    ce_weight: float = setting(1.0, "Weight of the cross-entropy.", check=_NON_NEGATIVE)
+    kind: Literal["ce", "balanced_softmax", "logit_adjusted"] = setting(
+        "ce", "ce: softmax cross-entropy; balanced_softmax: CE(logits + log prior) (Ren et al. 2020); "
+        "logit_adjusted: CE(logits + tau * log prior) (Menon et al. 2021); prior = training class counts")
+    tau: float = setting(1.0, "Strength of the logit_adjusted loss (1 = Balanced Softmax).", check=_NON_NEGATIVE)
+    ce_weight: float = setting(1.0, "Weight of the classification loss (loss.kind).", check=_NON_NEGATIVE)
     centroid_weight: float = setting(0.01, "Weight of DiscCentroidsLoss (stage 2).", check=_NON_NEGATIVE)
 
 
@@ -215,8 +226,10 @@ class Config(Section):
     """
 
     name: str = setting("run", "Run name (progress lines and logs).")
-    stage: Literal["plain", "oltr"] = setting(
-        "plain", "plain: stage 1 (plain classifier); oltr: stage 2 (meta-embedding, memory)")
+    stage: Literal["plain", "oltr", "crt", "lws"] = setting(
+        "plain", "plain: stage 1 (plain classifier); oltr: stage 2 (meta-embedding, memory); crt / lws: "
+        "classifier-only stage on the frozen stage-1 backbone of model.init (Kang et al. 2020): crt a "
+        "re-initialised linear classifier, lws learned per-class scales of the stage-1 classifier")
     seed: int = setting(0, "Seed of Python, NumPy and torch.", check=_SEED)
     device: Literal["auto", "cpu", "cuda"] = setting("auto", "auto: CUDA when available, else CPU.")
     out_dir: str = setting("runs/run", "Run folder: best.pt, last.pt, log.jsonl, config.yaml.", path=True)
