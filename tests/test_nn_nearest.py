@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import oltr.memory
-from oltr.nn import MetaEmbeddingClassifier
-from oltr.nn import _nearest
+from oltr.nn import MetaEmbeddingClassifier, _nearest
 
 _REAL_INDEX = oltr.memory.CentroidIndex
 

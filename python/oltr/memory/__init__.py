@@ -14,8 +14,8 @@ Backends: "rust" (``oltr._core``), "faiss" (:class:`FaissOptions` for HNSW / IVF
 """
 from __future__ import annotations
 
-from .faiss_options import FaissOptions
 from ._validation import BACKEND_NAMES
+from .faiss_options import FaissOptions
 from .functional import nearest_centroids, reachability
 from .index import REACHABILITY_EPS, REACHABILITY_SCALE, CentroidIndex
 from .threads import MAX_NUM_THREADS, get_num_threads, set_num_threads

@@ -12,7 +12,7 @@ and recall is what the index reaches (``bench.py`` reports recall@1 against exac
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -30,11 +30,12 @@ def _default_nlist(num_classes: int) -> int:
     return max(1, min(round(4 * num_classes**0.5), num_classes // 39))
 
 
-def _build_index(centroids: np.ndarray, options: FaissOptions):
+def _build_index(centroids: np.ndarray, options: FaissOptions) -> Any:
     import faiss
 
     apply_thread_count_to_faiss(faiss)
     num_classes, dim = centroids.shape
+    index: Any  # IndexFlatL2, IndexHNSWFlat or IndexIVFFlat
     if options.index == "flat":
         index = faiss.IndexFlatL2(dim)
     elif options.index == "hnsw":

@@ -70,13 +70,20 @@ def _requires_grad(value: Any) -> bool:
     return bool(value.requires_grad) and torch.is_grad_enabled()
 
 
-def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool):
+def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool) -> Any:
+    cls: Any  # RustBackend, FaissBackend or TorchBackend (imported on use)
     if name == "rust":
-        from ._rust import RustBackend as cls
+        from ._rust import RustBackend
+
+        cls = RustBackend
     elif name == "faiss":
-        from ._faiss import FaissBackend as cls
+        from ._faiss import FaissBackend
+
+        cls = FaissBackend
     else:
-        from ._torch import TorchBackend as cls
+        from ._torch import TorchBackend
+
+        cls = TorchBackend
     # the Rust core packs its own copy of the centroids: no snapshot needed before it
     prepared = prepare_centroids(centroids, cls.array_kind, require_cpu=cls.require_cpu,
                                  snapshot=snapshot and name != "rust")

@@ -31,7 +31,8 @@ def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
 
     def numpy(value: Any, name: str) -> np.ndarray:
         value = real_input(value, name)
-        return (value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value).astype(np.float64)
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        return array.astype(np.float64)
 
     w = numpy(weight, "head weight")
     b = np.zeros(w.shape[0]) if bias is None else numpy(bias, "head bias")
