@@ -27,7 +27,8 @@ def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
     elif isinstance(head, (tuple, list)) and len(head) == 2:
         weight, bias = head
     else:
-        raise TypeError(f"head must be (weight, bias), an nn.Linear or a model with classifier.fc; got {type(head).__name__}")
+        raise TypeError("head must be (weight, bias), an nn.Linear or a model with classifier.fc; "
+                        f"got {type(head).__name__}")
 
     def numpy(value: Any, name: str) -> np.ndarray:
         value = real_input(value, name)

@@ -55,7 +55,8 @@ class ViM(FeatureDetector):
         if weight.shape[1] != features.shape[1]:
             raise ValueError(f"head weight has D = {weight.shape[1]} but features have D = {features.shape[1]}")
         if self.dim >= features.shape[1]:
-            raise ValueError(f"dim = {self.dim} must be < D = {features.shape[1]} (nothing would be left for the residual)")
+            raise ValueError(f"dim = {self.dim} must be < D = {features.shape[1]} "
+                             "(nothing would be left for the residual)")
         self.origin = -np.linalg.pinv(weight) @ bias
         centred = features - self.origin
         values, vectors = np.linalg.eigh(centred.T @ centred / features.shape[0])
