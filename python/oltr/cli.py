@@ -8,6 +8,7 @@
     oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
     oltr bench [--shapes 1x1e4,64x1e4:10] [--threads N] [--quick]
     oltr demo [--out DIR] [--seeds N] [--quick] [--jobs N] [--device ...]
+    oltr compare CONFIG [--out DIR] [--quick] [--seeds N] [--no-plots]
     oltr configs
 
 CONFIG is a YAML file or the name of a shipped config (``oltr configs`` lists them).
@@ -91,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=_DEVICES, default="cpu")
     p.add_argument("--jobs", type=int, default=None,
                    help="seeds trained in parallel processes (default: min(seeds, CPU cores, 2))")
+
+    p = sub.add_parser("compare", help="OLTR against long-tail and open-set baselines on one protocol (a YAML)")
+    p.add_argument("config", help="compare YAML file or shipped name (compare_fashion_lt, compare_digits_lt)")
+    p.add_argument("--out", default="compare_out", metavar="DIR")
+    p.add_argument("--quick", action="store_true", help="every training runs the config's quick_epochs (smoke test)")
+    p.add_argument("--seeds", type=int, default=None, metavar="N", help="only the config's first N seeds")
+    p.add_argument("--no-plots", action="store_true", help="skip the plots")
 
     sub.add_parser("configs", help="list the shipped configs")
     return parser
@@ -247,6 +255,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from oltr.compare.cli import run_from_args
+
+    return run_from_args(args)
+
+
 def _cmd_configs(_args: argparse.Namespace) -> int:
     from oltr.train import shipped_configs
     from oltr.train.config import config_dir
@@ -258,7 +272,7 @@ def _cmd_configs(_args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
-             "demo": _cmd_demo, "configs": _cmd_configs}
+             "demo": _cmd_demo, "compare": _cmd_compare, "configs": _cmd_configs}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
