@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -71,7 +71,7 @@ class NearestCentroidDispatch:
 
     def clear(self) -> None:
         """Forget the cached index."""
-        self._index = None
+        self._index: Optional[Any] = None  # a CentroidIndex (Rust) once built
         self._snapshot: Optional[Tensor] = None
         self._source: Optional[weakref.ref] = None
         self._source_key: Optional[tuple] = None
@@ -135,7 +135,9 @@ class NearestCentroidDispatch:
             if version is not None and self._source is not None and self._source() is centroids \
                     and self._source_key == key:
                 return self._index
-            if self._snapshot.shape == centroids.shape and torch.equal(self._snapshot, centroids.detach().to(torch.float32)):
+            cached = self._snapshot
+            if cached is not None and cached.shape == centroids.shape \
+                    and torch.equal(cached, centroids.detach().to(torch.float32)):
                 self._source, self._source_key = weakref.ref(centroids), key
                 return self._index
         snapshot = centroids.detach().to(torch.float32).clone().contiguous()
