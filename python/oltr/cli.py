@@ -8,7 +8,7 @@
     oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
     oltr bench [--shapes 1x1e4,64x1e4:10] [--threads N] [--quick]
     oltr demo [--out DIR] [--seeds N] [--quick] [--jobs N] [--device ...]
-    oltr compare CONFIG [--out DIR] [--quick] [--seeds N] [--no-plots]
+    oltr compare CONFIG [--out DIR] [--quick] [--seeds N] [--no-plots] [--jobs N]
     oltr configs
 
 CONFIG is a YAML file or the name of a shipped config (``oltr configs`` lists them).
@@ -99,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="every training runs the config's quick_epochs (smoke test)")
     p.add_argument("--seeds", type=int, default=None, metavar="N", help="only the config's first N seeds")
     p.add_argument("--no-plots", action="store_true", help="skip the plots")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes (default 1)")
 
     sub.add_parser("configs", help="list the shipped configs")
     return parser

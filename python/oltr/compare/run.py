@@ -107,8 +107,9 @@ def _method_outputs(spec: CompareSpec, trainer: _Trainer) -> tuple[dict[str, Any
     return outputs, data
 
 
-def _run_seed(spec: CompareSpec, seed: int, folder: Path, quick: bool) -> dict[str, Any]:
-    """Rows (``{method: {column: value}}``) and details of one seed; writes its reports."""
+def _run_seed(spec: CompareSpec, seed: int, folder: Path, quick: bool, keep: bool = True) -> dict[str, Any]:
+    """Rows (``{method: {column: value}}``) and details of one seed; writes its reports.
+    ``keep``: also return the outputs and the data (for the plots)."""
     from oltr.compare.evaluation import fit_detectors, method_report
     from oltr.compare.table import report_row
     from oltr.inference.report import json_ready
@@ -131,6 +132,8 @@ def _run_seed(spec: CompareSpec, seed: int, folder: Path, quick: bool) -> dict[s
         plotted[method] = (out, detectors)
     _log(f"seed {seed}: " + ", ".join(f"{m} {r['top1']:.3f}" for m, r in rows.items())
          + f" top-1 ({time.perf_counter() - started:.0f} s)")
+    if not keep:  # a worker process: only what pickles cheaply
+        return {"rows": rows, "details": details}
     return {"rows": rows, "details": details, "plotted": plotted, "data": data}
 
 
@@ -160,8 +163,25 @@ def _plots(out: Path, spec: CompareSpec, seed_result: dict[str, Any]) -> list[Pa
     return paths
 
 
+def _all_seeds(spec: CompareSpec, out: Path, quick: bool, jobs: int) -> list[dict[str, Any]]:
+    """Every seed's result, the first in this process (its outputs feed the plots), the others
+    in up to ``jobs - 1`` worker processes at the same time."""
+    folders = [out / "runs" / f"seed{seed}" for seed in spec.seeds]
+    if jobs == 1 or len(spec.seeds) == 1:
+        return [_run_seed(spec, seed, folder, quick, keep=i == 0)
+                for i, (seed, folder) in enumerate(zip(spec.seeds, folders))]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    rest = list(zip(spec.seeds[1:], folders[1:]))
+    with ProcessPoolExecutor(min(jobs - 1, len(rest)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_seed, spec, seed, folder, quick, False) for seed, folder in rest]
+        first = _run_seed(spec, spec.seeds[0], folders[0], quick)
+        return [first] + [f.result() for f in futures]
+
+
 def run_compare(spec: CompareSpec, out_dir: str | Path = "compare_out", quick: bool = False,
-                plots: bool = True) -> dict[str, Any]:
+                plots: bool = True, jobs: int = 1) -> dict[str, Any]:
     """Run the comparison ``spec`` describes; write ``table.md``, ``table.json``, ``plots/`` and
     every method's report under ``out_dir``; print the table.
 
@@ -170,6 +190,8 @@ def run_compare(spec: CompareSpec, out_dir: str | Path = "compare_out", quick: b
         out_dir: output folder (created; earlier runs of the same seeds are overwritten).
         quick: every training runs ``spec.quick_epochs`` epochs (a smoke test; numbers mean little).
         plots: write the plots (first seed).
+        jobs: seeds run at the same time (processes; each training uses its config's threads);
+            the results do not depend on it.
 
     Returns:
         ``{"summary": {method: {column: {mean, std}}}, "per_seed": {method: [row, ...]},
@@ -182,7 +204,9 @@ def run_compare(spec: CompareSpec, out_dir: str | Path = "compare_out", quick: b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    results = [_run_seed(spec, seed, out / "runs" / f"seed{seed}", quick) for seed in spec.seeds]
+    if int(jobs) < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    results = _all_seeds(spec, out, quick, int(jobs))
     per_seed = {m: [r["rows"][m] for r in results] for m in spec.methods}
     summary = {m: summarise(rows) for m, rows in per_seed.items()}
     labels = {m: METHODS[m][0] for m in spec.methods}
@@ -197,7 +221,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path = "compare_out", quick: b
         "labels": labels, "detectors": list(spec.detectors), "recipes": dict(spec.recipes),
         "summary": summary, "per_seed": per_seed,
         "details": {m: [r["details"][m] for r in results] for m in spec.methods},
-        "plots": [str(p) for p in plot_paths], "wall_s": wall,
+        "plots": [str(p) for p in plot_paths], "jobs": int(jobs), "wall_s": wall,
     }
     (out / "table.md").write_text(table, encoding="utf-8")
     (out / "table.json").write_text(json.dumps(json_ready(result), indent=2), encoding="utf-8")
