@@ -27,9 +27,9 @@ def stage1(tmp_path_factory):
     return train(_config("digits_lt_stage1", root / "s1", "epochs=2"))
 
 
-def _first_step_loss(config, device=torch.device("cpu")):
+def _first_step_loss(config):
     """(the loss the trainer logs for one step, the model before the step, that step's batch)."""
-    run = _Run(config, device)
+    run = _Run(config, torch.device("cpu"))
     run.initialise()
     before = copy.deepcopy(run.model)
     run.loader.sampler.set_epoch(0)
