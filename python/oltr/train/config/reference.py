@@ -30,7 +30,11 @@ one key (the value is read as the key's type).
 * Shipped recipes are written, like the official code, for the folder you run in: the ImageNet-LT
   and Places-LT recipes read `./data/<data set>/*.txt` list files (and `data.root`, a placeholder
   to set) and write `./logs/...`; the embedded-data recipes (`fashion_lt_*`, `digits_lt_*`) read
-  no files and write `runs/<data set>/stage1`, where their stage 2's `model.init` looks.
+  no files and write `runs/<data set>/stage1`, where the `model.init` of their stage 2 (`_stage2`),
+  cRT (`_crt`) and LWS (`_lws`) recipes looks.
+* Stages `crt` and `lws` (Kang et al., ICLR 2020) train only a classifier on the frozen backbone of
+  the stage-1 `best.pt` in `model.init` (no gradient, BatchNorm statistics kept): `crt` a
+  re-initialised linear classifier, `lws` one learned scale per class of the stage-1 classifier.
 * The centroids' learning-rate schedule follows `optim.step_size` / `optim.gamma` unless
   `centroids.step_size` / `centroids.gamma` are set (the official code uses one schedule for both).
 * A checkpoint's stored config is checked again when the checkpoint is loaded; `num_workers` and
