@@ -202,6 +202,16 @@ def test_compare_spec_files(tmp_path):
     assert main(["compare", str(tmp_path / "missing.yaml")]) == 1
 
 
+def test_recipes_must_share_the_data_and_shot_groups(tmp_path):
+    from oltr.compare import run_compare
+
+    (tmp_path / "other.yaml").write_text("base: digits_lt_stage2\neval: {few_shot: 5}\n")
+    (tmp_path / "cmp.yaml").write_text("recipes: {stage1: digits_lt_stage1, oltr: other.yaml}\n"
+                                       "methods: [oltr]\nseeds: [0]\nquick_epochs: 1\n")
+    with pytest.raises(ConfigError, match="recipe oltr .*'eval' section differs"):
+        run_compare(load_compare_spec(tmp_path / "cmp.yaml"), tmp_path / "out", quick=True, plots=False)
+
+
 def test_direction_of_every_default_detector_on_model_outputs():
     """The logit and reachability scores the compare uses are outlier scores (larger = more unknown)."""
     from oltr.compare.evaluation import method_scores

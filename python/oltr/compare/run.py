@@ -50,9 +50,21 @@ class _Trainer:
         if key not in self.done:
             started = time.perf_counter()
             config = self.config(recipe, [f"out_dir={self.folder / key}"] + list(extra or []))
+            self.check_same_protocol(recipe, config)
             self.done[key] = train(config).best_path
             _log(f"  trained {key} ({config['epochs']} epochs, {time.perf_counter() - started:.0f} s)")
         return self.done[key]
+
+    def check_same_protocol(self, recipe: str, config) -> None:
+        """Every method is evaluated on stage 1's data and shot groups: a recipe whose ``data`` or
+        ``eval`` section differs from stage 1's is an error naming it."""
+        from oltr.train.config import ConfigError
+
+        first = self.config("stage1", [])
+        for section in ("data", "eval"):
+            if config[section] != first[section]:
+                raise ConfigError(f"compare recipe {recipe} ({self.spec.recipes[recipe]}): its {section!r} section "
+                                  f"differs from recipes.stage1's; every method must use the same {section}")
 
     def stage1(self) -> Path:
         return self.path("stage1", "stage1")
