@@ -45,15 +45,21 @@ def test_the_trainer_uses_the_loss_kind_formula(tmp_path, kind, tau):
     config = _config("digits_lt_stage1", tmp_path, *extra)
     logged, model, images, labels, run = _first_step_loss(config)
     model.train()
-    with torch.no_grad():
-        logits, _ = model(images)
+    logits, _ = model(images)
     counts = torch.tensor(run.data.train_counts, dtype=torch.float64)
     log_prior = torch.log(counts / counts.sum()).float()
     shift = {"ce": 0.0, "balanced_softmax": 1.0, "logit_adjusted": tau}[kind]
     expected = F.cross_entropy(logits + shift * log_prior, labels.long())
-    assert logged == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
+    assert logged == pytest.approx(float(expected.detach()), rel=1e-5, abs=1e-6)
     if kind != "ce":  # the prior term matters on this batch: plain CE would not pass
-        assert abs(float(F.cross_entropy(logits, labels.long())) - logged) > 1e-3
+        assert abs(float(F.cross_entropy(logits.detach(), labels.long())) - logged) > 1e-3
+    # the step the trainer took is SGD on this loss (first step: momentum buffer = gradient + wd * w)
+    expected.backward()
+    o = config["optim"]
+    for name in ("weight", "bias"):
+        before = getattr(model.classifier.fc, name)
+        stepped = before.detach() - o["classifier_lr"] * (before.grad + o["weight_decay"] * before.detach())
+        torch.testing.assert_close(getattr(run.model.classifier.fc, name).detach(), stepped, rtol=1e-5, atol=1e-6)
 
 
 def test_a_prior_loss_refuses_an_empty_class(tmp_path):
