@@ -45,13 +45,17 @@ def test_run_folder_and_best_checkpoint(runs):
         assert ckpt["epoch"] == result.best_epoch and ckpt["best_acc"] == result.best_acc
         assert ckpt["train_class_counts"] == [120, 60, 30, 15, 8, 4]
         assert ckpt["class_names"] == list(digits_lt().class_names)
-        assert set(ckpt["thresholds"]) == {"msp", "max_logit", "energy", "reachability", "open_threshold"}
+        scores = {"msp", "max_logit", "energy", "reachability"}
+        assert set(ckpt["thresholds"]) == scores | {f"{s}@groups" for s in scores} | {"open_threshold"}
+        assert set(ckpt["thresholds"]["msp@groups"]) == {"many", "medium", "few"}
         # the rejection predict applies by default: the msp threshold chosen on val
         assert ckpt["rejection"] == {"rule": "val", "score": "msp", "threshold": ckpt["thresholds"]["msp"]}
         report = ckpt["val_report"]  # the trainer's validation report: the best epoch's val outputs
         assert report["meta"]["split"] == "val" and report["meta"]["epoch"] == result.best_epoch
         assert report["closed"]["top1"] == pytest.approx(result.best_acc) and report["num_unknown"] == 0
         assert report["reject"]["msp"]["rejected_known"] == pytest.approx(0.05, abs=0.02)  # val_keep 0.95
+        for frr in report["reject"]["msp@groups"]["rejected_known_groups"].values():  # each group keeps ~95 %
+            assert frr == pytest.approx(0.05, abs=0.06)
     plain, oltr = load_model_checkpoint(first.best_path), load_model_checkpoint(second.best_path)
     assert plain["centroids"] is None and tuple(plain["feature_means"].shape) == (6, 64)
     assert torch.equal(oltr["centroids"], oltr["state_dict"]["centroids"])

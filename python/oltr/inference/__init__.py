@@ -9,7 +9,8 @@ Every consumer — the trainer's validation, ``oltr eval``, ``oltr predict``, ``
 * :mod:`~oltr.inference.scores`: :func:`outlier_scores`, every outlier score (larger = more
   unknown) from one :class:`Outputs`, each computed once;
 * :mod:`~oltr.inference.decisions`: :class:`Rejection` (rule, score, threshold) and
-  :func:`choose_thresholds` (validation-chosen thresholds);
+  :func:`choose_thresholds` and :func:`choose_group_thresholds` (validation-chosen thresholds,
+  one per score or one per score and shot group);
 * :mod:`~oltr.inference.report`: :func:`evaluate_outputs`, the one report schema
   (docs/report-schema.md), and :func:`json_ready`;
 * :mod:`~oltr.inference.predictor`: :class:`Predictor` and :class:`Prediction`;
@@ -34,6 +35,7 @@ _LAZY = {
     "reach_scale_of": "oltr.inference.scores",
     "RULES": "oltr.inference.decisions",
     "Rejection": "oltr.inference.decisions",
+    "choose_group_thresholds": "oltr.inference.decisions",
     "choose_thresholds": "oltr.inference.decisions",
     "REPORT_SCHEMA": "oltr.inference.report",
     "evaluate_outputs": "oltr.inference.report",
@@ -53,6 +55,7 @@ __all__ = [
     "Prediction",
     "Predictor",
     "Rejection",
+    "choose_group_thresholds",
     "choose_thresholds",
     "classify_features",
     "evaluate_checkpoint",

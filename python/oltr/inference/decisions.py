@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["DEFAULT_SCORE", "RULES", "Rejection", "choose_thresholds"]
+__all__ = ["DEFAULT_SCORE", "RULES", "Rejection", "choose_group_thresholds", "choose_thresholds"]
 
 RULES = ("val", "official")
 #: the score a validation-chosen rejection uses unless told otherwise
@@ -95,7 +95,37 @@ class Rejection:
         if rule != "val":
             raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
         score = score or (str(stored["score"]) if stored else DEFAULT_SCORE)
-        if score not in thresholds or score == "open_threshold":
-            have = sorted(k for k in thresholds if k != "open_threshold")
+        if score not in thresholds or score == "open_threshold" or isinstance(thresholds[score], Mapping):
+            have = sorted(k for k, v in thresholds.items() if k != "open_threshold" and not isinstance(v, Mapping))
             raise ValueError(f"the checkpoint stores no validation threshold for score {score!r} (has {have})")
         return cls("val", score, float(thresholds[score]))
+
+
+def choose_group_thresholds(
+    scores: Mapping[str, np.ndarray], closed_preds: np.ndarray, train_counts, keep: float,
+    many_thr: int = 100, few_thr: int = 20, rule: str = "official",
+) -> dict[str, dict[str, float]]:
+    """Per score, one threshold per shot group, each keeping ``keep`` of the known validation
+    samples **predicted** into that group (the group is of the predicted class, since the true
+    class of a test sample is unknown). A group no validation sample is predicted into takes
+    the score's global threshold.
+
+    Returns ``{score: {"many": t, "medium": t, "few": t}}``; pass it to
+    :func:`oltr.metrics.evaluate` as ``reject_thresholds={f"{score}@groups": ...}``.
+    """
+    from oltr.data.shots import shot_groups
+
+    preds = np.asarray(closed_preds, dtype=np.int64)
+    masks = shot_groups(train_counts, many_thr, few_thr, rule)
+    overall = choose_thresholds(scores, keep)
+    out: dict[str, dict[str, float]] = {}
+    for name, values in scores.items():
+        values = np.asarray(values)
+        if values.shape != preds.shape:
+            raise ValueError(f"scores[{name!r}] has shape {values.shape}, closed_preds {preds.shape}")
+        out[name] = {}
+        for group in ("many", "medium", "few"):
+            members = getattr(masks, group)[preds]
+            out[name][group] = (choose_thresholds({name: values[members]}, keep)[name] if members.any()
+                                else overall[name])
+    return out

@@ -13,7 +13,7 @@ from typing import Any, Optional
 import numpy as np
 
 from oltr.inference.outputs import Outputs
-from oltr.metrics.evaluate import REPORT_SCHEMA, Report
+from oltr.metrics.evaluate import GROUP_SUFFIX, REPORT_SCHEMA, Report
 
 __all__ = ["REPORT_SCHEMA", "evaluate_outputs", "json_ready", "shot_options"]
 
@@ -34,7 +34,8 @@ def evaluate_outputs(
         outputs: logits, features, labels (``-1`` = unknown) and reachability (or None).
         train_counts: ``(K,)`` training images per class (shot groups).
         eval_cfg: the config's ``eval`` section (``open_threshold``, shot rule).
-        thresholds: validation-chosen outlier-score thresholds (``{"msp": t, ...}``; the
+        thresholds: validation-chosen outlier-score thresholds (``{"msp": t, ...}``, and
+            per-shot-group ones ``{"msp@groups": {"many": t, "medium": t, "few": t}}``; the
             ``open_threshold`` entry and scores the outputs lack are skipped); each gives a
             ``reject`` block.
         meta: entries of the report's ``meta`` block.
@@ -43,7 +44,12 @@ def evaluate_outputs(
     from oltr.metrics.evaluate import evaluate
 
     scores = outlier_scores(outputs.logits, outputs.reachability)
-    reject = {k: float(v) for k, v in (thresholds or {}).items() if k in scores}
+    reject: dict[str, Any] = {}
+    for name, value in (thresholds or {}).items():
+        if name in scores:
+            reject[name] = float(value)
+        elif name.endswith(GROUP_SUFFIX) and name[: -len(GROUP_SUFFIX)] in scores:
+            reject[name] = {group: float(t) for group, t in value.items()}
     return evaluate(outputs.logits, outputs.labels, train_counts, scores=scores, logit_scores=(),
                     open_threshold=float(eval_cfg["open_threshold"]), reject_thresholds=reject,
                     **shot_options(eval_cfg), meta=meta)

@@ -27,10 +27,12 @@ from oltr.metrics.open_set import (
     open_set_metrics_by_group,
 )
 
-__all__ = ["REPORT_SCHEMA", "Report", "evaluate", "flatten_report", "rejection_metrics"]
+__all__ = ["GROUP_SUFFIX", "REPORT_SCHEMA", "Report", "evaluate", "flatten_report", "rejection_metrics"]
 
 #: the ``schema`` value of every report
 REPORT_SCHEMA = "oltr.report/1"
+#: ``reject_thresholds`` / ``reject`` block names ending in this hold per-shot-group thresholds
+GROUP_SUFFIX = "@groups"
 _GROUPS = ("many", "medium", "few")
 
 
@@ -41,7 +43,9 @@ def rejection_metrics(
     ``eval`` reports them: ``f_measure``, ``f_measure_legacy``, ``open_set_accuracy``, and
     ``top1``, ``many``, ``medium``, ``few`` over the known samples **after** rejection (a
     rejected known sample counts as wrong), plus ``rejected_known`` (the fraction of known
-    samples rejected). ``nan`` where undefined."""
+    samples rejected) and ``rejected_known_groups`` (that fraction within the known samples of
+    each shot group: the false rejection rate of many-, medium- and few-shot images). ``nan``
+    where undefined."""
     p, y = as_labels(preds, "preds"), as_labels(labels, "labels")
     known = y != -1
     return {
@@ -51,7 +55,38 @@ def rejection_metrics(
         "top1": top1_accuracy(p[known], y[known]),
         **shot_accuracy(p[known], y[known], train_counts, many_thr, few_thr, rule),
         "rejected_known": float(np.mean(p[known] == -1)) if known.any() else float("nan"),
+        "rejected_known_groups": _rejected_by_group(p[known], y[known], train_counts, many_thr, few_thr, rule),
     }
+
+
+def _rejected_by_group(preds: np.ndarray, labels: np.ndarray, train_counts, many_thr: int, few_thr: int,
+                       rule: str) -> dict[str, float]:
+    """Fraction of the known samples of each shot group (by true class) predicted ``-1``."""
+    from oltr.data.shots import shot_groups
+
+    groups = shot_groups(train_counts, many_thr, few_thr, rule)
+    out = {}
+    for name in _GROUPS:
+        members = getattr(groups, name)[labels] if labels.size else np.zeros(0, bool)
+        out[name] = float(np.mean(preds[members] == -1)) if members.any() else float("nan")
+    return out
+
+
+def _per_sample_threshold(threshold: Any, preds: np.ndarray, train_counts, groups: Mapping[str, Any],
+                          what: str) -> Any:
+    """``threshold`` as given (one number) or, for per-group thresholds ``{many, medium, few}``,
+    the threshold of each sample's **predicted** class's group (``(N,)`` float64)."""
+    if not isinstance(threshold, Mapping):
+        return _finite(threshold, what)
+    from oltr.data.shots import shot_groups
+
+    if set(threshold) != set(_GROUPS):
+        raise ValueError(f"{what} must be a number or a mapping with keys {list(_GROUPS)}; got {sorted(threshold)}")
+    masks = shot_groups(train_counts, groups["many_thr"], groups["few_thr"], groups["rule"])
+    per_class = np.empty(len(masks.many))
+    for name in _GROUPS:
+        per_class[getattr(masks, name)] = _finite(threshold[name], f"{what}[{name!r}]")
+    return per_class[preds]
 
 
 def _finite(value: Any, what: str) -> float:
@@ -100,9 +135,12 @@ def evaluate(
             ``{"reachability": reachability_score(features, centroids)}``.
         logit_scores: logit scores computed here (names of :data:`oltr.scores.LOGIT_SCORES`).
         open_threshold: the official max-softmax threshold (0.1; strict ``<``).
-        reject_thresholds: score name → outlier-score threshold chosen on validation
+        reject_thresholds: block name → outlier-score threshold chosen on validation
             data (:func:`~oltr.metrics.threshold_at_tpr`); each gives a ``reject[name]``
-            block (reject where score ``> threshold``).
+            block (reject where score ``> threshold``). The name is a score's, or
+            ``"<score>@groups"`` with per-group thresholds ``{"many": t, "medium": t, "few": t}``
+            applied by each sample's **predicted** class's shot group
+            (:func:`oltr.inference.choose_group_thresholds`).
         tpr: TPR for ``fpr_at_tpr`` (FPR95 by default).
         many_thr, few_thr, rule: shot groups (official ≥100 / ≤20; ``rule="paper"``:
             >100 / <20).
@@ -155,11 +193,17 @@ def evaluate(
         all_scores[name] = arr
     reject: dict[str, Any] = {}
     for name, t in (reject_thresholds or {}).items():
-        if name not in all_scores:
-            raise ValueError(f"reject_thresholds names unknown score {name!r}; have {sorted(all_scores)}")
-        t = _finite(t, f"reject_thresholds[{name!r}]")
-        reject[name] = {"threshold": t, **rejection_metrics(reject_by_score(preds, all_scores[name], t), y, counts,
-                                                            **groups)}
+        score_name = name[: -len(GROUP_SUFFIX)] if name.endswith(GROUP_SUFFIX) else name
+        if score_name not in all_scores:
+            raise ValueError(f"reject_thresholds names unknown score {score_name!r}; have {sorted(all_scores)}")
+        if name.endswith(GROUP_SUFFIX) != isinstance(t, Mapping):
+            raise ValueError(f"reject_thresholds[{name!r}]: per-group thresholds (a mapping) go with a name "
+                             f"ending in {GROUP_SUFFIX!r}, one number with a score name")
+        threshold = _per_sample_threshold(t, preds, counts, groups, f"reject_thresholds[{name!r}]")
+        # s - t > 0 exactly when s > t (IEEE subtraction is zero only for equal operands)
+        rejected = reject_by_score(preds, all_scores[score_name] - threshold, 0.0)
+        shown = {g: float(v) for g, v in t.items()} if isinstance(t, Mapping) else threshold
+        reject[name] = {"threshold": shown, **rejection_metrics(rejected, y, counts, **groups)}
     correct = preds[known] == y[known]
     return Report(
         schema=REPORT_SCHEMA,
@@ -228,8 +272,7 @@ def _flat(report: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
     yield "n_unknown", float(report["num_unknown"])
     yield "tpr", float(report["meta"]["tpr"])
     for block in ("closed", "official"):
-        for k, v in report[block].items():
-            yield f"{block}.{'openset_acc' if k == 'open_set_accuracy' else k}", v
+        yield from _flat_block(block, report[block])
     for name, metrics in report["modern"].items():
         for k, v in metrics.items():
             if k != "groups":
@@ -238,8 +281,17 @@ def _flat(report: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
             for k, v in values.items():
                 yield f"{name}.{group}.{k}", v
     for name, metrics in report["reject"].items():
-        for k, v in metrics.items():
-            yield f"reject.{name}.{'openset_acc' if k == 'open_set_accuracy' else k}", v
+        yield from _flat_block(f"reject.{name}", metrics)
+
+
+def _flat_block(prefix: str, block: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    for k, v in block.items():
+        key = f"{prefix}.{'openset_acc' if k == 'open_set_accuracy' else k}"
+        if isinstance(v, Mapping):
+            for sub, value in v.items():
+                yield f"{key}.{sub}", value
+        else:
+            yield key, v
 
 
 def flatten_report(report: Mapping[str, Any]) -> dict[str, float]:

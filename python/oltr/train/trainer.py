@@ -31,7 +31,17 @@ import numpy as np
 import torch
 import yaml
 
-from oltr.inference import Outputs, Rejection, choose_thresholds, evaluate_outputs, json_ready, outlier_scores
+from oltr.inference import (
+    Outputs,
+    Rejection,
+    choose_group_thresholds,
+    choose_thresholds,
+    evaluate_outputs,
+    json_ready,
+    outlier_scores,
+)
+from oltr.inference.report import shot_options
+from oltr.metrics.evaluate import GROUP_SUFFIX
 from oltr.model import OLTRModel, create_model, init_from_stage1
 from oltr.nn import DiscCentroidsLoss
 from oltr.train import distributed as dist_seam
@@ -320,10 +330,16 @@ class _Run:
         self.write_best(val, feature_means=None)
         return True
 
-    def thresholds(self, val: Outputs) -> dict[str, float]:
-        """Per outlier score, the threshold keeping ``eval.val_keep`` of ``val``, and the
-        official ``open_threshold``."""
-        chosen = choose_thresholds(outlier_scores(val.logits, val.reachability), float(self.config["eval"]["val_keep"]))
+    def thresholds(self, val: Outputs) -> dict[str, Any]:
+        """Per outlier score, the threshold keeping ``eval.val_keep`` of ``val`` (``"<score>"``)
+        and one per shot group of the predicted class (``"<score>@groups"``), and the official
+        ``open_threshold``."""
+        scores = outlier_scores(val.logits, val.reachability)
+        keep = float(self.config["eval"]["val_keep"])
+        chosen: dict[str, Any] = dict(choose_thresholds(scores, keep))
+        by_group = choose_group_thresholds(scores, val.logits.argmax(axis=1), self.data.train_counts, keep,
+                                           **shot_options(self.config["eval"]))
+        chosen.update({f"{name}{GROUP_SUFFIX}": t for name, t in by_group.items()})
         chosen["open_threshold"] = float(self.config["eval"]["open_threshold"])
         return chosen
 
