@@ -104,3 +104,32 @@ def test_unfitted_centroid_detectors_raise():
         with pytest.raises(NotFittedError, match="not fitted"):
             det.predict(np.zeros((1, 3), np.float32))
     assert issubclass(NotFittedError, ValueError)
+
+
+def test_centroid_detectors_build_their_index_once_in_fit(monkeypatch, rng):
+    import oltr.memory as memory
+    from oltr.scores import NearestCentroid, Reachability
+
+    built = []
+    real = memory.CentroidIndex
+
+    class Counting(real):
+        def __init__(self, *args, **kwargs):
+            built.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(memory, "CentroidIndex", Counting)
+    feats = rng.standard_normal((40, 6)).astype(np.float32)
+    labels = np.arange(40) % 4
+    for det in (NearestCentroid().fit(feats, labels), Reachability().fit_centroids(feats[:4])):
+        before = len(built)
+        first = det.predict(feats[:5])
+        for _ in range(3):
+            np.testing.assert_array_equal(det.predict(feats[:5]), first)
+        det.predict(torch.from_numpy(feats[:5]))
+        assert len(built) == before  # predict reuses the index fit built
+    assert len(built) == 2
+    # the same numbers as the score functions
+    means = feats.reshape(10, 4, 6).mean(0)
+    np.testing.assert_allclose(NearestCentroid().fit(feats, labels).predict(feats),
+                               centroid_distance_score(feats, means), rtol=1e-5)

@@ -8,7 +8,7 @@ and raise :class:`oltr.errors.NotFittedError` when used before.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -16,7 +16,6 @@ import torch
 from oltr.errors import NotFittedError
 from oltr.memory.index import REACHABILITY_SCALE
 from oltr.scores._tensor import as_float_tensor, real_input
-from oltr.scores.centroids import centroid_distance_score, reachability_score
 from oltr.scores.logits import energy_score, max_logit_score, msp_score
 
 __all__ = [
@@ -92,36 +91,46 @@ def class_means(features, labels, num_classes: Optional[int] = None) -> torch.Te
 
 
 class _CentroidDetector(Detector):
+    """Fitted on class means (``fit``) or given centroids (``fit_centroids``); the
+    :class:`oltr.CentroidIndex` over them is built once there and reused by every ``predict``."""
+
     def __init__(self, backend: str = "auto") -> None:
         self.backend = backend
         self.centroids: Optional[torch.Tensor] = None
+        self.index: Optional[Any] = None
 
     def fit(self, features, labels, num_classes: Optional[int] = None) -> "_CentroidDetector":
         """Centroids = class means of ``features (N, D)`` by ``labels (N,)``."""
-        self.centroids = class_means(features, labels, num_classes).cpu()
-        return self
+        return self._set(class_means(features, labels, num_classes).cpu())
 
     def fit_centroids(self, centroids) -> "_CentroidDetector":
         """Use given centroids ``(K, D)`` (e.g. a trained OLTR model's memory)."""
         c, _ = as_float_tensor(centroids, "centroids", 2)
-        self.centroids = c.to(torch.float32).cpu()
+        return self._set(c.to(torch.float32).cpu())
+
+    def _set(self, centroids: torch.Tensor) -> "_CentroidDetector":
+        from oltr.memory import CentroidIndex
+
+        self.centroids = centroids
+        self.index = CentroidIndex(centroids.numpy(), backend=self.backend)
         return self
 
     def _checked(self, features):
-        if self.centroids is None:
+        if self.index is None:
             raise NotFittedError(f"{type(self).__name__} is not fitted; call fit() or fit_centroids() first")
         features = real_input(features, "features")
         if isinstance(features, torch.Tensor):
-            return features.detach().cpu(), self.centroids
-        return features.astype(np.float32, copy=False), self.centroids.numpy()
+            return features.detach().cpu().to(torch.float32)
+        return np.asarray(features, dtype=np.float32)
 
 
 class NearestCentroid(_CentroidDetector):
     """Distance to the nearest class centroid. ``predict(features (N, D)) -> (N,)``."""
 
     def predict(self, features):
-        f, c = self._checked(features)
-        return centroid_distance_score(f, c, self.backend)
+        queries = self._checked(features)
+        dist, _ = self.index.search(queries, k=1)
+        return dist[:, 0]
 
 
 class Reachability(_CentroidDetector):
@@ -133,5 +142,5 @@ class Reachability(_CentroidDetector):
         self.scale = float(scale)
 
     def predict(self, features):
-        f, c = self._checked(features)
-        return reachability_score(f, c, self.scale, self.backend)
+        queries = self._checked(features)
+        return -self.index.reachability(queries, scale=self.scale)
