@@ -80,6 +80,15 @@ class MetaEmbeddingClassifier(nn.Module):
     def nearest_backend(self, backend: str) -> None:
         self.nearest = NearestCentroidDispatch(backend)
 
+    @property
+    def cache_builds(self) -> dict[str, int]:
+        """How many times each inference cache was built since the last :meth:`clear_caches`
+        (for tests and diagnostics): ``"index"`` (the Rust index of the centroids),
+        ``"unit_weight"`` (the normalised cosine weights), ``"centroids_t"`` (the transposed
+        centroids of the memory read-out)."""
+        return {"index": self.nearest.builds, "unit_weight": self.cosnorm_classifier._unit_weight.builds,
+                "centroids_t": self._bank_t.builds}
+
     def clear_caches(self) -> None:
         """Forget the cached Rust index and normalised weights. Needed only after writing a
         weight or the centroids in place through ``.data`` (other changes are detected)."""
