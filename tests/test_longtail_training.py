@@ -162,3 +162,16 @@ def test_classifier_stage_needs_a_stage1_checkpoint(tmp_path, stage1):
     config = _config("digits_lt_crt", tmp_path / "crt", f"model.init={second.best_path}")
     with pytest.raises(ValueError, match="stage-1 model"):
         train(config)
+
+
+def test_the_linear_head_of_an_lws_model_folds_in_its_scales():
+    """ViM / ReAct (``fit(..., model=model)``) read the head of an LWS model with its scales."""
+    from oltr.scores._linear_head import linear_head
+
+    model = build_model(load_config("digits_lt_lws", ["device=cpu"]))
+    with torch.no_grad():
+        model.classifier.scales.copy_(torch.linspace(0.5, 2.0, 6))
+    weight, bias = linear_head(model)
+    x = torch.randn(3, model.feat_dim)
+    expected = model.classifier(x)[0].detach().double().numpy()
+    np.testing.assert_allclose(x.double().numpy() @ weight.T + bias, expected, rtol=1e-5, atol=1e-6)

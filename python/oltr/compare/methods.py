@@ -40,18 +40,11 @@ class MethodOutputs:
 
 
 def _linear_head(model: torch.nn.Module) -> Optional[tuple[np.ndarray, np.ndarray]]:
-    from oltr.longtail.lws import LWSClassifier
+    """The model's linear head (LWS scales folded in) or None (cosine / meta-embedding head)."""
     from oltr.nn.dot_product import DotProductClassifier
+    from oltr.scores._linear_head import linear_head
 
-    classifier = model.classifier
-    if not isinstance(classifier, DotProductClassifier):
-        return None
-    weight = classifier.fc.weight.detach().double().cpu().numpy()
-    bias = classifier.fc.bias.detach().double().cpu().numpy()
-    if isinstance(classifier, LWSClassifier):
-        scales = classifier.scales.detach().double().cpu().numpy()
-        return weight * scales[:, None], bias * scales
-    return weight, bias
+    return linear_head(model) if isinstance(model.classifier, DotProductClassifier) else None
 
 
 def checkpoint_outputs(path: str | Path, device: str = "cpu", data: Any = None) -> tuple[MethodOutputs, Any]:

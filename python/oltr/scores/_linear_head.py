@@ -15,8 +15,12 @@ __all__ = ["linear_head"]
 def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
     """float64 ``(weight (K, D), bias (K,))`` from ``(weight, bias)`` (arrays/tensors; bias may
     be None → zeros), an :class:`torch.nn.Linear`, or a model whose ``classifier.fc`` is one (the
-    plain stage-1 model). Anything else (e.g. the cosine classifier) raises TypeError."""
+    plain stage-1 model; with an :class:`oltr.longtail.LWSClassifier`, its per-class ``scales``
+    are folded in: ``(s[:, None] * weight, s * bias)``). Anything else (e.g. the cosine
+    classifier) raises TypeError."""
+    scales = None
     if isinstance(head, nn.Module) and not isinstance(head, nn.Linear):
+        scales = getattr(getattr(head, "classifier", None), "scales", None)  # LWS: logits = s * fc(x)
         fc = getattr(getattr(head, "classifier", None), "fc", None)
         if not isinstance(fc, nn.Linear):
             raise TypeError(f"{type(head).__name__} has no linear head (classifier.fc); ViM and ReAct need a "
@@ -37,6 +41,9 @@ def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
 
     w = numpy(weight, "head weight")
     b = np.zeros(w.shape[0]) if bias is None else numpy(bias, "head bias")
+    if scales is not None:
+        s = numpy(scales, "head scales")
+        w, b = w * s[:, None], b * s
     if w.ndim != 2 or b.shape != (w.shape[0],):
         raise ValueError(f"head weight must be (K, D) and bias (K,); got {w.shape} and {b.shape}")
     if not (np.isfinite(w).all() and np.isfinite(b).all()):
