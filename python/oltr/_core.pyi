@@ -16,9 +16,9 @@ class CentroidIndex:
     """Exact k-nearest-centroid search over fixed centroids, copied and packed once.
 
     centroids: float32 (K, D), K >= 1, D >= 1, finite (ValueError otherwise; a dtype other
-    than float32 raises TypeError). kernel: ``"auto"`` (the fastest this CPU runs),
-    ``"avx512-bf16"``, ``"avx2-f32"`` (each falls back to ``"portable-f32"`` on a CPU
-    without it) or ``"portable-f32"``; any other value raises ValueError.
+    than float32 raises TypeError). kernel: ``"auto"`` (the fastest engine this CPU runs) or
+    a name of :func:`available_kernels`; an unknown name, or an engine this CPU cannot run
+    (or one listed in ``$OLTR_DISABLE_KERNELS``), raises ValueError naming the valid choices.
     """
 
     def __init__(self, centroids: NDArray[np.float32], kernel: str = "auto") -> None: ...
@@ -30,7 +30,7 @@ class CentroidIndex:
         """D, the feature dimension."""
     @property
     def kernel(self) -> str:
-        """The candidate pass in use: ``"avx512-bf16"``, ``"avx2-f32"`` or ``"portable-f32"``."""
+        """The engine (candidate pass) in use, one of :func:`available_kernels`."""
     def search(
         self, x: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
@@ -50,3 +50,11 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """Threads in use: set_num_threads(n), else $OLTR_NUM_THREADS, else the core count."""
+
+def available_kernels() -> list[str]:
+    """The engines this CPU runs, fastest first; ``"portable-f32"`` (any CPU) is always last.
+
+    Engine names: ``"avx512-bf16"`` (AVX-512 BF16), ``"avx2-f32"`` (AVX2 + FMA),
+    ``"portable-f32"``. Names listed in ``$OLTR_DISABLE_KERNELS`` (comma-separated) are
+    left out.
+    """

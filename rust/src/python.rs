@@ -56,22 +56,12 @@ fn view2<'a>(
 #[pymethods]
 impl PyCentroidIndex {
     /// centroids: float32 (K, D), K >= 1, D >= 1, finite. kernel: "auto" (the fastest this
-    /// CPU runs), "avx512-bf16", "avx2-f32" (each falls back to "portable-f32" on a CPU
-    /// without it) or "portable-f32".
+    /// CPU runs) or an engine name of available_kernels(); an unknown name or an engine this
+    /// CPU cannot run raises ValueError naming the valid choices.
     #[new]
     #[pyo3(signature = (centroids, kernel = "auto"))]
     fn new(py: Python<'_>, centroids: &Bound<'_, PyAny>, kernel: &str) -> PyResult<Self> {
-        let engine = match kernel {
-            "auto" => Engine::detect(),
-            "avx512-bf16" => Engine::Avx512Bf16,
-            "avx2-f32" => Engine::Avx2F32,
-            "portable-f32" => Engine::Portable,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                "kernel must be 'auto', 'avx512-bf16', 'avx2-f32' or 'portable-f32', got {other:?}"
-            )))
-            }
-        };
+        let engine = Engine::from_name(kernel)?;
         let centroids = float32_array(centroids, "centroids")?;
         let view = view2(&centroids, "centroids")?;
         let inner = py.detach(|| CentroidIndex::with_engine(view, engine))?;
@@ -90,7 +80,7 @@ impl PyCentroidIndex {
         self.inner.dim()
     }
 
-    /// The candidate pass in use: "avx512-bf16", "avx2-f32" or "portable-f32".
+    /// The engine (candidate pass) in use, one of available_kernels().
     #[getter]
     fn kernel(&self) -> &'static str {
         self.inner.engine().name()
@@ -140,6 +130,12 @@ fn set_num_threads(n: i64) -> PyResult<()> {
     Ok(pool::set_num_threads(n)?)
 }
 
+/// The engines this CPU runs, fastest first (the names `kernel=` accepts besides "auto").
+#[pyfunction]
+fn available_kernels() -> Vec<&'static str> {
+    Engine::available().into_iter().map(Engine::name).collect()
+}
+
 /// Threads the core uses: set_num_threads, else OLTR_NUM_THREADS, else the core count.
 #[pyfunction]
 fn get_num_threads() -> usize {
@@ -161,5 +157,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCentroidIndex>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     Ok(())
 }

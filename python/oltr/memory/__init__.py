@@ -3,6 +3,8 @@
 Public API::
 
     index = CentroidIndex(centroids, backend="auto")      # (K, D) numpy or torch
+    index = CentroidIndex(centroids, backend="rust", kernel="auto")  # force a core engine
+    available_kernels()                                    # engines this CPU runs
     dist, idx = index.search(x, k=1)                       # (B, k) float32 / int64
     reach = index.reachability(x, scale=10.0)              # (B,) float32
     nearest_centroids(x, centroids, k=1, backend="auto")   # -> (dist, idx)
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 from .faiss_options import FaissOptions
 from ._validation import BACKEND_NAMES
+from ._rust import available_kernels
 from .functional import nearest_centroids, reachability
 from .index import REACHABILITY_EPS, CentroidIndex
 from .threads import get_num_threads, set_num_threads
@@ -25,6 +28,7 @@ __all__ = [
     "REACHABILITY_EPS",
     "CentroidIndex",
     "FaissOptions",
+    "available_kernels",
     "get_num_threads",
     "nearest_centroids",
     "reachability",

@@ -65,7 +65,7 @@ def _requires_grad(value: Any) -> bool:
     return bool(value.requires_grad) and torch.is_grad_enabled()
 
 
-def _make_backend(name: str, centroids: Any, faiss_options: Any):
+def _make_backend(name: str, centroids: Any, faiss_options: Any, kernel: str = "auto"):
     if name == "rust":
         from ._rust import RustBackend as cls
     elif name == "faiss":
@@ -75,6 +75,8 @@ def _make_backend(name: str, centroids: Any, faiss_options: Any):
     prepared = prepare_centroids(centroids, cls.array_kind, require_cpu=cls.require_cpu)
     if name == "faiss":
         return cls(prepared, faiss_options)
+    if name == "rust":
+        return cls(prepared, kernel)
     return cls(prepared)
 
 
@@ -87,6 +89,11 @@ class CentroidIndex:
             that the Rust core packs its own copy). With the torch backend a tensor is used
             as given, so gradients can flow into it.
         backend: "auto", "rust", "faiss" or "torch".
+        kernel: the Rust core's engine: "auto" (its fastest for this CPU) or a name of
+            :func:`oltr.memory.available_kernels`; any other value implies
+            ``backend="rust"`` when backend is "auto" and raises ``ValueError`` with faiss or
+            torch (the core raises ``ValueError`` naming the choices for an unknown name or
+            an engine this CPU cannot run).
         faiss_options: :class:`FaissOptions` for the faiss backend (approximate HNSW / IVF);
             implies ``backend="faiss"`` when backend is "auto".
 
@@ -94,8 +101,16 @@ class CentroidIndex:
     strides; results are torch tensors when x is one, numpy arrays otherwise.
     """
 
-    def __init__(self, centroids: Any, backend: str = "auto", *, faiss_options: Any = None):
+    def __init__(
+        self, centroids: Any, backend: str = "auto", kernel: str = "auto", *, faiss_options: Any = None
+    ):
         backend = check_backend_name(backend)
+        if kernel != "auto":
+            if backend == "auto" and faiss_options is None:
+                backend = "rust"
+            elif backend != "rust":
+                raise ValueError(f"kernel is only valid with backend='rust', got kernel={kernel!r} "
+                                 f"with backend={backend!r}")
         if faiss_options is not None:
             from .faiss_options import FaissOptions
 
@@ -108,7 +123,7 @@ class CentroidIndex:
             elif backend != "faiss":
                 raise ValueError(f"faiss_options is only valid with backend='faiss', got {backend!r}")
         name = resolve_backend(backend)
-        self._impl = _make_backend(name, centroids, faiss_options)
+        self._impl = _make_backend(name, centroids, faiss_options, kernel)
         shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
         self._num_classes, self._dim = int(shape[0]), int(shape[1])
         # Backends that validate float32 C-contiguous numpy queries themselves (shape, NaN/Inf,
@@ -129,6 +144,12 @@ class CentroidIndex:
     def backend(self) -> str:
         """The backend that runs: "rust", "faiss" or "torch"."""
         return self._impl.name
+
+    @property
+    def kernel(self) -> Optional[str]:
+        """The Rust core's engine that runs (one of :func:`oltr.memory.available_kernels`),
+        or None with the faiss and torch backends."""
+        return getattr(self._impl, "kernel", None)
 
     def __repr__(self) -> str:
         return f"CentroidIndex(num_classes={self._num_classes}, dim={self._dim}, backend={self.backend!r})"

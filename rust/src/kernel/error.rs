@@ -23,6 +23,10 @@ pub enum KernelError {
     BadThreads { n: i64 },
     /// More centroids than 32-bit indices can address.
     TooManyCentroids { num_classes: usize },
+    /// `kernel` names no engine; `choices` lists the valid names.
+    UnknownKernel { name: String, choices: String },
+    /// `kernel` names an engine this CPU cannot run; `choices` lists those it can.
+    UnsupportedKernel { name: &'static str, choices: String },
 }
 
 impl fmt::Display for KernelError {
@@ -59,6 +63,13 @@ impl fmt::Display for KernelError {
                 f,
                 "centroids has {num_classes} rows; at most {} are supported",
                 u32::MAX
+            ),
+            Self::UnknownKernel { name, choices } => {
+                write!(f, "kernel must be one of {choices}, got {name:?}")
+            }
+            Self::UnsupportedKernel { name, choices } => write!(
+                f,
+                "kernel {name:?} cannot run on this CPU; this CPU runs {choices}"
             ),
         }
     }

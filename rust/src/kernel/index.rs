@@ -4,44 +4,13 @@ use std::sync::Arc;
 
 use ndarray::{Array1, Array2, ArrayView2};
 
-use super::avx2::{self, F32Centroids};
-use super::bf16::{self, Bf16Centroids};
+use super::avx2::F32Centroids;
+use super::bf16::Bf16Centroids;
 use super::distance::squared_norm_f64;
+use super::engine::Engine;
 use super::error::KernelError;
 use super::reach::reachability_from_nearest;
 use super::search::search_hits;
-
-/// Which candidate pass an index runs (chosen once, from the CPU's features).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// AVX-512 BF16 dot products on bf16-packed centroids.
-    Avx512Bf16,
-    /// f32 dot products with AVX2+FMA on f32-packed centroids.
-    Avx2F32,
-    /// Portable f32 dot products (any CPU).
-    Portable,
-}
-
-impl Engine {
-    /// The fastest engine this CPU supports.
-    pub fn detect() -> Self {
-        if bf16::available() {
-            Self::Avx512Bf16
-        } else if avx2::available() {
-            Self::Avx2F32
-        } else {
-            Self::Portable
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Avx512Bf16 => "avx512-bf16",
-            Self::Avx2F32 => "avx2-f32",
-            Self::Portable => "portable-f32",
-        }
-    }
-}
 
 /// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32 (a cheap handle:
 /// the packed data is shared with the worker threads of a running search).
@@ -93,8 +62,8 @@ impl CentroidIndex {
         Self::with_engine(centroids, Engine::detect())
     }
 
-    /// As [`CentroidIndex::new`] with an explicit engine (an engine this CPU cannot run falls
-    /// back to the portable one).
+    /// As [`CentroidIndex::new`] with an explicit engine; one this CPU cannot run is an error
+    /// ([`KernelError::UnsupportedKernel`], naming those it runs).
     pub fn with_engine(
         centroids: ArrayView2<'_, f32>,
         engine: Engine,
@@ -116,11 +85,7 @@ impl CentroidIndex {
         let norms_sq: Vec<f64> = rows.chunks_exact(dim).map(squared_norm_f64).collect();
         let norms_f32 = norms_sq.iter().map(|&n| n as f32).collect();
         let c_norm_max = norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
-        let engine = match engine {
-            Engine::Avx512Bf16 if !bf16::available() => Engine::Portable,
-            Engine::Avx2F32 if !avx2::available() => Engine::Portable,
-            other => other,
-        };
+        engine.check_supported()?;
         let packed = match engine {
             Engine::Avx512Bf16 => Some(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
             _ => None,

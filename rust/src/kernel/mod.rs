@@ -4,6 +4,7 @@ pub mod avx2;
 pub mod bf16;
 pub mod candidates;
 pub mod distance;
+pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod index;
@@ -18,5 +19,6 @@ pub mod topk;
 #[cfg(test)]
 mod tests;
 
+pub use engine::Engine;
 pub use error::KernelError;
-pub use index::{CentroidIndex, Engine};
+pub use index::CentroidIndex;

@@ -79,8 +79,9 @@ fn check(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, 
     }
 }
 
+/// Every engine this CPU runs (the tests cover each).
 fn engines() -> Vec<Engine> {
-    vec![Engine::Avx512Bf16, Engine::Avx2F32, Engine::Portable]
+    Engine::available()
 }
 
 #[test]
