@@ -19,6 +19,7 @@ require_backend("rust")
 #: Every engine the core knows, and the CPU flags (``/proc/cpuinfo``) each needs.
 ENGINE_FLAGS = {
     "avx512-bf16": {"avx512f", "avx512_bf16"},
+    "avx512-f32": {"avx512f"},
     "avx2-f32": {"avx2", "fma"},
     "portable-f32": set(),
 }

@@ -1,8 +1,8 @@
 //! The candidate-pass engines: their names, which ones this CPU runs, and the `auto` choice.
 
-use super::avx2;
 use super::bf16;
 use super::error::KernelError;
+use super::simd_f32::Isa;
 
 /// Environment variable: comma-separated engine names this process treats as unsupported
 /// (emulates a CPU without them; the portable engine cannot be disabled). Read at each
@@ -14,7 +14,9 @@ pub const DISABLE_VAR: &str = "OLTR_DISABLE_KERNELS";
 pub enum Engine {
     /// AVX-512 BF16 dot products on bf16-packed centroids.
     Avx512Bf16,
-    /// f32 dot products with AVX2+FMA on f32-packed centroids.
+    /// f32 dot products with AVX-512F on f32 panels of 16 centroids.
+    Avx512F32,
+    /// f32 dot products with AVX2+FMA on f32 panels of 8 centroids.
     Avx2F32,
     /// Portable f32 dot products (any CPU).
     Portable,
@@ -72,12 +74,18 @@ impl Support {
 
 impl Engine {
     /// Every engine, fastest first (the order `auto` prefers among those this CPU runs).
-    pub const ALL: [Engine; 3] = [Self::Avx512Bf16, Self::Avx2F32, Self::Portable];
+    pub const ALL: [Engine; 4] = [
+        Self::Avx512Bf16,
+        Self::Avx512F32,
+        Self::Avx2F32,
+        Self::Portable,
+    ];
 
     /// The engine's public name (`kernel=` in Python).
     pub fn name(self) -> &'static str {
         match self {
             Self::Avx512Bf16 => "avx512-bf16",
+            Self::Avx512F32 => "avx512-f32",
             Self::Avx2F32 => "avx2-f32",
             Self::Portable => "portable-f32",
         }
@@ -87,7 +95,8 @@ impl Engine {
     fn cpu_has(self) -> bool {
         match self {
             Self::Avx512Bf16 => bf16::available(),
-            Self::Avx2F32 => avx2::available(),
+            Self::Avx512F32 => Isa::Avx512.available(),
+            Self::Avx2F32 => Isa::Avx2.available(),
             Self::Portable => true,
         }
     }

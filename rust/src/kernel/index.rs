@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use ndarray::{Array1, Array2, ArrayView2};
 
-use super::avx2::F32Centroids;
 use super::bf16::Bf16Centroids;
 use super::distance::squared_norm_f64;
 use super::engine::Engine;
 use super::error::KernelError;
 use super::reach::reachability_from_nearest;
 use super::search::search_hits;
+use super::simd_f32::{F32Centroids, Isa};
 
 /// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32 (a cheap handle:
 /// the packed data is shared with the worker threads of a running search).
@@ -91,7 +91,8 @@ impl CentroidIndex {
             _ => None,
         };
         let packed_f32 = match engine {
-            Engine::Avx2F32 => Some(F32Centroids::pack(&rows, num, dim, &norms_sq)),
+            Engine::Avx512F32 => Some(F32Centroids::pack(Isa::Avx512, &rows, num, dim, &norms_sq)),
+            Engine::Avx2F32 => Some(F32Centroids::pack(Isa::Avx2, &rows, num, dim, &norms_sq)),
             _ => None,
         };
         let data = IndexData {

@@ -1,6 +1,5 @@
 //! The pure-Rust memory core (no Python types): exact fused nearest-centroid search.
 
-pub mod avx2;
 pub mod bf16;
 pub mod candidates;
 pub mod distance;
@@ -14,6 +13,7 @@ pub mod pool;
 pub mod portable;
 pub mod reach;
 mod search;
+pub mod simd_f32;
 pub mod topk;
 
 #[cfg(test)]

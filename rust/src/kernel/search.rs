@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use super::avx2;
 use super::bf16::{self, LANES};
 use super::candidates::{ExactData, QueryState};
 use super::distance::squared_norm_f64;
@@ -15,6 +14,7 @@ use super::executor::run_tasks;
 use super::index::IndexData;
 use super::pool;
 use super::portable;
+use super::simd_f32;
 use super::topk::{Hit, TopK};
 
 /// Queries per block (a multiple of the 12-row micro-group).
@@ -44,7 +44,7 @@ const EXACT_ONLY_NORM_SQ: f64 = 1e30;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
     Bf16,
-    Avx2,
+    SimdF32,
     Portable,
     Exact,
 }
@@ -104,7 +104,7 @@ impl Job {
             (Pass::Bf16, Some(packed), _, Some(pack)) => {
                 bf16::scan(packed, pack, &data, &mut states, p0, p1)
             }
-            (Pass::Avx2, _, Some(packed), _) => avx2::scan(
+            (Pass::SimdF32, _, Some(packed), _) => simd_f32::scan(
                 packed,
                 &data,
                 index.c_norm_max,
@@ -141,7 +141,7 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     } else {
         match index.engine {
             Engine::Avx512Bf16 => Pass::Bf16,
-            Engine::Avx2F32 => Pass::Avx2,
+            Engine::Avx512F32 | Engine::Avx2F32 => Pass::SimdF32,
             Engine::Portable => Pass::Portable,
         }
     };
