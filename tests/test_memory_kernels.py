@@ -18,6 +18,7 @@ require_backend("rust")
 
 #: Every engine the core knows, and the CPU flags (``/proc/cpuinfo``) each needs.
 ENGINE_FLAGS = {
+    "avx512-vnni-i8": {"avx512f", "avx512_vnni"},
     "avx512-bf16": {"avx512f", "avx512_bf16"},
     "avx512-f32": {"avx512f"},
     "avx2-f32": {"avx2", "fma"},
@@ -77,6 +78,23 @@ def test_every_engine_large_k_with_near_ties(kernel, k):
     x = np.concatenate([np.tile(q, (3, 1)), rng.standard_normal((5, d)) * 3.0]).astype(np.float32)
     dist, idx = CentroidIndex(c, backend="rust", kernel=kernel).search(x, k=k)
     assert_matches_oracle(dist, idx, x, c, k)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 130])
+def test_every_engine_with_one_dominant_component(kernel, d):
+    """One component near 100, the rest ~1e-3: quantised scores (int8 with a per-vector
+    scale, bf16) lose the small components entirely, yet they decide the ranking."""
+    rng = np.random.default_rng(d)
+    c = 1e-3 * rng.standard_normal((400, d))
+    c[:, 0] = 100.0 + 1e-6 * rng.integers(0, 3, size=400)
+    x = 1e-3 * rng.standard_normal((9, d))
+    x[:, 0] = 100.0
+    c, x = c.astype(np.float32), x.astype(np.float32)
+    index = CentroidIndex(c, backend="rust", kernel=kernel)
+    for k in (1, 5, 400):
+        dist, idx = index.search(x, k=k)
+        assert_matches_oracle(dist, idx, x, c, k)
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

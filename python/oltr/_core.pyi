@@ -54,7 +54,8 @@ def get_num_threads() -> int:
 def available_kernels() -> list[str]:
     """The engines this CPU runs, fastest first; ``"portable-f32"`` (any CPU) is always last.
 
-    Engine names: ``"avx512-bf16"`` (AVX-512 BF16), ``"avx512-f32"`` (AVX-512F),
+    Engine names: ``"avx512-vnni-i8"`` (AVX-512 VNNI, int8 candidates; D <= 65536),
+    ``"avx512-bf16"`` (AVX-512 BF16), ``"avx512-f32"`` (AVX-512F),
     ``"avx2-f32"`` (AVX2 + FMA),
     ``"portable-f32"``. Names listed in ``$OLTR_DISABLE_KERNELS`` (comma-separated) are
     left out.

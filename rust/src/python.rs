@@ -61,10 +61,9 @@ impl PyCentroidIndex {
     #[new]
     #[pyo3(signature = (centroids, kernel = "auto"))]
     fn new(py: Python<'_>, centroids: &Bound<'_, PyAny>, kernel: &str) -> PyResult<Self> {
-        let engine = Engine::from_name(kernel)?;
         let centroids = float32_array(centroids, "centroids")?;
         let view = view2(&centroids, "centroids")?;
-        let inner = py.detach(|| CentroidIndex::with_engine(view, engine))?;
+        let inner = py.detach(|| CentroidIndex::with_kernel(view, kernel))?;
         Ok(Self { inner })
     }
 

@@ -3,6 +3,7 @@
 use super::bf16;
 use super::error::KernelError;
 use super::simd_f32::Isa;
+use super::vnni;
 
 /// Environment variable: comma-separated engine names this process treats as unsupported
 /// (emulates a CPU without them; the portable engine cannot be disabled). Read at each
@@ -12,6 +13,8 @@ pub const DISABLE_VAR: &str = "OLTR_DISABLE_KERNELS";
 /// Which candidate pass an index runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
+    /// AVX-512 VNNI int8 dot products on int8-packed centroids with per-vector scales.
+    Avx512VnniI8,
     /// AVX-512 BF16 dot products on bf16-packed centroids.
     Avx512Bf16,
     /// f32 dot products with AVX-512F on f32 panels of 16 centroids.
@@ -74,7 +77,8 @@ impl Support {
 
 impl Engine {
     /// Every engine, fastest first (the order `auto` prefers among those this CPU runs).
-    pub const ALL: [Engine; 4] = [
+    pub const ALL: [Engine; 5] = [
+        Self::Avx512VnniI8,
         Self::Avx512Bf16,
         Self::Avx512F32,
         Self::Avx2F32,
@@ -84,6 +88,7 @@ impl Engine {
     /// The engine's public name (`kernel=` in Python).
     pub fn name(self) -> &'static str {
         match self {
+            Self::Avx512VnniI8 => "avx512-vnni-i8",
             Self::Avx512Bf16 => "avx512-bf16",
             Self::Avx512F32 => "avx512-f32",
             Self::Avx2F32 => "avx2-f32",
@@ -94,6 +99,7 @@ impl Engine {
     /// True when the CPU has the instructions the engine needs.
     fn cpu_has(self) -> bool {
         match self {
+            Self::Avx512VnniI8 => vnni::available(),
             Self::Avx512Bf16 => bf16::available(),
             Self::Avx512F32 => Isa::Avx512.available(),
             Self::Avx2F32 => Isa::Avx2.available(),
@@ -116,6 +122,23 @@ impl Engine {
     /// The fastest engine this process runs (what `auto` picks).
     pub fn detect() -> Self {
         Self::available()[0]
+    }
+
+    /// The largest D the engine handles (`usize::MAX`: any).
+    pub fn max_dim(self) -> usize {
+        match self {
+            Self::Avx512VnniI8 => vnni::MAX_DIM,
+            _ => usize::MAX,
+        }
+    }
+
+    /// What `auto` picks for centroids of `dim` dimensions: the fastest engine this process
+    /// runs that handles `dim`.
+    pub fn auto(dim: usize) -> Self {
+        Self::available()
+            .into_iter()
+            .find(|e| dim <= e.max_dim())
+            .unwrap_or(Self::Portable)
     }
 
     /// The engine named `name` (`"auto"`: [`Engine::detect`]); an unknown name or an engine

@@ -27,6 +27,12 @@ pub enum KernelError {
     UnknownKernel { name: String, choices: String },
     /// `kernel` names an engine this CPU cannot run; `choices` lists those it can.
     UnsupportedKernel { name: &'static str, choices: String },
+    /// `kernel` names an engine that handles at most `max_dim` dimensions.
+    KernelDim {
+        name: &'static str,
+        max_dim: usize,
+        dim: usize,
+    },
 }
 
 impl fmt::Display for KernelError {
@@ -70,6 +76,11 @@ impl fmt::Display for KernelError {
             Self::UnsupportedKernel { name, choices } => write!(
                 f,
                 "kernel {name:?} cannot run on this CPU; this CPU runs {choices}"
+            ),
+            Self::KernelDim { name, max_dim, dim } => write!(
+                f,
+                "kernel {name:?} handles D <= {max_dim}, the centroids have D = {dim} \
+                 (use kernel='auto')"
             ),
         }
     }

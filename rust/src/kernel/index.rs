@@ -11,6 +11,7 @@ use super::error::KernelError;
 use super::reach::reachability_from_nearest;
 use super::search::search_hits;
 use super::simd_f32::{F32Centroids, Isa};
+use super::vnni::I8Centroids;
 
 /// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32 (a cheap handle:
 /// the packed data is shared with the worker threads of a running search).
@@ -29,8 +30,16 @@ pub(crate) struct IndexData {
     /// `max_j ‖c_j‖`.
     pub(crate) c_norm_max: f64,
     pub(crate) engine: Engine,
-    pub(crate) packed: Option<Bf16Centroids>,
-    pub(crate) packed_f32: Option<F32Centroids>,
+    pub(crate) packed: Packed,
+}
+
+/// The centroids packed for the engine's candidate pass.
+pub(crate) enum Packed {
+    /// The portable pass reads `rows` and `norms_f32`.
+    Rows,
+    Bf16(Bf16Centroids),
+    F32(F32Centroids),
+    I8(I8Centroids),
 }
 
 /// Checks `x` is finite; `argument` names it in the error.
@@ -57,9 +66,10 @@ fn contiguous<'a>(view: &'a ArrayView2<'a, f32>) -> std::borrow::Cow<'a, [f32]> 
 }
 
 impl CentroidIndex {
-    /// Copies and packs `centroids` (K >= 1 rows, D >= 1, finite) for the detected engine.
+    /// Copies and packs `centroids` (K >= 1 rows, D >= 1, finite) for the engine `auto` picks.
     pub fn new(centroids: ArrayView2<'_, f32>) -> Result<Self, KernelError> {
-        Self::with_engine(centroids, Engine::detect())
+        let dim = centroids.ncols();
+        Self::with_engine(centroids, Engine::auto(dim))
     }
 
     /// As [`CentroidIndex::new`] with an explicit engine; one this CPU cannot run is an error
@@ -86,14 +96,23 @@ impl CentroidIndex {
         let norms_f32 = norms_sq.iter().map(|&n| n as f32).collect();
         let c_norm_max = norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
         engine.check_supported()?;
+        if dim > engine.max_dim() {
+            return Err(KernelError::KernelDim {
+                name: engine.name(),
+                max_dim: engine.max_dim(),
+                dim,
+            });
+        }
         let packed = match engine {
-            Engine::Avx512Bf16 => Some(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
-            _ => None,
-        };
-        let packed_f32 = match engine {
-            Engine::Avx512F32 => Some(F32Centroids::pack(Isa::Avx512, &rows, num, dim, &norms_sq)),
-            Engine::Avx2F32 => Some(F32Centroids::pack(Isa::Avx2, &rows, num, dim, &norms_sq)),
-            _ => None,
+            Engine::Avx512VnniI8 => Packed::I8(I8Centroids::pack(&rows, num, dim, &norms_sq)),
+            Engine::Avx512Bf16 => Packed::Bf16(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
+            Engine::Avx512F32 => {
+                Packed::F32(F32Centroids::pack(Isa::Avx512, &rows, num, dim, &norms_sq))
+            }
+            Engine::Avx2F32 => {
+                Packed::F32(F32Centroids::pack(Isa::Avx2, &rows, num, dim, &norms_sq))
+            }
+            Engine::Portable => Packed::Rows,
         };
         let data = IndexData {
             num,
@@ -103,7 +122,6 @@ impl CentroidIndex {
             c_norm_max,
             engine,
             packed,
-            packed_f32,
         };
         Ok(Self {
             data: Arc::new(data),
@@ -118,6 +136,15 @@ impl CentroidIndex {
     /// Feature dimension D.
     pub fn dim(&self) -> usize {
         self.data.dim
+    }
+
+    /// As [`CentroidIndex::new`] (`"auto"`) or [`CentroidIndex::with_engine`] for the engine
+    /// named `kernel` ([`Engine::from_name`] errors for an unknown or unsupported name).
+    pub fn with_kernel(centroids: ArrayView2<'_, f32>, kernel: &str) -> Result<Self, KernelError> {
+        if kernel == "auto" {
+            return Self::new(centroids);
+        }
+        Self::with_engine(centroids, Engine::from_name(kernel)?)
     }
 
     /// The candidate pass in use.

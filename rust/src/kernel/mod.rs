@@ -15,6 +15,7 @@ pub mod reach;
 mod search;
 pub mod simd_f32;
 pub mod topk;
+pub mod vnni;
 
 #[cfg(test)]
 mod tests;

@@ -342,3 +342,68 @@ fn large_k_random_and_clustered() {
         }
     }
 }
+
+#[test]
+fn one_dominant_component_hides_the_rest_from_the_quantised_scores() {
+    // Every vector has one component near 100 and the others ~1e-3: with a per-vector int8
+    // scale (or bf16) the small components round to nothing, yet they decide the ranking.
+    let mut rng = Rng(37);
+    for d in [1usize, 2, 3, 5, 31, 130] {
+        let c = Array2::from_shape_fn((300, d), |(j, l)| {
+            if l == 0 {
+                100.0 + 1e-7 * (j % 3) as f32
+            } else {
+                1e-3 * rng.normal()
+            }
+        });
+        let x = Array2::from_shape_fn(
+            (7, d),
+            |(_, l)| {
+                if l == 0 {
+                    100.0
+                } else {
+                    1e-3 * rng.normal()
+                }
+            },
+        );
+        for e in engines() {
+            let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+            for k in [1usize, 4, 300] {
+                check(&index, x.view(), c.view(), k);
+            }
+        }
+    }
+}
+
+#[test]
+fn d1_near_ties_at_large_magnitude() {
+    // D = 1: centroids 1e4 + i·2⁻¹⁰ (adjacent f32 values apart), a query between each pair.
+    let c = Array2::from_shape_fn((200, 1), |(j, _)| 1e4 + j as f32 / 1024.0);
+    let x = Array2::from_shape_fn((50, 1), |(i, _)| {
+        1e4 + (4 * i) as f32 / 1024.0 + 1.0 / 2048.0
+    });
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        check(&index, x.view(), c.view(), 1);
+        check(&index, x.view(), c.view(), 3);
+    }
+}
+
+#[test]
+fn an_engine_limited_in_d_refuses_larger_d_and_auto_avoids_it() {
+    let d = super::vnni::MAX_DIM + 1;
+    let c = Array2::<f32>::from_shape_fn((3, d), |(j, l)| ((j * 7 + l) % 13) as f32);
+    for e in engines() {
+        let built = CentroidIndex::with_engine(c.view(), e);
+        if d > e.max_dim() {
+            let err = built.err().unwrap();
+            assert!(matches!(err, KernelError::KernelDim { .. }), "{err}");
+            assert!(err.to_string().contains(e.name()));
+        } else {
+            assert!(built.is_ok());
+        }
+    }
+    let auto = CentroidIndex::new(c.view()).unwrap();
+    assert!(d <= auto.engine().max_dim());
+    check(&auto, c.slice(ndarray::s![1..2, ..]), c.view(), 2);
+}
