@@ -4,8 +4,19 @@
 //! queries broadcast, NP panels) is folded straight into each query's candidate threshold.
 //! One macro writes both kernels from the same code; only the vector width and the intrinsics
 //! differ. The margin is the f32 one (`margin::dot_error_f32`, `candidates::set_f32_margins`).
+//!
+//! Few-query calls (at most [`BF16_STORAGE_MAX_ROWS`] queries per block) are bound by reading
+//! the panels, not by the FMAs: they read a second copy of the panels stored as bf16 (half the
+//! bytes), widened to f32 in registers by a 16-bit shift (no BF16 instructions needed). The
+//! queries stay f32, so the margin adds only the centroids' storage rounding:
+//! `‖x‖·max‖c − ĉ‖ + γ_{D+2}·‖x‖·max‖ĉ‖` (`margin::dot_error_bf16` with no query residual).
 
+use super::bf16::round_with_norms;
 use super::candidates::{set_f32_margins, ExactData, QueryState};
+use super::margin::{dot_error_bf16, score_margin, RoundedNorms};
+
+/// Query blocks of at most this many rows read the bf16 copy of the panels.
+pub const BF16_STORAGE_MAX_ROWS: usize = 4;
 
 /// The instruction set of an f32 pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +61,11 @@ impl Isa {
 #[repr(C, align(64))]
 pub struct Block(pub [f32; 16]);
 
+/// One 64-byte aligned block of bf16 panel storage (32 values).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+pub struct HalfBlock(pub [u16; 32]);
+
 /// The centroids packed for an f32 pass (built once per index).
 pub struct F32Centroids {
     isa: Isa,
@@ -60,6 +76,11 @@ pub struct F32Centroids {
     panels: Vec<Block>,
     /// `‖c_j‖²` rounded to f32 at offset `p * lanes + i`; +inf in padding lanes.
     norms: Vec<Block>,
+    /// The same panels rounded to bf16 (same offsets, 2 bytes each).
+    panels_bf16: Vec<HalfBlock>,
+    /// `max_j ‖ĉ_j‖` and `max_j ‖c_j − ĉ_j‖` of the bf16 copy.
+    c_hat_max: f64,
+    c_residual_max: f64,
 }
 
 impl F32Centroids {
@@ -82,12 +103,36 @@ impl F32Centroids {
         for (j, &n) in norms_sq.iter().enumerate().take(num) {
             flat_norms[j] = n as f32;
         }
+        let mut panels_bf16 = vec![HalfBlock::default(); (num_panels * dim * lanes).div_ceil(32)];
+        let (mut c_hat_max, mut c_residual_max) = (0.0f64, 0.0f64);
+        {
+            // SAFETY: `HalfBlock` is `repr(C)` over `[u16; 32]` with no padding (64 bytes).
+            let flat: &mut [u16] = unsafe {
+                std::slice::from_raw_parts_mut(
+                    panels_bf16.as_mut_ptr().cast(),
+                    panels_bf16.len() * 32,
+                )
+            };
+            let mut hat = vec![0u16; dim];
+            for j in 0..num {
+                let (p, lane) = (j / lanes, j % lanes);
+                let (h, r) = round_with_norms(&rows[j * dim..(j + 1) * dim], &mut hat);
+                for (l, &v) in hat.iter().enumerate() {
+                    flat[(p * dim + l) * lanes + lane] = v;
+                }
+                c_hat_max = c_hat_max.max(h);
+                c_residual_max = c_residual_max.max(r);
+            }
+        }
         Self {
             isa,
             dim,
             num_panels,
             panels,
             norms,
+            panels_bf16,
+            c_hat_max,
+            c_residual_max,
         }
     }
 
@@ -115,16 +160,37 @@ pub fn scan(
     j0: usize,
     j1: usize,
 ) {
-    set_f32_margins(states, x_norms_sq, data.dim, c_norm_max);
+    let half = states.len() <= BF16_STORAGE_MAX_ROWS;
+    if half {
+        for st in states.iter_mut() {
+            let x_norm = x_norms_sq[st.row].sqrt();
+            let n = RoundedNorms {
+                x_hat: x_norm,
+                x_residual: 0.0,
+                c_max: c_norm_max,
+                c_hat_max: packed.c_hat_max,
+                c_residual_max: packed.c_residual_max,
+            };
+            st.set_margin(score_margin(
+                dot_error_bf16(data.dim, &n),
+                x_norm,
+                c_norm_max,
+            ));
+        }
+    } else {
+        set_f32_margins(states, x_norms_sq, data.dim, c_norm_max);
+    }
     let lanes = packed.isa.lanes();
     let (p0, p1) = (j0 / lanes, j1.div_ceil(lanes).min(packed.num_panels));
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: the index chose this engine only after `Isa::available()`.
         unsafe {
-            match packed.isa {
-                Isa::Avx2 => avx2::scan(packed, data, states, p0, p1),
-                Isa::Avx512 => avx512::scan(packed, data, states, p0, p1),
+            match (packed.isa, half) {
+                (Isa::Avx2, false) => avx2::scan::<false>(packed, data, states, p0, p1),
+                (Isa::Avx2, true) => avx2::scan::<true>(packed, data, states, p0, p1),
+                (Isa::Avx512, false) => avx512::scan::<false>(packed, data, states, p0, p1),
+                (Isa::Avx512, true) => avx512::scan::<true>(packed, data, states, p0, p1),
             }
         }
     }
@@ -138,7 +204,7 @@ pub fn scan(
 /// Writes the kernel module `$name` for one instruction set: `$feat` its target features,
 /// `$lanes` its vector width, `$group` the rows per micro-group and `$tiles` the NP used
 /// for each MR variant (MR ∈ {1, 2, 4, $group}); `$ops` a module of `#[inline]` vector ops
-/// (`zero`, `load`, `bcast`, `fma`, `le_mask`, `store`, type `V`).
+/// (`zero`, `load`, `load_bf16`, `bcast`, `fma`, `le_mask`, `store`, type `V`).
 #[cfg(target_arch = "x86_64")]
 macro_rules! f32_kernel {
     ($name:ident, $feat:literal, $lanes:expr, $group:expr, [$np1:expr, $np2:expr, $np4:expr, $npg:expr], $ops:item) => {
@@ -159,9 +225,10 @@ macro_rules! f32_kernel {
             #[target_feature(enable = $feat)]
             #[inline]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn micro<const MR: usize, const NP: usize>(
+            unsafe fn micro<const MR: usize, const NP: usize, const HALF: bool>(
                 xg: *const f32,
                 panels: *const f32,
+                panels_bf16: *const u16,
                 norms: *const f32,
                 dim: usize,
                 first_centroid: usize,
@@ -172,7 +239,12 @@ macro_rules! f32_kernel {
                 for l in 0..dim {
                     let mut cv = [zero(); NP];
                     for (p, c) in cv.iter_mut().enumerate() {
-                        *c = load(panels.add((p * dim + l) * LANES));
+                        let at = (p * dim + l) * LANES;
+                        *c = if HALF {
+                            load_bf16(panels_bf16.add(at))
+                        } else {
+                            load(panels.add(at))
+                        };
                     }
                     let xl = xg.add(l * MR);
                     for (r, row) in acc.iter_mut().enumerate() {
@@ -197,7 +269,7 @@ macro_rules! f32_kernel {
             }
 
             #[target_feature(enable = $feat)]
-            unsafe fn group<const MR: usize, const NP: usize>(
+            unsafe fn group<const MR: usize, const NP: usize, const HALF: bool>(
                 packed: &F32Centroids,
                 xg: &[f32],
                 states: &mut [QueryState],
@@ -207,12 +279,14 @@ macro_rules! f32_kernel {
             ) {
                 let dim = packed.dim;
                 let base = packed.panels.as_ptr().cast::<f32>();
+                let base_bf16 = packed.panels_bf16.as_ptr().cast::<u16>();
                 let norms = packed.norms.as_ptr().cast::<f32>();
                 let mut p = p0;
                 while p + NP <= p1 {
-                    micro::<MR, NP>(
+                    micro::<MR, NP, HALF>(
                         xg.as_ptr(),
                         base.add(p * dim * LANES),
+                        base_bf16.add(p * dim * LANES),
                         norms.add(p * LANES),
                         dim,
                         p * LANES,
@@ -222,9 +296,10 @@ macro_rules! f32_kernel {
                     p += NP;
                 }
                 while p < p1 {
-                    micro::<MR, 1>(
+                    micro::<MR, 1, HALF>(
                         xg.as_ptr(),
                         base.add(p * dim * LANES),
+                        base_bf16.add(p * dim * LANES),
                         norms.add(p * LANES),
                         dim,
                         p * LANES,
@@ -238,7 +313,7 @@ macro_rules! f32_kernel {
             /// # Safety
             /// The CPU must have `$feat`.
             #[target_feature(enable = $feat)]
-            pub(super) unsafe fn scan(
+            pub(super) unsafe fn scan<const HALF: bool>(
                 packed: &F32Centroids,
                 data: &ExactData<'_>,
                 states: &mut [QueryState],
@@ -267,17 +342,18 @@ macro_rules! f32_kernel {
                         (start, len, words)
                     })
                     .collect();
-                let chunk = (CHUNK_BYTES / (d * 4 * LANES)).max(1);
+                let bytes = if HALF { 2 } else { 4 };
+                let chunk = (CHUNK_BYTES / (d * bytes * LANES)).max(1);
                 let mut c0 = p0;
                 while c0 < p1 {
                     let c1 = (c0 + chunk).min(p1);
                     for (start, len, words) in &groups {
                         let st = &mut states[*start..*start + *len];
                         match words.len() / d {
-                            1 => group::<1, $np1>(packed, words, st, data, c0, c1),
-                            2 => group::<2, $np2>(packed, words, st, data, c0, c1),
-                            4 => group::<4, $np4>(packed, words, st, data, c0, c1),
-                            _ => group::<GROUP, $npg>(packed, words, st, data, c0, c1),
+                            1 => group::<1, $np1, HALF>(packed, words, st, data, c0, c1),
+                            2 => group::<2, $np2, HALF>(packed, words, st, data, c0, c1),
+                            4 => group::<4, $np4, HALF>(packed, words, st, data, c0, c1),
+                            _ => group::<GROUP, $npg, HALF>(packed, words, st, data, c0, c1),
                         }
                     }
                     c0 = c1;
@@ -311,6 +387,14 @@ f32_kernel!(
         #[inline]
         pub fn bcast(v: f32) -> V {
             _mm256_set1_ps(v)
+        }
+        /// 8 bf16 values widened to f32 (a 16-bit shift).
+        #[target_feature(enable = "avx2,fma")]
+        #[inline]
+        pub unsafe fn load_bf16(p: *const u16) -> V {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_load_si128(p.cast()),
+            )))
         }
         #[target_feature(enable = "avx2,fma")]
         #[inline]
@@ -354,6 +438,14 @@ f32_kernel!(
         #[inline]
         pub fn bcast(v: f32) -> V {
             _mm512_set1_ps(v)
+        }
+        /// 16 bf16 values widened to f32 (a 16-bit shift).
+        #[target_feature(enable = "avx512f")]
+        #[inline]
+        pub unsafe fn load_bf16(p: *const u16) -> V {
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_load_si256(p.cast()),
+            )))
         }
         #[target_feature(enable = "avx512f")]
         #[inline]

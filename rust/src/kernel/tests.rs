@@ -51,7 +51,20 @@ fn naive(x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) -> Vec<Vec<(f
 /// Checks `search` against the naive reference: distances to 1e-6 relative (1e-5 is the
 /// contract) and identical indices, except that among centroids whose exact distances agree
 /// to 1e-12 (f64 summation-order ties) any order is accepted.
+/// Few-query calls take other paths (bf16 storage of the f32 engines, a GEMV split), so a
+/// batch of more rows is also checked one row at a time and as its first three rows.
 fn check(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) {
+    check_batch(index, x, c, k);
+    for rows in [1usize, 3] {
+        if x.nrows() > rows {
+            for start in (0..x.nrows() - rows + 1).step_by(rows).take(4) {
+                check_batch(index, x.slice(ndarray::s![start..start + rows, ..]), c, k);
+            }
+        }
+    }
+}
+
+fn check_batch(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) {
     let (dist, idx) = index.search(x, k as i64).unwrap();
     assert_eq!(dist.dim(), (x.nrows(), k));
     let want = naive(x, c, k);
