@@ -110,7 +110,7 @@ def test_every_engine_passes_the_property_test(kernel, monkeypatch):
 def test_auto_runs_an_available_engine():
     c = np.eye(4, dtype=np.float32)
     for index in (CentroidIndex(c), CentroidIndex(c, backend="rust", kernel="auto")):
-        assert index.backend == "rust" and index.kernel in KERNELS
+        assert index.backend == "rust" and index.kernel == KERNELS[0]
     # A forced engine implies the rust backend.
     assert CentroidIndex(c, kernel="portable-f32").backend == "rust"
 

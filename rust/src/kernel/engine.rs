@@ -1,6 +1,7 @@
 //! The candidate-pass engines: their names, which ones this CPU runs, and the `auto` choice.
 
 use super::bf16;
+use super::calibrate;
 use super::error::KernelError;
 use super::simd_f32::Isa;
 use super::vnni;
@@ -61,7 +62,7 @@ impl Support {
 
     fn parse(&self, name: &str) -> Result<Engine, KernelError> {
         if name == "auto" {
-            return Ok(self.available()[0]);
+            return Ok(calibrate::ranked(self.available(), &self.disabled)[0]);
         }
         let engine = Engine::ALL
             .into_iter()
@@ -76,7 +77,8 @@ impl Support {
 }
 
 impl Engine {
-    /// Every engine, fastest first (the order `auto` prefers among those this CPU runs).
+    /// Every engine in the static order of preference (of their multiply-add rates), which
+    /// the calibration keeps unless timing shows a clear difference (`calibrate.rs`).
     pub const ALL: [Engine; 5] = [
         Self::Avx512VnniI8,
         Self::Avx512Bf16,
@@ -113,13 +115,14 @@ impl Engine {
         Support::from_env().runs(self)
     }
 
-    /// The engines this process runs, fastest first (never empty: the portable one runs
-    /// anywhere).
+    /// The engines this process runs, fastest first as ranked by the cached calibration
+    /// (`calibrate.rs`); never empty: `portable-f32` runs anywhere and comes last.
     pub fn available() -> Vec<Engine> {
-        Support::from_env().available()
+        let support = Support::from_env();
+        calibrate::ranked(support.available(), &support.disabled)
     }
 
-    /// The fastest engine this process runs (what `auto` picks).
+    /// The fastest engine this process runs (the first of [`Engine::available`]).
     pub fn detect() -> Self {
         Self::available()[0]
     }

@@ -1,6 +1,7 @@
 //! The pure-Rust memory core (no Python types): exact fused nearest-centroid search.
 
 pub mod bf16;
+mod calibrate;
 pub mod candidates;
 pub mod distance;
 pub mod engine;
