@@ -9,11 +9,13 @@
 //!
 //! When the buffer outgrows its capacity (`4k + 64`) one selection pass
 //! (`select_nth_unstable`, O(n)) finds its k-th score, lowers `t` to `kth(v) + 2·E` and drops
-//! the entries above it. At the end (or if the survivors still fill half the buffer, e.g.
-//! thousands of tied centroids) the buffer is *resolved*: sorted by score and evaluated exactly
-//! in that order, stopping at the first score above `t`; evaluating the k best scores first
-//! gives the exact threshold at once, so only about k plus the centroids within ~2E of the
+//! the entries above it; if half the buffer survives (a wide margin) the capacity doubles, up
+//! to `16k + 4096`. At the end (or when even that fills up, e.g. thousands of tied centroids)
+//! the buffer is *resolved*: the k best scores are evaluated exactly first, which makes the
+//! exact threshold tight at once, then the other survivors in ascending score order, stopping
+//! at the first score above `t`; so only about k plus the centroids within ~2E of the
 //! k-th score are evaluated. Memory stays O(k) per query whatever the data.
+
 use super::distance::squared_l2_f64;
 use super::margin::{dot_error_f32, score_margin, threshold, threshold_from_score};
 use super::topk::{Hit, TopK};
@@ -40,7 +42,11 @@ pub struct QueryState {
     /// Candidates not yet evaluated exactly: (score, centroid); every centroid offered so far
     /// with a score `<= t` that is not in `best`'s evaluated set.
     pending: Vec<(f32, u32)>,
+    /// Buffer size that triggers a compaction; doubles (up to `max_capacity`) while half of
+    /// the buffer survives compactions (a wide margin), so the threshold work stays O(1)
+    /// per candidate.
     capacity: usize,
+    max_capacity: usize,
     best: TopK,
 }
 
@@ -56,6 +62,7 @@ impl QueryState {
             k,
             pending: Vec::new(),
             capacity: 4 * k + 64,
+            max_capacity: 16 * k + 4096,
             best: TopK::new(k),
         }
     }
@@ -89,12 +96,17 @@ impl QueryState {
     }
 
     /// Lowers the score threshold to the buffer's `kth(v) + 2E` and drops the entries above
-    /// `t`; resolves the buffer if half of it survives.
+    /// `t`. If half of the buffer survives, it grows (twice the room), or once at its
+    /// maximum (thousands of tied centroids) is resolved, which keeps memory O(k).
     #[inline(never)]
     fn compact(&mut self, data: &ExactData<'_>) {
         self.tighten_from_scores();
         if self.pending.len() > self.capacity / 2 {
-            self.resolve(data);
+            if self.capacity < self.max_capacity {
+                self.capacity = (2 * self.capacity).min(self.max_capacity);
+            } else {
+                self.resolve(data);
+            }
         }
     }
 
@@ -115,27 +127,51 @@ impl QueryState {
         self.pending.retain(|e| e.0 <= t);
     }
 
-    /// Evaluates the buffer exactly in ascending score order until a score exceeds `t`, and
-    /// empties it.
+    /// Evaluates the buffer exactly, the k best scores first, then the others under the
+    /// (now exact) threshold in ascending score order until a score exceeds `t`, and empties
+    /// it.
     fn resolve(&mut self, data: &ExactData<'_>) {
         let mut pending = std::mem::take(&mut self.pending);
-        pending.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        // The rows are random reads (the scan streams the packed panels, not the rows):
-        // fetch the next candidates' rows while this one is evaluated.
-        for &(_, j) in pending.iter().take(PREFETCH_AHEAD) {
+        let k = self.k.min(pending.len());
+        if k > 0 && k < pending.len() {
+            pending.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+        }
+        for &(_, j) in pending[..k].iter().take(PREFETCH_AHEAD) {
             prefetch_row(data, j as usize);
         }
-        for (i, &(v, j)) in pending.iter().enumerate() {
+        for i in 0..k {
+            if let Some(&(_, next)) = pending.get(i + PREFETCH_AHEAD) {
+                prefetch_row(data, next as usize);
+            }
+            let (v, j) = pending[i];
+            if v <= self.t {
+                self.evaluate(j as usize, data);
+            }
+        }
+        let t = self.t;
+        let mut rest: Vec<(f32, u32)> = pending[k..].iter().copied().filter(|e| e.0 <= t).collect();
+        rest.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        self.evaluate_in_order(&rest, data);
+        pending.clear();
+        self.pending = pending;
+    }
+
+    /// Evaluates `sorted` (ascending scores) exactly until a score exceeds `t`.
+    fn evaluate_in_order(&mut self, sorted: &[(f32, u32)], data: &ExactData<'_>) {
+        // The rows are random reads (the scan streams the packed panels, not the rows):
+        // fetch the next candidates' rows while this one is evaluated.
+        for &(_, j) in sorted.iter().take(PREFETCH_AHEAD) {
+            prefetch_row(data, j as usize);
+        }
+        for (i, &(v, j)) in sorted.iter().enumerate() {
             if v > self.t {
                 break;
             }
-            if let Some(&(_, next)) = pending.get(i + PREFETCH_AHEAD) {
+            if let Some(&(_, next)) = sorted.get(i + PREFETCH_AHEAD) {
                 prefetch_row(data, next as usize);
             }
             self.evaluate(j as usize, data);
         }
-        pending.clear();
-        self.pending = pending;
     }
 
     /// Evaluates centroid `j` exactly (no candidate test).

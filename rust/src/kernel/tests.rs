@@ -324,18 +324,19 @@ fn clustered_near_duplicate_centroids_at_large_norm() {
 
 #[test]
 fn thousands_of_ties_and_k_up_to_num_classes() {
-    // 3000 copies of one centroid among 500 random ones: the candidate buffer fills with
-    // equal scores and must resolve (evaluate and empty) instead of growing or looping.
+    // 9000 copies of one centroid among 500 random ones: the candidate buffer fills with
+    // equal scores past its largest size (16k + 4096 for k <= 100) and must resolve
+    // (evaluate and empty) instead of growing or looping.
     let mut rng = Rng(29);
     let d = 33;
     let one = rng.matrix(1, d, 1.0);
     let others = rng.matrix(500, d, 1.0);
-    let copies = Array2::from_shape_fn((3000, d), |(_, l)| one[[0, l]]);
+    let copies = Array2::from_shape_fn((9000, d), |(_, l)| one[[0, l]]);
     let c = ndarray::concatenate![ndarray::Axis(0), others, copies];
     let x = ndarray::concatenate![ndarray::Axis(0), one, rng.matrix(4, d, 0.5)];
     for e in engines() {
         let index = CentroidIndex::with_engine(c.view(), e).unwrap();
-        for k in [1usize, 7, 100, 1000, 3500] {
+        for k in [1usize, 7, 100, 1000, 9500] {
             check(&index, x.view(), c.view(), k);
         }
         let (dist, idx) = index.search(x.view(), 1000).unwrap();
