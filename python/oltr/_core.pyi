@@ -3,15 +3,26 @@
 Exact, fused, multi-threaded nearest-centroid search. All arrays are NumPy; the GIL is released
 while the kernel runs. Inputs must not be modified by another thread during a call.
 """
-from typing import Final
+from typing import Final, final
 
 import numpy as np
 from numpy.typing import NDArray
+from typing_extensions import Self
+
+__all__ = [
+    "__version__",
+    "build_profile",
+    "CentroidIndex",
+    "set_num_threads",
+    "get_num_threads",
+    "available_kernels",
+]
 
 __version__: Final[str]
 #: "release" or "debug".
 build_profile: Final[str]
 
+@final
 class CentroidIndex:
     """Exact k-nearest-centroid search over fixed centroids, copied and packed once.
 
@@ -22,7 +33,7 @@ class CentroidIndex:
     and so does an engine that cannot handle D (``"avx512-vnni-i8"`` above D = 65536).
     """
 
-    def __init__(self, centroids: NDArray[np.float32], kernel: str = "auto") -> None: ...
+    def __new__(cls, centroids: NDArray[np.float32], kernel: str = "auto") -> Self: ...
     @property
     def num_classes(self) -> int:
         """K, the number of centroids."""

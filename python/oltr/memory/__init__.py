@@ -16,9 +16,9 @@ Backends: "rust" (``oltr._core``), "faiss" (:class:`FaissOptions` for HNSW / IVF
 """
 from __future__ import annotations
 
-from .faiss_options import FaissOptions
-from ._validation import BACKEND_NAMES
 from ._rust import available_kernels
+from ._validation import BACKEND_NAMES
+from .faiss_options import FaissOptions
 from .functional import nearest_centroids, reachability
 from .index import REACHABILITY_EPS, CentroidIndex
 from .threads import get_num_threads, set_num_threads
