@@ -130,9 +130,10 @@ fn set_num_threads(n: i64) -> PyResult<()> {
 }
 
 /// The engines this CPU runs, fastest first (the names `kernel=` accepts besides "auto").
+/// The first call of a process times the engines (~20 ms, GIL released).
 #[pyfunction]
-fn available_kernels() -> Vec<&'static str> {
-    Engine::available().into_iter().map(Engine::name).collect()
+fn available_kernels(py: Python<'_>) -> Vec<&'static str> {
+    py.detach(|| Engine::available().into_iter().map(Engine::name).collect())
 }
 
 /// Threads the core uses: set_num_threads, else OLTR_NUM_THREADS, else the core count.
