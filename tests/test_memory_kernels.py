@@ -80,6 +80,25 @@ def test_every_engine_large_k_with_near_ties(kernel, k):
     assert_matches_oracle(dist, idx, x, c, k)
 
 
+#: Bytes per value a one-query search streams, by engine.
+STREAMED_BYTES = {"avx512-vnni-i8": 1, "avx512-bf16": 2, "avx512-f32": 2, "avx2-f32": 2, "portable-f32": 4}
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_packed_nbytes_is_what_a_one_query_search_streams(kernel):
+    import oltr._core as core
+
+    for k_classes, d in ((64, 512), (100, 30)):
+        c = np.ones((k_classes, d), dtype=np.float32)
+        nbytes = core.CentroidIndex(c, kernel=kernel).packed_nbytes
+        exact = STREAMED_BYTES[kernel] * k_classes * d
+        # Panels pad K to 16 centroids and D to 2 (bf16) or 4 (int8) values.
+        padded = STREAMED_BYTES[kernel] * (-(-k_classes // 16) * 16) * (-(-d // 4) * 4)
+        assert nbytes == exact if (k_classes % 16 == 0 and d % 4 == 0) or kernel == "portable-f32" else (
+            exact <= nbytes <= padded
+        )
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("d", [1, 2, 3, 7, 130])
 def test_every_engine_with_one_dominant_component(kernel, d):

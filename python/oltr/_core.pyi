@@ -43,6 +43,12 @@ class CentroidIndex:
     @property
     def kernel(self) -> str:
         """The engine (candidate pass) in use, one of :func:`available_kernels`."""
+    @property
+    def packed_nbytes(self) -> int:
+        """Bytes of packed centroid data a one-query search streams (the engine's panels,
+        padding included; the float32 rows for ``"portable-f32"``): int8 K·D for
+        ``"avx512-vnni-i8"``, bf16 2·K·D for ``"avx512-bf16"`` and for the f32 engines (their
+        few-query copy), 4·K·D for ``"portable-f32"``."""
     def search(
         self, x: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:

@@ -85,6 +85,13 @@ impl PyCentroidIndex {
         self.inner.engine().name()
     }
 
+    /// Bytes of packed centroid data a one-query search streams (the engine's panels,
+    /// padding included; the float32 rows for "portable-f32").
+    #[getter]
+    fn packed_nbytes(&self) -> usize {
+        self.inner.packed_nbytes()
+    }
+
     /// x: float32 (B, D); k in [1, K] -> (dist float32 (B, k) exact L2 ascending,
     /// idx int64 (B, k)); ties by the lower index.
     fn search<'py>(

@@ -157,6 +157,11 @@ impl Bf16Centroids {
         }
     }
 
+    /// Bytes of the bf16 panels (what a search streams).
+    pub fn nbytes(&self) -> usize {
+        self.panels.len() * std::mem::size_of::<Row16>()
+    }
+
     pub fn num_panels(&self) -> usize {
         self.norms.len()
     }

@@ -152,6 +152,18 @@ impl CentroidIndex {
         self.data.engine
     }
 
+    /// Bytes of packed centroid data a search of one query streams (its candidate pass's
+    /// panels; the f32 rows for the portable engine), padding included.
+    pub fn packed_nbytes(&self) -> usize {
+        let data = &*self.data;
+        match &data.packed {
+            Packed::I8(p) => p.nbytes(),
+            Packed::Bf16(p) => p.nbytes(),
+            Packed::F32(p) => p.nbytes(1),
+            Packed::Rows => std::mem::size_of_val(data.rows.as_slice()),
+        }
+    }
+
     /// Validates a query batch and returns it C-contiguous with its row count.
     fn queries<'a>(
         &self,

@@ -140,6 +140,16 @@ impl F32Centroids {
         self.isa
     }
 
+    /// Bytes of the panels a search of `queries` rows streams: the bf16 copy for at most
+    /// [`BF16_STORAGE_MAX_ROWS`], else the f32 panels.
+    pub fn nbytes(&self, queries: usize) -> usize {
+        if queries <= BF16_STORAGE_MAX_ROWS {
+            self.panels_bf16.len() * std::mem::size_of::<HalfBlock>()
+        } else {
+            self.panels.len() * std::mem::size_of::<Block>()
+        }
+    }
+
     pub fn num_panels(&self) -> usize {
         self.num_panels
     }

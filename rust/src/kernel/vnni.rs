@@ -135,6 +135,11 @@ impl I8Centroids {
         }
     }
 
+    /// Bytes of the int8 panels (what a search streams).
+    pub fn nbytes(&self) -> usize {
+        self.panels.len() * std::mem::size_of::<Row16>()
+    }
+
     pub fn num_panels(&self) -> usize {
         self.norms.len()
     }
