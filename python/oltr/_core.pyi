@@ -3,25 +3,37 @@
 Exact, fused, multi-threaded nearest-centroid search. All arrays are NumPy; the GIL is released
 while the kernel runs. Inputs must not be modified by another thread during a call.
 """
-from typing import Final
+from typing import Final, final
 
 import numpy as np
 from numpy.typing import NDArray
+from typing_extensions import Self
+
+__all__ = [
+    "__version__",
+    "build_profile",
+    "CentroidIndex",
+    "set_num_threads",
+    "get_num_threads",
+    "available_kernels",
+]
 
 __version__: Final[str]
 #: "release" or "debug".
 build_profile: Final[str]
 
+@final
 class CentroidIndex:
     """Exact k-nearest-centroid search over fixed centroids, copied and packed once.
 
     centroids: float32 (K, D), K >= 1, D >= 1, finite (ValueError otherwise; a dtype other
-    than float32 raises TypeError). kernel: ``"auto"`` (the fastest this CPU runs),
-    ``"avx512-bf16"``, ``"avx2-f32"`` (each falls back to ``"portable-f32"`` on a CPU
-    without it) or ``"portable-f32"``; any other value raises ValueError.
+    than float32 raises TypeError). kernel: ``"auto"`` (the fastest engine this CPU runs) or
+    a name of :func:`available_kernels`; an unknown name, or an engine this CPU cannot run
+    (or one listed in ``$OLTR_DISABLE_KERNELS``), raises ValueError naming the valid choices,
+    and so does an engine that cannot handle D (``"avx512-vnni-i8"`` above D = 65536).
     """
 
-    def __init__(self, centroids: NDArray[np.float32], kernel: str = "auto") -> None: ...
+    def __new__(cls, centroids: NDArray[np.float32], kernel: str = "auto") -> Self: ...
     @property
     def num_classes(self) -> int:
         """K, the number of centroids."""
@@ -30,7 +42,13 @@ class CentroidIndex:
         """D, the feature dimension."""
     @property
     def kernel(self) -> str:
-        """The candidate pass in use: ``"avx512-bf16"``, ``"avx2-f32"`` or ``"portable-f32"``."""
+        """The engine (candidate pass) in use, one of :func:`available_kernels`."""
+    @property
+    def packed_nbytes(self) -> int:
+        """Bytes of packed centroid data a one-query search streams (the engine's panels,
+        padding included; the float32 rows for ``"portable-f32"``): int8 K·D for
+        ``"avx512-vnni-i8"``, bf16 2·K·D for ``"avx512-bf16"`` and for the f32 engines (their
+        few-query copy), 4·K·D for ``"portable-f32"``."""
     def search(
         self, x: NDArray[np.float32], k: int
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
@@ -50,3 +68,17 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """Threads in use: set_num_threads(n), else $OLTR_NUM_THREADS, else the core count."""
+
+def available_kernels() -> list[str]:
+    """The engines this CPU runs, fastest first; ``"portable-f32"`` (any CPU) is always last.
+
+    The order is ranked once per process (static preference unless a ~20 ms timing of a small
+    search shows an engine more than 15 % faster); ``kernel="auto"`` takes the first that
+    handles the centroids' D.
+
+    Engine names: ``"avx512-vnni-i8"`` (AVX-512 VNNI, int8 candidates; D <= 65536),
+    ``"avx512-bf16"`` (AVX-512 BF16), ``"avx512-f32"`` (AVX-512F),
+    ``"avx2-f32"`` (AVX2 + FMA),
+    ``"portable-f32"``. Names listed in ``$OLTR_DISABLE_KERNELS`` (comma-separated) are
+    left out.
+    """

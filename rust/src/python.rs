@@ -56,25 +56,14 @@ fn view2<'a>(
 #[pymethods]
 impl PyCentroidIndex {
     /// centroids: float32 (K, D), K >= 1, D >= 1, finite. kernel: "auto" (the fastest this
-    /// CPU runs), "avx512-bf16", "avx2-f32" (each falls back to "portable-f32" on a CPU
-    /// without it) or "portable-f32".
+    /// CPU runs) or an engine name of available_kernels(); an unknown name or an engine this
+    /// CPU cannot run raises ValueError naming the valid choices.
     #[new]
     #[pyo3(signature = (centroids, kernel = "auto"))]
     fn new(py: Python<'_>, centroids: &Bound<'_, PyAny>, kernel: &str) -> PyResult<Self> {
-        let engine = match kernel {
-            "auto" => Engine::detect(),
-            "avx512-bf16" => Engine::Avx512Bf16,
-            "avx2-f32" => Engine::Avx2F32,
-            "portable-f32" => Engine::Portable,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                "kernel must be 'auto', 'avx512-bf16', 'avx2-f32' or 'portable-f32', got {other:?}"
-            )))
-            }
-        };
         let centroids = float32_array(centroids, "centroids")?;
         let view = view2(&centroids, "centroids")?;
-        let inner = py.detach(|| CentroidIndex::with_engine(view, engine))?;
+        let inner = py.detach(|| CentroidIndex::with_kernel(view, kernel))?;
         Ok(Self { inner })
     }
 
@@ -90,10 +79,17 @@ impl PyCentroidIndex {
         self.inner.dim()
     }
 
-    /// The candidate pass in use: "avx512-bf16", "avx2-f32" or "portable-f32".
+    /// The engine (candidate pass) in use, one of available_kernels().
     #[getter]
     fn kernel(&self) -> &'static str {
         self.inner.engine().name()
+    }
+
+    /// Bytes of packed centroid data a one-query search streams (the engine's panels,
+    /// padding included; the float32 rows for "portable-f32").
+    #[getter]
+    fn packed_nbytes(&self) -> usize {
+        self.inner.packed_nbytes()
     }
 
     /// x: float32 (B, D); k in [1, K] -> (dist float32 (B, k) exact L2 ascending,
@@ -140,6 +136,13 @@ fn set_num_threads(n: i64) -> PyResult<()> {
     Ok(pool::set_num_threads(n)?)
 }
 
+/// The engines this CPU runs, fastest first (the names `kernel=` accepts besides "auto").
+/// The first call of a process times the engines (~20 ms, GIL released).
+#[pyfunction]
+fn available_kernels(py: Python<'_>) -> Vec<&'static str> {
+    py.detach(|| Engine::available().into_iter().map(Engine::name).collect())
+}
+
 /// Threads the core uses: set_num_threads, else OLTR_NUM_THREADS, else the core count.
 #[pyfunction]
 fn get_num_threads() -> usize {
@@ -161,5 +164,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCentroidIndex>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     Ok(())
 }

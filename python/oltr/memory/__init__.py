@@ -3,6 +3,8 @@
 Public API::
 
     index = CentroidIndex(centroids, backend="auto")      # (K, D) numpy or torch
+    index = CentroidIndex(centroids, backend="rust", kernel="auto")  # force a core engine
+    available_kernels()                                    # engines this CPU runs
     dist, idx = index.search(x, k=1)                       # (B, k) float32 / int64
     reach = index.reachability(x)                          # (B,) float32, scale REACHABILITY_SCALE = 10
     nearest_centroids(x, centroids, k=1, backend="auto")   # -> (dist, idx)
@@ -14,6 +16,7 @@ Backends: "rust" (``oltr._core``), "faiss" (:class:`FaissOptions` for HNSW / IVF
 """
 from __future__ import annotations
 
+from ._rust import available_kernels
 from ._validation import BACKEND_NAMES
 from .faiss_options import FaissOptions
 from .functional import nearest_centroids, reachability
@@ -27,6 +30,7 @@ __all__ = [
     "REACHABILITY_SCALE",
     "CentroidIndex",
     "FaissOptions",
+    "available_kernels",
     "get_num_threads",
     "nearest_centroids",
     "reachability",

@@ -14,7 +14,10 @@ import numpy as np
 
 from .threads import apply_thread_count_to_core
 
-__all__ = ["RustBackend", "load_core"]
+__all__ = ["DEFAULT_KERNEL", "RustBackend", "available_kernels", "load_core"]
+
+#: The ``kernel=`` value that lets the core pick its fastest engine for this CPU.
+DEFAULT_KERNEL = "auto"
 
 _load_lock = threading.Lock()
 _core = None
@@ -40,10 +43,25 @@ def load_core():
         return _core
 
 
+def available_kernels() -> list[str]:
+    """Names of the Rust core's engines this CPU runs, fastest first (``list[str]``).
+
+    The order is the core's ranking (its static preference, int8 VNNI > bf16 > AVX-512 f32 >
+    AVX2 f32, unless a one-time ~20 ms timing per process shows an engine clearly faster);
+    ``kernel="auto"`` takes the first that handles the index's D. Each name is a valid
+    ``kernel=`` of :class:`oltr.memory.CentroidIndex`; ``"portable-f32"`` is always last. Engines listed in the
+    ``OLTR_DISABLE_KERNELS`` environment variable (comma-separated) are left out. Raises
+    ``ImportError`` with a build hint when ``oltr._core`` is not built.
+    """
+    return list(load_core().available_kernels())
+
+
 class RustBackend:
     """k-nearest centroids through ``oltr._core.CentroidIndex``.
 
     centroids: float32 (K, D) C-contiguous numpy array (the core copies and packs it once).
+    kernel: ``"auto"`` or a name of :func:`available_kernels` (``ValueError`` from the core,
+    naming the choices, for an unknown name or an engine this CPU cannot run).
     """
 
     name = "rust"
@@ -53,8 +71,15 @@ class RustBackend:
     # NaN/Inf; B = 0 gives (0, k) arrays): CentroidIndex.search skips its Python checks.
     validates_queries = True
 
-    def __init__(self, centroids: np.ndarray) -> None:
-        self._index = load_core().CentroidIndex(centroids)
+    def __init__(self, centroids: np.ndarray, kernel: str = DEFAULT_KERNEL) -> None:
+        if not isinstance(kernel, str):
+            raise TypeError(f"kernel must be a str, got {type(kernel).__name__}")
+        self._index = load_core().CentroidIndex(centroids, kernel=kernel)
+
+    @property
+    def kernel(self) -> str:
+        """The engine that runs (one of :func:`available_kernels`)."""
+        return self._index.kernel
 
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """x: float32 (B, D) C-contiguous -> (dist float32 (B, k), idx int64 (B, k))."""

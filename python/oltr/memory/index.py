@@ -14,7 +14,7 @@ three interchangeable backends, which return the same exact distances (to ~1e-6 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -70,7 +70,7 @@ def _requires_grad(value: Any) -> bool:
     return bool(value.requires_grad) and torch.is_grad_enabled()
 
 
-def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool) -> Any:
+def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool, kernel: str = "auto") -> Any:
     cls: Any  # RustBackend, FaissBackend or TorchBackend (imported on use)
     if name == "rust":
         from ._rust import RustBackend
@@ -89,6 +89,8 @@ def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool)
                                  snapshot=snapshot and name != "rust")
     if name == "faiss":
         return cls(prepared, faiss_options)
+    if name == "rust":
+        return cls(prepared, kernel)
     return cls(prepared)
 
 
@@ -105,6 +107,11 @@ class CentroidIndex:
         centroids: (K, D) float32 or float64 numpy array or torch tensor, finite, K, D >= 1.
             Copied once into a float32 snapshot (the Rust core packs its own copy).
         backend: "auto", "rust", "faiss" or "torch".
+        kernel: the Rust core's engine: "auto" (its fastest for this CPU) or a name of
+            :func:`oltr.memory.available_kernels`; any other value implies
+            ``backend="rust"`` when backend is "auto" and raises ``ValueError`` with faiss or
+            torch (the core raises ``ValueError`` naming the choices for an unknown name or
+            an engine this CPU cannot run).
         faiss_options: :class:`FaissOptions` for the faiss backend (approximate HNSW / IVF);
             implies ``backend="faiss"`` when backend is "auto".
 
@@ -115,8 +122,10 @@ class CentroidIndex:
     float32's range come back as inf. Complex inputs raise ``TypeError``.
     """
 
-    def __init__(self, centroids: Any, backend: str = "auto", *, faiss_options: Any = None):
-        self._setup(centroids, backend, faiss_options, snapshot=True)
+    def __init__(
+        self, centroids: Any, backend: str = "auto", kernel: str = "auto", *, faiss_options: Any = None
+    ):
+        self._setup(centroids, backend, faiss_options, snapshot=True, kernel=kernel)
 
     @classmethod
     def _for_one_call(cls, centroids: Any, backend: str, faiss_options: Any) -> CentroidIndex:
@@ -126,8 +135,14 @@ class CentroidIndex:
         index._setup(centroids, backend, faiss_options, snapshot=False)
         return index
 
-    def _setup(self, centroids: Any, backend: str, faiss_options: Any, snapshot: bool) -> None:
+    def _setup(self, centroids: Any, backend: str, faiss_options: Any, snapshot: bool, kernel: str = "auto") -> None:
         backend = check_backend_name(backend)
+        if kernel != "auto":
+            if backend == "auto" and faiss_options is None:
+                backend = "rust"
+            elif backend != "rust":
+                raise ValueError(f"kernel is only valid with backend='rust', got kernel={kernel!r} "
+                                 f"with backend={backend!r}")
         if faiss_options is not None:
             from .faiss_options import FaissOptions
 
@@ -140,7 +155,7 @@ class CentroidIndex:
             elif backend != "faiss":
                 raise ValueError(f"faiss_options is only valid with backend='faiss', got {backend!r}")
         name = resolve_backend(backend)
-        self._impl = _make_backend(name, centroids, faiss_options, snapshot)
+        self._impl = _make_backend(name, centroids, faiss_options, snapshot, kernel)
         shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
         self._num_classes, self._dim = int(shape[0]), int(shape[1])
         # Backends that validate float32 C-contiguous numpy queries themselves (shape, NaN/Inf,
@@ -161,6 +176,12 @@ class CentroidIndex:
     def backend(self) -> str:
         """The backend that runs: "rust", "faiss" or "torch"."""
         return self._impl.name
+
+    @property
+    def kernel(self) -> Optional[str]:
+        """The Rust core's engine that runs (one of :func:`oltr.memory.available_kernels`),
+        or None with the faiss and torch backends."""
+        return getattr(self._impl, "kernel", None)
 
     def __repr__(self) -> str:
         return f"CentroidIndex(num_classes={self._num_classes}, dim={self._dim}, backend={self.backend!r})"

@@ -8,7 +8,7 @@
 //! The exactness argument (margins on the approximate score) is in `margin.rs`.
 
 use super::candidates::{ExactData, QueryState};
-use super::margin::{dot_error_bf16, score_margin, Bf16Norms};
+use super::margin::{dot_error_bf16, score_margin, RoundedNorms};
 
 /// Centroids per panel (lanes of a zmm register).
 pub const LANES: usize = 16;
@@ -157,13 +157,18 @@ impl Bf16Centroids {
         }
     }
 
+    /// Bytes of the bf16 panels (what a search streams).
+    pub fn nbytes(&self) -> usize {
+        self.panels.len() * std::mem::size_of::<Row16>()
+    }
+
     pub fn num_panels(&self) -> usize {
         self.norms.len()
     }
 }
 
 /// Panels per cache chunk: about 384 KiB of bf16 data (fits the L2 with the query block).
-fn chunk_panels(pairs: usize) -> usize {
+pub(crate) fn chunk_panels(pairs: usize) -> usize {
     let bytes = pairs * 64;
     let n = (384 << 10) / bytes.max(1);
     if n >= 24 {
@@ -183,7 +188,7 @@ pub struct QueryPack {
 }
 
 /// The MR variant used for a micro-group of `rows` live queries.
-fn variant(rows: usize) -> usize {
+pub(crate) fn variant(rows: usize) -> usize {
     match rows {
         1 => 1,
         2 => 2,
@@ -219,7 +224,7 @@ pub fn pack_queries(
             for q in 0..pairs {
                 words[q * mr + r] = u32::from(hat[2 * q]) | (u32::from(hat[2 * q + 1]) << 16);
             }
-            let n = Bf16Norms {
+            let n = RoundedNorms {
                 x_hat,
                 x_residual,
                 c_max: c_norm_max,

@@ -1,15 +1,20 @@
 //! Per-query state of a scan: candidates under the threshold, and the exact running top-k.
 //!
 //! A centroid whose approximate score `v_j` passes the threshold `t` is buffered, not evaluated
-//! at once. Two thresholds are valid (each keeps every centroid of the true top-k, see
-//! `margin.rs`), and `t` is the smaller one:
+//! at once, and costs nothing more during the scan (no heap: large k is as cheap per
+//! candidate as k = 1). Two thresholds are valid (each keeps every centroid of the true top-k,
+//! see `margin.rs`), and `t` is the smaller one:
 //! * from the scores: `kth(v) + 2·E` (the true k-th score is at most `kth(v) + E`);
 //! * from exact distances: `d²_k − ‖x‖² + E`, once k candidates were evaluated exactly.
 //!
-//! The buffer is evaluated exactly (keeping only entries still under `t`) when it outgrows its
-//! capacity and at the end, so memory stays O(k) per query whatever the data (even when
-//! thousands of centroids tie) and only about one to three exact distances are computed per
-//! query on ordinary data.
+//! When the buffer outgrows its capacity (`4k + 64`) one selection pass
+//! (`select_nth_unstable`, O(n)) finds its k-th score, lowers `t` to `kth(v) + 2·E` and drops
+//! the entries above it; if half the buffer survives (a wide margin) the capacity doubles, up
+//! to `16k + 4096`. At the end (or when even that fills up, e.g. thousands of tied centroids)
+//! the buffer is *resolved*: the k best scores are evaluated exactly first, which makes the
+//! exact threshold tight at once, then the other survivors in ascending score order, stopping
+//! at the first score above `t`; so only about k plus the centroids within ~2E of the
+//! k-th score are evaluated. Memory stays O(k) per query whatever the data.
 
 use super::distance::squared_l2_f64;
 use super::margin::{dot_error_f32, score_margin, threshold, threshold_from_score};
@@ -33,11 +38,15 @@ pub struct QueryState {
     t_exact: f32,
     x_norm_sq: f64,
     margin: f64,
-    /// k smallest approximate scores seen (as `Hit { d2: v, .. }`).
-    scores: TopK,
-    /// Candidates not yet evaluated exactly: (score, centroid).
+    k: usize,
+    /// Candidates not yet evaluated exactly: (score, centroid); every centroid offered so far
+    /// with a score `<= t` that is not in `best`'s evaluated set.
     pending: Vec<(f32, u32)>,
+    /// Buffer size that triggers a compaction; doubles (up to `max_capacity`) while half of
+    /// the buffer survives compactions (a wide margin), so the threshold work stays O(1)
+    /// per candidate.
     capacity: usize,
+    max_capacity: usize,
     best: TopK,
 }
 
@@ -50,9 +59,10 @@ impl QueryState {
             t_exact: f32::MAX,
             x_norm_sq,
             margin: 0.0,
-            scores: TopK::new(k),
+            k,
             pending: Vec::new(),
-            capacity: 4 * k + 60,
+            capacity: 4 * k + 64,
+            max_capacity: 16 * k + 4096,
             best: TopK::new(k),
         }
     }
@@ -63,20 +73,11 @@ impl QueryState {
     }
 
     /// Takes centroid `j` with approximate score `v <= self.t` as a candidate.
-    #[inline(never)]
+    #[inline]
     pub fn offer(&mut self, j: usize, v: f32, data: &ExactData<'_>) {
         self.pending.push((v, j as u32));
-        if self.scores.push(Hit {
-            d2: f64::from(v),
-            idx: j as u32,
-        }) && self.scores.is_full()
-        {
-            let kth = self.scores.kth().map_or(f64::from(f32::MAX), |h| h.d2);
-            self.t_scores = threshold_from_score(kth, self.x_norm_sq, self.margin);
-            self.t = self.t_scores.min(self.t_exact);
-        }
         if self.pending.len() > self.capacity {
-            self.flush(data);
+            self.compact(data);
         }
     }
 
@@ -91,6 +92,85 @@ impl QueryState {
             if vals[lane] <= self.t {
                 self.offer(first + lane, vals[lane], data);
             }
+        }
+    }
+
+    /// Lowers the score threshold to the buffer's `kth(v) + 2E` and drops the entries above
+    /// `t`. If half of the buffer survives, it grows (twice the room), or once at its
+    /// maximum (thousands of tied centroids) is resolved, which keeps memory O(k).
+    #[inline(never)]
+    fn compact(&mut self, data: &ExactData<'_>) {
+        self.tighten_from_scores();
+        if self.pending.len() > self.capacity / 2 {
+            if self.capacity < self.max_capacity {
+                self.capacity = (2 * self.capacity).min(self.max_capacity);
+            } else {
+                self.resolve(data);
+            }
+        }
+    }
+
+    /// `t_scores` from the k-th smallest buffered score (one selection pass), then drops the
+    /// buffered entries above `t`. The buffer holds every score seen `<= t` (not yet
+    /// evaluated), so its k-th score bounds the k-th score seen.
+    fn tighten_from_scores(&mut self) {
+        let k = self.k;
+        if self.pending.len() >= k {
+            let (_, kth, _) = self
+                .pending
+                .select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+            let t = threshold_from_score(f64::from(kth.0), self.x_norm_sq, self.margin);
+            self.t_scores = self.t_scores.min(t);
+            self.t = self.t_scores.min(self.t_exact);
+        }
+        let t = self.t;
+        self.pending.retain(|e| e.0 <= t);
+    }
+
+    /// Evaluates the buffer exactly, the k best scores first, then the others under the
+    /// (now exact) threshold in ascending score order until a score exceeds `t`, and empties
+    /// it.
+    fn resolve(&mut self, data: &ExactData<'_>) {
+        let mut pending = std::mem::take(&mut self.pending);
+        let k = self.k.min(pending.len());
+        if k > 0 && k < pending.len() {
+            pending.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+        }
+        for &(_, j) in pending[..k].iter().take(PREFETCH_AHEAD) {
+            prefetch_row(data, j as usize);
+        }
+        for i in 0..k {
+            if let Some(&(_, next)) = pending.get(i + PREFETCH_AHEAD) {
+                prefetch_row(data, next as usize);
+            }
+            let (v, j) = pending[i];
+            if v <= self.t {
+                self.evaluate(j as usize, data);
+            }
+        }
+        let t = self.t;
+        let mut rest: Vec<(f32, u32)> = pending[k..].iter().copied().filter(|e| e.0 <= t).collect();
+        rest.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        self.evaluate_in_order(&rest, data);
+        pending.clear();
+        self.pending = pending;
+    }
+
+    /// Evaluates `sorted` (ascending scores) exactly until a score exceeds `t`.
+    fn evaluate_in_order(&mut self, sorted: &[(f32, u32)], data: &ExactData<'_>) {
+        // The rows are random reads (the scan streams the packed panels, not the rows):
+        // fetch the next candidates' rows while this one is evaluated.
+        for &(_, j) in sorted.iter().take(PREFETCH_AHEAD) {
+            prefetch_row(data, j as usize);
+        }
+        for (i, &(v, j)) in sorted.iter().enumerate() {
+            if v > self.t {
+                break;
+            }
+            if let Some(&(_, next)) = sorted.get(i + PREFETCH_AHEAD) {
+                prefetch_row(data, next as usize);
+            }
+            self.evaluate(j as usize, data);
         }
     }
 
@@ -110,22 +190,32 @@ impl QueryState {
         }
     }
 
-    /// Evaluates exactly the pending candidates still under the threshold.
-    fn flush(&mut self, data: &ExactData<'_>) {
-        let mut pending = std::mem::take(&mut self.pending);
-        for &(v, j) in &pending {
-            if v <= self.t {
-                self.evaluate(j as usize, data);
-            }
-        }
-        pending.clear();
-        self.pending = pending;
-    }
-
     /// Ends the scan: the exact top-k of the candidates.
     pub fn finish(mut self, data: &ExactData<'_>) -> TopK {
-        self.flush(data);
+        self.tighten_from_scores();
+        self.resolve(data);
         self.best
+    }
+}
+
+/// Candidates whose centroid rows are prefetched ahead of their exact evaluation.
+const PREFETCH_AHEAD: usize = 3;
+
+/// Asks the CPU to bring centroid row `j` into cache (a hint; no effect off x86_64).
+#[inline(always)]
+fn prefetch_row(data: &ExactData<'_>, j: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let row = &data.centroids[j * data.dim..(j + 1) * data.dim];
+        for line in row.chunks(16) {
+            // SAFETY: prefetching a valid address has no side effect.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (data, j);
     }
 }
 

@@ -23,6 +23,16 @@ pub enum KernelError {
     BadThreads { n: i64 },
     /// More centroids than 32-bit indices can address.
     TooManyCentroids { num_classes: usize },
+    /// `kernel` names no engine; `choices` lists the valid names.
+    UnknownKernel { name: String, choices: String },
+    /// `kernel` names an engine this CPU cannot run; `choices` lists those it can.
+    UnsupportedKernel { name: &'static str, choices: String },
+    /// `kernel` names an engine that handles at most `max_dim` dimensions.
+    KernelDim {
+        name: &'static str,
+        max_dim: usize,
+        dim: usize,
+    },
 }
 
 impl fmt::Display for KernelError {
@@ -59,6 +69,18 @@ impl fmt::Display for KernelError {
                 f,
                 "centroids has {num_classes} rows; at most {} are supported",
                 u32::MAX
+            ),
+            Self::UnknownKernel { name, choices } => {
+                write!(f, "kernel must be one of {choices}, got {name:?}")
+            }
+            Self::UnsupportedKernel { name, choices } => write!(
+                f,
+                "kernel {name:?} cannot run on this CPU; this CPU runs {choices}"
+            ),
+            Self::KernelDim { name, max_dim, dim } => write!(
+                f,
+                "kernel {name:?} handles D <= {max_dim}, the centroids have D = {dim} \
+                 (use kernel='auto')"
             ),
         }
     }

@@ -171,7 +171,7 @@ where
     }
     .max(MIN_WAIT);
     shared.wait_finished(count, wait);
-    (0..count)
+    let results = (0..count)
         .map(|t| {
             shared.execute(t);
             match lock(&shared.slots[t]).take() {
@@ -179,7 +179,9 @@ where
                 None => (shared.task)(t),
             }
         })
-        .collect()
+        .collect();
+    linger::call_ended();
+    results
 }
 
 #[cfg(test)]

@@ -4,44 +4,14 @@ use std::sync::Arc;
 
 use ndarray::{Array1, Array2, ArrayView2};
 
-use super::avx2::{self, F32Centroids};
-use super::bf16::{self, Bf16Centroids};
+use super::bf16::Bf16Centroids;
 use super::distance::squared_norm_f64;
+use super::engine::Engine;
 use super::error::KernelError;
 use super::reach::reachability_from_nearest;
 use super::search::search_hits;
-
-/// Which candidate pass an index runs (chosen once, from the CPU's features).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Engine {
-    /// AVX-512 BF16 dot products on bf16-packed centroids.
-    Avx512Bf16,
-    /// f32 dot products with AVX2+FMA on f32-packed centroids.
-    Avx2F32,
-    /// Portable f32 dot products (any CPU).
-    Portable,
-}
-
-impl Engine {
-    /// The fastest engine this CPU supports.
-    pub fn detect() -> Self {
-        if bf16::available() {
-            Self::Avx512Bf16
-        } else if avx2::available() {
-            Self::Avx2F32
-        } else {
-            Self::Portable
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Avx512Bf16 => "avx512-bf16",
-            Self::Avx2F32 => "avx2-f32",
-            Self::Portable => "portable-f32",
-        }
-    }
-}
+use super::simd_f32::{F32Centroids, Isa};
+use super::vnni::I8Centroids;
 
 /// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32 (a cheap handle:
 /// the packed data is shared with the worker threads of a running search).
@@ -60,8 +30,16 @@ pub(crate) struct IndexData {
     /// `max_j ‖c_j‖`.
     pub(crate) c_norm_max: f64,
     pub(crate) engine: Engine,
-    pub(crate) packed: Option<Bf16Centroids>,
-    pub(crate) packed_f32: Option<F32Centroids>,
+    pub(crate) packed: Packed,
+}
+
+/// The centroids packed for the engine's candidate pass.
+pub(crate) enum Packed {
+    /// The portable pass reads `rows` and `norms_f32`.
+    Rows,
+    Bf16(Bf16Centroids),
+    F32(F32Centroids),
+    I8(I8Centroids),
 }
 
 /// Checks `x` is finite; `argument` names it in the error.
@@ -88,13 +66,14 @@ fn contiguous<'a>(view: &'a ArrayView2<'a, f32>) -> std::borrow::Cow<'a, [f32]> 
 }
 
 impl CentroidIndex {
-    /// Copies and packs `centroids` (K >= 1 rows, D >= 1, finite) for the detected engine.
+    /// Copies and packs `centroids` (K >= 1 rows, D >= 1, finite) for the engine `auto` picks.
     pub fn new(centroids: ArrayView2<'_, f32>) -> Result<Self, KernelError> {
-        Self::with_engine(centroids, Engine::detect())
+        let dim = centroids.ncols();
+        Self::with_engine(centroids, Engine::auto(dim))
     }
 
-    /// As [`CentroidIndex::new`] with an explicit engine (an engine this CPU cannot run falls
-    /// back to the portable one).
+    /// As [`CentroidIndex::new`] with an explicit engine; one this CPU cannot run is an error
+    /// ([`KernelError::UnsupportedKernel`], naming those it runs).
     pub fn with_engine(
         centroids: ArrayView2<'_, f32>,
         engine: Engine,
@@ -116,18 +95,24 @@ impl CentroidIndex {
         let norms_sq: Vec<f64> = rows.chunks_exact(dim).map(squared_norm_f64).collect();
         let norms_f32 = norms_sq.iter().map(|&n| n as f32).collect();
         let c_norm_max = norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
-        let engine = match engine {
-            Engine::Avx512Bf16 if !bf16::available() => Engine::Portable,
-            Engine::Avx2F32 if !avx2::available() => Engine::Portable,
-            other => other,
-        };
+        engine.check_supported()?;
+        if dim > engine.max_dim() {
+            return Err(KernelError::KernelDim {
+                name: engine.name(),
+                max_dim: engine.max_dim(),
+                dim,
+            });
+        }
         let packed = match engine {
-            Engine::Avx512Bf16 => Some(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
-            _ => None,
-        };
-        let packed_f32 = match engine {
-            Engine::Avx2F32 => Some(F32Centroids::pack(&rows, num, dim, &norms_sq)),
-            _ => None,
+            Engine::Avx512VnniI8 => Packed::I8(I8Centroids::pack(&rows, num, dim, &norms_sq)),
+            Engine::Avx512Bf16 => Packed::Bf16(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
+            Engine::Avx512F32 => {
+                Packed::F32(F32Centroids::pack(Isa::Avx512, &rows, num, dim, &norms_sq))
+            }
+            Engine::Avx2F32 => {
+                Packed::F32(F32Centroids::pack(Isa::Avx2, &rows, num, dim, &norms_sq))
+            }
+            Engine::Portable => Packed::Rows,
         };
         let data = IndexData {
             num,
@@ -137,7 +122,6 @@ impl CentroidIndex {
             c_norm_max,
             engine,
             packed,
-            packed_f32,
         };
         Ok(Self {
             data: Arc::new(data),
@@ -154,9 +138,30 @@ impl CentroidIndex {
         self.data.dim
     }
 
+    /// As [`CentroidIndex::new`] (`"auto"`) or [`CentroidIndex::with_engine`] for the engine
+    /// named `kernel` ([`Engine::from_name`] errors for an unknown or unsupported name).
+    pub fn with_kernel(centroids: ArrayView2<'_, f32>, kernel: &str) -> Result<Self, KernelError> {
+        if kernel == "auto" {
+            return Self::new(centroids);
+        }
+        Self::with_engine(centroids, Engine::from_name(kernel)?)
+    }
+
     /// The candidate pass in use.
     pub fn engine(&self) -> Engine {
         self.data.engine
+    }
+
+    /// Bytes of packed centroid data a search of one query streams (its candidate pass's
+    /// panels; the f32 rows for the portable engine), padding included.
+    pub fn packed_nbytes(&self) -> usize {
+        let data = &*self.data;
+        match &data.packed {
+            Packed::I8(p) => p.nbytes(),
+            Packed::Bf16(p) => p.nbytes(),
+            Packed::F32(p) => p.nbytes(1),
+            Packed::Rows => std::mem::size_of_val(data.rows.as_slice()),
+        }
     }
 
     /// Validates a query batch and returns it C-contiguous with its row count.

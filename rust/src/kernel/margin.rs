@@ -12,6 +12,8 @@
 //! * f32 dot of length D: `|fl(x·c) − x·c| ≤ γ_D · ‖x‖ · ‖c‖`.
 //! * bf16 dot (products exact in f32, D sequential f32 additions per lane):
 //!   `|fl(x̂·ĉ) − x·c| ≤ ‖x − x̂‖·‖c‖ + ‖x̂‖·‖c − ĉ‖ + γ_D·‖x̂‖·‖ĉ‖` (Cauchy–Schwarz).
+//! * int8 codes with per-vector scales (integer dot exact, then 3 f32 roundings):
+//!   `|fl(x̂·ĉ) − x·c| ≤ ‖x − x̂‖·‖c‖ + ‖x̂‖·‖c − ĉ‖ + γ_3·‖x̂‖·‖ĉ‖` (`vnni.rs`).
 //! * `‖c‖²` stored in f32: `u·‖c‖²`; the final fused multiply-add: `u·|v|`.
 //!
 //! The sum is multiplied by a safety factor and padded with a relative 1e-9 slack for the f64
@@ -34,9 +36,10 @@ pub fn dot_error_f32(dim: usize, x_norm: f64, c_norm_max: f64) -> f64 {
     gamma(dim + 2) * x_norm * c_norm_max
 }
 
-/// Norms that bound the dot-product error of the bf16 candidate pass.
+/// Norms that bound the dot-product error of a candidate pass on rounded vectors (bf16, or
+/// int8 codes times a per-vector scale): x̂, ĉ are the rounded vectors.
 #[derive(Debug, Clone, Copy)]
-pub struct Bf16Norms {
+pub struct RoundedNorms {
     /// `‖x̂‖` and `‖x − x̂‖` of the query.
     pub x_hat: f64,
     pub x_residual: f64,
@@ -47,8 +50,16 @@ pub struct Bf16Norms {
 }
 
 /// Bound on the dot-product error of the bf16 candidate pass over `dim` (even-padded) terms.
-pub fn dot_error_bf16(dim: usize, n: &Bf16Norms) -> f64 {
+pub fn dot_error_bf16(dim: usize, n: &RoundedNorms) -> f64 {
     n.x_residual * n.c_max + n.x_hat * n.c_residual_max + gamma(dim + 2) * n.x_hat * n.c_hat_max
+}
+
+/// Bound on the dot-product error of the int8 candidate pass (`vnni.rs` derives it): the
+/// integer dot product of the codes is exact, so only the quantisation residuals and the three
+/// f32 roundings of the rescaling (int32 → f32, the two scales' product, their product with
+/// the dot) remain.
+pub fn dot_error_int8(n: &RoundedNorms) -> f64 {
+    n.x_residual * n.c_max + n.x_hat * n.c_residual_max + gamma(3) * n.x_hat * n.c_hat_max
 }
 
 /// `E(x)`: bound on `|v_j − (‖c_j‖² − 2·x·c_j)|` given the dot error bound `dot_err`.

@@ -1,9 +1,10 @@
 //! The pure-Rust memory core (no Python types): exact fused nearest-centroid search.
 
-pub mod avx2;
 pub mod bf16;
+mod calibrate;
 pub mod candidates;
 pub mod distance;
+pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod index;
@@ -13,10 +14,13 @@ pub mod pool;
 pub mod portable;
 pub mod reach;
 mod search;
+pub mod simd_f32;
 pub mod topk;
+pub mod vnni;
 
 #[cfg(test)]
 mod tests;
 
+pub use engine::Engine;
 pub use error::KernelError;
-pub use index::{CentroidIndex, Engine};
+pub use index::CentroidIndex;

@@ -6,15 +6,16 @@
 
 use std::sync::Arc;
 
-use super::avx2;
 use super::bf16::{self, LANES};
 use super::candidates::{ExactData, QueryState};
 use super::distance::squared_norm_f64;
 use super::executor::run_tasks;
-use super::index::{Engine, IndexData};
+use super::index::{IndexData, Packed};
 use super::pool;
 use super::portable;
+use super::simd_f32;
 use super::topk::{Hit, TopK};
+use super::vnni;
 
 /// Queries per block (a multiple of the 12-row micro-group).
 const QUERY_BLOCK: usize = 96;
@@ -40,12 +41,18 @@ const SPLIT_MIN_PANELS: usize = 8;
 /// Above this `(‖x‖ + max‖c‖)²` the f32 scores could overflow: scan exactly instead.
 const EXACT_ONLY_NORM_SQ: f64 = 1e30;
 
+/// A call's pass: the index's packed candidate pass, or the exact scan of every centroid.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
-    Bf16,
-    Avx2,
-    Portable,
+    Packed,
     Exact,
+}
+
+/// A query block packed for the bf16 or int8 pass.
+enum QueryPack {
+    None,
+    Bf16(bf16::QueryPack),
+    I8(vnni::QueryPack),
 }
 
 /// Splits `n` items into `parts` nearly equal ranges.
@@ -77,9 +84,10 @@ struct Job {
     qblocks: Vec<(usize, usize)>,
     /// Ranges of 16-centroid panels.
     ranges: Vec<(usize, usize)>,
-    /// The bf16 packing of each query block (made by the caller before any task runs: a
-    /// lazily shared packing would make every task wait for a possibly descheduled packer).
-    packs: Vec<Option<bf16::QueryPack>>,
+    /// The bf16 or int8 packing of each query block (made by the caller before any task
+    /// runs: a lazily shared packing would make every task wait for a possibly descheduled
+    /// packer).
+    packs: Vec<QueryPack>,
 }
 
 impl Job {
@@ -99,11 +107,15 @@ impl Job {
             .map(|row| QueryState::new(row, self.k, self.x_norms_sq[row]))
             .collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
-        match (self.pass, &index.packed, &index.packed_f32, &self.packs[q]) {
-            (Pass::Bf16, Some(packed), _, Some(pack)) => {
+        match (self.pass, &index.packed, &self.packs[q]) {
+            (Pass::Exact, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
+            (_, Packed::Bf16(packed), QueryPack::Bf16(pack)) => {
                 bf16::scan(packed, pack, &data, &mut states, p0, p1)
             }
-            (Pass::Avx2, _, Some(packed), _) => avx2::scan(
+            (_, Packed::I8(packed), QueryPack::I8(pack)) => {
+                vnni::scan(packed, pack, &data, &mut states, p0, p1)
+            }
+            (_, Packed::F32(packed), _) => simd_f32::scan(
                 packed,
                 &data,
                 index.c_norm_max,
@@ -112,7 +124,6 @@ impl Job {
                 j0,
                 j1,
             ),
-            (Pass::Exact, _, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
             _ => portable::scan(
                 &data,
                 &index.norms_f32,
@@ -138,16 +149,17 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     let pass = if (x_norm_max + index.c_norm_max).powi(2) > EXACT_ONLY_NORM_SQ || dim > (1 << 20) {
         Pass::Exact
     } else {
-        match index.engine {
-            Engine::Avx512Bf16 => Pass::Bf16,
-            Engine::Avx2F32 => Pass::Avx2,
-            Engine::Portable => Pass::Portable,
-        }
+        Pass::Packed
     };
     let panels = index.num.div_ceil(LANES);
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
-    let panel_bytes = panels * LANES * dim * if pass == Pass::Bf16 { 2 } else { 4 };
+    let bytes_per_value = match (&index.packed, pass) {
+        (Packed::I8(_), Pass::Packed) => 1,
+        (Packed::Bf16(_), Pass::Packed) => 2,
+        _ => 4,
+    };
+    let panel_bytes = panels * LANES * dim * bytes_per_value;
     let gemv_split = threads > 1
         && b <= SPLIT_MAX_QUERIES
         && panel_bytes >= SPLIT_MIN_BYTES
@@ -168,25 +180,31 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         vec![(0, panels)]
     };
     let num_ranges = ranges.len();
+    let data = ExactData {
+        x,
+        centroids: &index.rows,
+        dim,
+    };
     let packs = qblocks
         .iter()
         .map(|&(q0, q1)| match (pass, &index.packed) {
-            (Pass::Bf16, Some(packed)) => {
-                let data = ExactData {
-                    x,
-                    centroids: &index.rows,
-                    dim,
-                };
-                Some(bf16::pack_queries(
-                    packed,
-                    &data,
-                    index.c_norm_max,
-                    &x_norms_sq,
-                    q0,
-                    q1,
-                ))
-            }
-            _ => None,
+            (Pass::Packed, Packed::Bf16(packed)) => QueryPack::Bf16(bf16::pack_queries(
+                packed,
+                &data,
+                index.c_norm_max,
+                &x_norms_sq,
+                q0,
+                q1,
+            )),
+            (Pass::Packed, Packed::I8(packed)) => QueryPack::I8(vnni::pack_queries(
+                packed,
+                &data,
+                index.c_norm_max,
+                &x_norms_sq,
+                q0,
+                q1,
+            )),
+            _ => QueryPack::None,
         })
         .collect();
     let job = Arc::new(Job {

@@ -51,7 +51,20 @@ fn naive(x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) -> Vec<Vec<(f
 /// Checks `search` against the naive reference: distances to 1e-6 relative (1e-5 is the
 /// contract) and identical indices, except that among centroids whose exact distances agree
 /// to 1e-12 (f64 summation-order ties) any order is accepted.
+/// Few-query calls take other paths (bf16 storage of the f32 engines, a GEMV split), so a
+/// batch of more rows is also checked one row at a time and as its first three rows.
 fn check(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) {
+    check_batch(index, x, c, k);
+    for rows in [1usize, 3] {
+        if x.nrows() > rows {
+            for start in (0..x.nrows() - rows + 1).step_by(rows).take(4) {
+                check_batch(index, x.slice(ndarray::s![start..start + rows, ..]), c, k);
+            }
+        }
+    }
+}
+
+fn check_batch(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, k: usize) {
     let (dist, idx) = index.search(x, k as i64).unwrap();
     assert_eq!(dist.dim(), (x.nrows(), k));
     let want = naive(x, c, k);
@@ -79,8 +92,9 @@ fn check(index: &CentroidIndex, x: ArrayView2<'_, f32>, c: ArrayView2<'_, f32>, 
     }
 }
 
+/// Every engine this CPU runs (the tests cover each).
 fn engines() -> Vec<Engine> {
-    vec![Engine::Avx512Bf16, Engine::Avx2F32, Engine::Portable]
+    Engine::available()
 }
 
 #[test]
@@ -306,4 +320,104 @@ fn clustered_near_duplicate_centroids_at_large_norm() {
         check(&index, x.view(), c.view(), 1);
         check(&index, x.view(), c.view(), 8);
     }
+}
+
+#[test]
+fn thousands_of_ties_and_k_up_to_num_classes() {
+    // 9000 copies of one centroid among 500 random ones: the candidate buffer fills with
+    // equal scores past its largest size (16k + 4096 for k <= 100) and must resolve
+    // (evaluate and empty) instead of growing or looping.
+    let mut rng = Rng(29);
+    let d = 33;
+    let one = rng.matrix(1, d, 1.0);
+    let others = rng.matrix(500, d, 1.0);
+    let copies = Array2::from_shape_fn((9000, d), |(_, l)| one[[0, l]]);
+    let c = ndarray::concatenate![ndarray::Axis(0), others, copies];
+    let x = ndarray::concatenate![ndarray::Axis(0), one, rng.matrix(4, d, 0.5)];
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        for k in [1usize, 7, 100, 1000, 9500] {
+            check(&index, x.view(), c.view(), k);
+        }
+        let (dist, idx) = index.search(x.view(), 1000).unwrap();
+        assert!((0..1000).all(|col| dist[[0, col]] == 0.0 && idx[[0, col]] == 500 + col as i64));
+    }
+}
+
+#[test]
+fn large_k_random_and_clustered() {
+    let mut rng = Rng(31);
+    let c = rng.matrix(2500, 70, 1.0);
+    let x = rng.matrix(30, 70, 1.0);
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        for k in [10usize, 100, 999] {
+            check(&index, x.view(), c.view(), k);
+        }
+    }
+}
+
+#[test]
+fn one_dominant_component_hides_the_rest_from_the_quantised_scores() {
+    // Every vector has one component near 100 and the others ~1e-3: with a per-vector int8
+    // scale (or bf16) the small components round to nothing, yet they decide the ranking.
+    let mut rng = Rng(37);
+    for d in [1usize, 2, 3, 5, 31, 130] {
+        let c = Array2::from_shape_fn((300, d), |(j, l)| {
+            if l == 0 {
+                100.0 + 1e-7 * (j % 3) as f32
+            } else {
+                1e-3 * rng.normal()
+            }
+        });
+        let x = Array2::from_shape_fn(
+            (7, d),
+            |(_, l)| {
+                if l == 0 {
+                    100.0
+                } else {
+                    1e-3 * rng.normal()
+                }
+            },
+        );
+        for e in engines() {
+            let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+            for k in [1usize, 4, 300] {
+                check(&index, x.view(), c.view(), k);
+            }
+        }
+    }
+}
+
+#[test]
+fn d1_near_ties_at_large_magnitude() {
+    // D = 1: centroids 1e4 + i·2⁻¹⁰ (adjacent f32 values apart), a query between each pair.
+    let c = Array2::from_shape_fn((200, 1), |(j, _)| 1e4 + j as f32 / 1024.0);
+    let x = Array2::from_shape_fn((50, 1), |(i, _)| {
+        1e4 + (4 * i) as f32 / 1024.0 + 1.0 / 2048.0
+    });
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        check(&index, x.view(), c.view(), 1);
+        check(&index, x.view(), c.view(), 3);
+    }
+}
+
+#[test]
+fn an_engine_limited_in_d_refuses_larger_d_and_auto_avoids_it() {
+    let d = super::vnni::MAX_DIM + 1;
+    let c = Array2::<f32>::from_shape_fn((3, d), |(j, l)| ((j * 7 + l) % 13) as f32);
+    for e in engines() {
+        let built = CentroidIndex::with_engine(c.view(), e);
+        if d > e.max_dim() {
+            let err = built.err().unwrap();
+            assert!(matches!(err, KernelError::KernelDim { .. }), "{err}");
+            assert!(err.to_string().contains(e.name()));
+        } else {
+            assert!(built.is_ok());
+        }
+    }
+    let auto = CentroidIndex::new(c.view()).unwrap();
+    assert!(d <= auto.engine().max_dim());
+    check(&auto, c.slice(ndarray::s![1..2, ..]), c.view(), 2);
 }

@@ -1,0 +1,378 @@
+//! AVX-512 VNNI int8 candidate pass (`avx512-vnni-i8`): centroids stored once as int8 codes
+//! with one f32 scale per centroid, queries as uint8 codes with one scale per query, integer
+//! dot products with `vpdpbusd` (64 multiply-adds per instruction, 4× an f32 FMA; a quarter of
+//! the f32 bytes to read), rescaled to f32 scores and folded into each query's candidate
+//! threshold, then the exact f64 re-rank of `candidates.rs`.
+//!
+//! ## Quantisation and its rigorous error bound
+//!
+//! A vector v (a centroid, or a query) with `m = max_l |v_l|` gets the scale `s = fl(m / 127)`
+//! and codes `q_l = clamp(round(v_l / s), −127, 127)`; its rounding is `v̂ = s·q` (exact in
+//! f64: 24 × 7 significant bits) and its residual `r = v − v̂` (measured in f64, so nothing is
+//! assumed about how well the rounding went). A vector with `m < 1e-30` gets `q = 0`, `v̂ = 0`,
+//! `r = v`. For a query x and a centroid c, exactly
+//!
+//! ```text
+//! x·c = x̂·ĉ + r_x·c + x̂·r_c        (expand x̂·ĉ + (x − x̂)·c + x̂·(c − ĉ))
+//! |x·c − x̂·ĉ| ≤ ‖r_x‖·‖c‖ + ‖x̂‖·‖r_c‖    (Cauchy–Schwarz)
+//! ```
+//!
+//! `x̂·ĉ = s_x·s_c·(q_x·q_c)`, and the integer dot `q_x·q_c` is computed exactly: the query
+//! codes enter `vpdpbusd` as unsigned bytes `u = q_x + 128 ∈ [1, 255]`, the centroid's
+//! `128·Σ q_c` is subtracted afterwards, and every int32 partial sum is bounded by
+//! `D · 255 · 127 < 2³¹` for `D ≤ MAX_DIM` (larger D falls back to the portable pass). The
+//! kernel then computes `fma(f32(dot), fl(s_c · (−2·s_x)), ‖c‖²_f32)`: `−2·s_x` is exact, the
+//! int → f32 conversion and the scale product round once each (relative u each), so the
+//! rescaled dot is within `γ_2·|x̂·ĉ| ≤ γ_2·‖x̂‖·‖ĉ‖` of `−2·x̂·ĉ / −2`; the bound uses γ_3.
+//! (Should `s_c · s_x` underflow, its absolute error times `|dot| < 2³¹` is below 2⁻¹¹⁸, under
+//! the margin's 1e-30 absolute slack.) Hence the dot-product error bound
+//!
+//! ```text
+//! E_dot(x) = ‖r_x‖·max‖c‖ + ‖x̂‖·max‖r_c‖ + γ_3·‖x̂‖·max‖ĉ‖      (margin::dot_error_int8)
+//! ```
+//!
+//! and `margin::score_margin` adds the stored `‖c‖²` rounding and the final FMA rounding, as for
+//! the other engines. With `|v_j − (‖c_j‖² − 2x·c_j)| ≤ E(x)` for every j, the candidate
+//! thresholds of `candidates.rs` keep every centroid of the true top-k, ties included.
+//!
+//! Layout: panels of 16 centroids (one zmm lane each); panel p holds, per quad q of
+//! dimensions, 16 u32 words of 4 int8 codes `c[4q..4q+4]` (64 bytes, aligned), plus per lane
+//! `‖c‖²` (f32), `s_c` (f32) and `128·Σ q_c` (i32). Queries of a micro-group of MR rows are
+//! packed as `[q][r]` u32 words of 4 uint8 codes and broadcast.
+
+use super::bf16::{chunk_panels, variant, Row16, LANES};
+use super::candidates::{ExactData, QueryState};
+use super::margin::{dot_error_int8, score_margin, RoundedNorms};
+
+/// Largest D whose int32 dot products cannot overflow (`D · 255 · 127 < 2³¹`).
+pub const MAX_DIM: usize = 65_536;
+/// Below this max-abs a vector is rounded to zero (all of it is residual).
+const TINY: f32 = 1e-30;
+
+/// True when this CPU runs the AVX-512 VNNI kernel.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Per-vector int8 codes of `v` into `out` (same length): returns `(s, ‖v̂‖, ‖v − v̂‖)`, the
+/// scale and the f64 norms of the rounding and of its residual (see the module docs).
+pub fn quantize(v: &[f32], out: &mut [i8]) -> (f32, f64, f64) {
+    let m = v.iter().fold(0.0f32, |m, &a| m.max(a.abs()));
+    if m < TINY {
+        out.fill(0);
+        let res = v.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
+        return (1.0, 0.0, res);
+    }
+    let s = m / 127.0;
+    let (mut hat, mut res) = (0.0f64, 0.0f64);
+    for (o, &a) in out.iter_mut().zip(v) {
+        let q = (a / s).round().clamp(-127.0, 127.0);
+        *o = q as i8;
+        let h = f64::from(s) * f64::from(q);
+        let r = f64::from(a) - h;
+        hat += h * h;
+        res += r * r;
+    }
+    (s, hat.sqrt(), res.sqrt())
+}
+
+/// The centroids packed for the int8 pass (built once per index).
+pub struct I8Centroids {
+    /// Number of dimension quads, `ceil(D / 4)`.
+    pub quads: usize,
+    /// `num_panels * quads` rows of 16 words of 4 int8 codes.
+    pub panels: Vec<Row16>,
+    /// Per panel: `‖c_j‖²` rounded to f32 (bits; +inf in padding lanes), `s_c` (f32 bits),
+    /// `128·Σ q_c` (i32 bits).
+    pub norms: Vec<Row16>,
+    pub scales: Vec<Row16>,
+    pub offsets: Vec<Row16>,
+    pub c_hat_max: f64,
+    pub c_residual_max: f64,
+}
+
+impl I8Centroids {
+    /// Packs row-major f32 centroids `(K, D)` with their exact squared norms.
+    pub fn pack(rows: &[f32], num: usize, dim: usize, norms_sq: &[f64]) -> Self {
+        let quads = dim.div_ceil(4);
+        let num_panels = num.div_ceil(LANES);
+        let mut panels = vec![Row16::default(); num_panels * quads];
+        let mut norms = vec![Row16([f32::INFINITY.to_bits(); LANES]); num_panels];
+        let mut scales = vec![Row16([0.0f32.to_bits(); LANES]); num_panels];
+        let mut offsets = vec![Row16::default(); num_panels];
+        let (mut c_hat_max, mut c_residual_max) = (0.0f64, 0.0f64);
+        let mut codes = vec![0i8; 4 * quads];
+        for j in 0..num {
+            let (p, lane) = (j / LANES, j % LANES);
+            let (s, h, r) = quantize(&rows[j * dim..(j + 1) * dim], &mut codes[..dim]);
+            for q in 0..quads {
+                let word: [u8; 4] = std::array::from_fn(|i| codes[4 * q + i] as u8);
+                panels[p * quads + q].0[lane] = u32::from_le_bytes(word);
+            }
+            let sum: i32 = codes[..dim].iter().map(|&c| i32::from(c)).sum();
+            norms[p].0[lane] = (norms_sq[j] as f32).to_bits();
+            scales[p].0[lane] = s.to_bits();
+            offsets[p].0[lane] = (128 * sum) as u32;
+            c_hat_max = c_hat_max.max(h);
+            c_residual_max = c_residual_max.max(r);
+        }
+        Self {
+            quads,
+            panels,
+            norms,
+            scales,
+            offsets,
+            c_hat_max,
+            c_residual_max,
+        }
+    }
+
+    /// Bytes of the int8 panels (what a search streams).
+    pub fn nbytes(&self) -> usize {
+        self.panels.len() * std::mem::size_of::<Row16>()
+    }
+
+    pub fn num_panels(&self) -> usize {
+        self.norms.len()
+    }
+}
+
+/// A block of queries packed for the int8 pass (once per call, shared by its tasks).
+pub struct QueryPack {
+    /// `(first row in the block, live rows, MR variant, packed words)` per micro-group.
+    groups: Vec<(usize, usize, usize, Vec<u32>)>,
+    /// `−2·s_x` of each row of the block.
+    minus_two_scales: Vec<f32>,
+    /// `E(x)` of each row of the block.
+    margins: Vec<f64>,
+}
+
+/// Packs queries `q0..q1` of `data.x`; `x_norms_sq[i]` is the exact `‖x_i‖²`.
+pub fn pack_queries(
+    packed: &I8Centroids,
+    data: &ExactData<'_>,
+    c_norm_max: f64,
+    x_norms_sq: &[f64],
+    q0: usize,
+    q1: usize,
+) -> QueryPack {
+    let (d, quads) = (data.dim, packed.quads);
+    let mut codes = vec![0i8; 4 * quads];
+    let mut margins = Vec::with_capacity(q1 - q0);
+    let mut minus_two_scales = Vec::with_capacity(q1 - q0);
+    let mut groups = Vec::new();
+    let mut start = q0;
+    while start < q1 {
+        let len = (q1 - start).min(12);
+        let mr = variant(len);
+        // Padding rows and dimensions: code 0, i.e. byte 128.
+        let mut words = vec![0x8080_8080u32; quads * mr];
+        for r in 0..len {
+            let row = start + r;
+            let (s, x_hat, x_residual) = quantize(&data.x[row * d..(row + 1) * d], &mut codes[..d]);
+            for q in 0..quads {
+                let word: [u8; 4] = std::array::from_fn(|i| (codes[4 * q + i] as u8) ^ 0x80);
+                words[q * mr + r] = u32::from_le_bytes(word);
+            }
+            let n = RoundedNorms {
+                x_hat,
+                x_residual,
+                c_max: c_norm_max,
+                c_hat_max: packed.c_hat_max,
+                c_residual_max: packed.c_residual_max,
+            };
+            margins.push(score_margin(
+                dot_error_int8(&n),
+                x_norms_sq[row].sqrt(),
+                c_norm_max,
+            ));
+            minus_two_scales.push(-2.0 * s);
+        }
+        groups.push((start - q0, len, mr, words));
+        start += len;
+    }
+    QueryPack {
+        groups,
+        minus_two_scales,
+        margins,
+    }
+}
+
+/// Scans centroid panels `p0..p1` for the queries of `pack` (`states[i]` is row i of the
+/// block), evaluating exactly every candidate under each query's threshold.
+pub fn scan(
+    packed: &I8Centroids,
+    pack: &QueryPack,
+    data: &ExactData<'_>,
+    states: &mut [QueryState],
+    p0: usize,
+    p1: usize,
+) {
+    for (st, &m) in states.iter_mut().zip(&pack.margins) {
+        st.set_margin(m);
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: `available()` was checked when the index chose this engine.
+        unsafe { avx512::scan(packed, pack, data, states, p0, p1) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (packed, pack, data, states, p0, p1);
+        unreachable!("the int8 engine is only selected on x86_64");
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::super::candidates::{ExactData, QueryState};
+    use super::{chunk_panels, I8Centroids, QueryPack, Row16, LANES};
+
+    /// Integer dot products of MR packed queries with NP consecutive panels, rescaled to
+    /// scores, then the threshold test.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn micro<const MR: usize, const NP: usize>(
+        packed: &I8Centroids,
+        xg: *const u32,
+        minus_two_scales: &[f32],
+        p: usize,
+        states: &mut [QueryState],
+        data: &ExactData<'_>,
+    ) {
+        let quads = packed.quads;
+        let panels = packed.panels.as_ptr().add(p * quads);
+        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+        for q in 0..quads {
+            let mut cv = [_mm512_setzero_si512(); NP];
+            for (i, c) in cv.iter_mut().enumerate() {
+                *c = _mm512_load_si512(panels.add(i * quads + q).cast());
+            }
+            let xq = xg.add(q * MR);
+            for (r, row) in acc.iter_mut().enumerate() {
+                let xb = _mm512_set1_epi32(*xq.add(r) as i32);
+                for (a, c) in row.iter_mut().zip(cv.iter()) {
+                    *a = _mm512_dpbusd_epi32(*a, xb, *c);
+                }
+            }
+        }
+        let side = |v: &[Row16], i: usize| _mm512_load_si512(v.as_ptr().add(p + i).cast());
+        for (r, (row, st)) in acc.iter().zip(states.iter_mut()).enumerate() {
+            let m2s = _mm512_set1_ps(minus_two_scales[r]);
+            for (i, dots) in row.iter().enumerate() {
+                let dot = _mm512_sub_epi32(*dots, side(&packed.offsets, i));
+                let w = _mm512_mul_ps(_mm512_castsi512_ps(side(&packed.scales, i)), m2s);
+                let cn = _mm512_castsi512_ps(side(&packed.norms, i));
+                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), w, cn);
+                let mask = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(st.t));
+                if mask != 0 {
+                    let mut vals = [0.0f32; LANES];
+                    _mm512_storeu_ps(vals.as_mut_ptr(), v);
+                    st.offer_lanes((p + i) * LANES, &vals, u32::from(mask), data);
+                }
+            }
+        }
+    }
+
+    /// Runs one micro-group (MR rows) over panels `p0..p1`, NP at a time, then one by one.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn group<const MR: usize, const NP: usize>(
+        packed: &I8Centroids,
+        xg: &[u32],
+        m2s: &[f32],
+        states: &mut [QueryState],
+        data: &ExactData<'_>,
+        p0: usize,
+        p1: usize,
+    ) {
+        let mut p = p0;
+        while p + NP <= p1 {
+            micro::<MR, NP>(packed, xg.as_ptr(), m2s, p, states, data);
+            p += NP;
+        }
+        while p < p1 {
+            micro::<MR, 1>(packed, xg.as_ptr(), m2s, p, states, data);
+            p += 1;
+        }
+    }
+
+    pub(super) unsafe fn scan(
+        packed: &I8Centroids,
+        pack: &QueryPack,
+        data: &ExactData<'_>,
+        states: &mut [QueryState],
+        p0: usize,
+        p1: usize,
+    ) {
+        // Same bytes per panel row as the bf16 layout's pairs: reuse its chunking by size.
+        let chunk = chunk_panels(packed.quads);
+        let mut c0 = p0;
+        while c0 < p1 {
+            let c1 = (c0 + chunk).min(p1);
+            for (start, len, mr, words) in &pack.groups {
+                let st = &mut states[*start..*start + *len];
+                let m2s = &pack.minus_two_scales[*start..*start + *len];
+                match mr {
+                    1 => group::<1, 8>(packed, words, m2s, st, data, c0, c1),
+                    2 => group::<2, 8>(packed, words, m2s, st, data, c0, c1),
+                    4 => group::<4, 6>(packed, words, m2s, st, data, c0, c1),
+                    8 => group::<8, 3>(packed, words, m2s, st, data, c0, c1),
+                    _ => group::<12, 2>(packed, words, m2s, st, data, c0, c1),
+                }
+            }
+            c0 = c1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantize_measures_its_residual_exactly() {
+        for (n, scale) in [
+            (1usize, 1.0f32),
+            (5, 1e-3),
+            (17, 3e4),
+            (64, 1.0),
+            (3, 1e-35),
+        ] {
+            let v: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.0137 * scale)
+                .collect();
+            let mut out = vec![0i8; n];
+            let (s, hat, res) = quantize(&v, &mut out);
+            let want_hat: f64 = out
+                .iter()
+                .map(|&q| (f64::from(s) * f64::from(q)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let want_res: f64 = v
+                .iter()
+                .zip(&out)
+                .map(|(&a, &q)| (f64::from(a) - f64::from(s) * f64::from(q)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(out.iter().all(|&q| (-127..=127).contains(&q)));
+            assert!((hat - want_hat).abs() <= 1e-12 * want_hat.max(1e-300));
+            assert!((res - want_res).abs() <= 1e-12 * want_res.max(1e-300));
+            let norm = v.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
+            if scale > 1e-30 && norm > 0.0 {
+                // Per-vector int8: the residual is at most half a step per component.
+                assert!(res <= 0.5 * f64::from(s) * (n as f64).sqrt() * (1.0 + 1e-6));
+            }
+        }
+    }
+}
