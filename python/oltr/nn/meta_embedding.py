@@ -90,8 +90,9 @@ class MetaEmbeddingClassifier(nn.Module):
                 "centroids_t": self._bank_t.builds}
 
     def clear_caches(self) -> None:
-        """Forget the cached Rust index and normalised weights. Needed only after writing a
-        weight or the centroids in place through ``.data`` (other changes are detected)."""
+        """Forget the inference caches (Rust index, normalised cosine weights, transposed
+        centroids). Needed only after writing a weight or the centroids in place through
+        ``.data`` (every other change is detected)."""
         self.nearest.clear()
         self.cosnorm_classifier.clear_cache()
         self._bank_t.clear()
