@@ -43,7 +43,6 @@ import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import _OfficialMetaEmbedding  # noqa: E402  (the official forward, one copy)
-
 from oltr.nn import MetaEmbeddingClassifier  # noqa: E402
 
 SECTION_TITLE = "# Benchmark: meta-embedding head at inference"
@@ -193,7 +192,8 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            f"official: a third as many), best of {meta['rounds']} interleaved rounds",
            f"- load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}", "",
            "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index, "
-           "normalised cosine weights and transposed centroids). `official` = the official forward (expand + norm + sort distance, "
+           "normalised cosine weights and transposed centroids). `official` = the official forward "
+           "(expand + norm + sort distance, "
            "cosine weights normalised per call; skipped where its B×K×D tensor would exceed "
            f"{meta['official_max_gb']:g} GB). `floor (3 mm)` = `torch.mm` of x with the three weight matrices "
            "(K×D hallucinator, D×D selector, K×D cosine). `products (5)` = the floor plus the memory read-out "

@@ -65,7 +65,8 @@ def _row(batch, classes, oltr, official, floor, products):
 
 
 def test_target_misses(bench):
-    ok = [_row(1, 10_000, 1.0, 3.5, 0.9, 1.0), _row(1, 1000, 1.0, 2.0, 0.7, 0.9), _row(64, 100_000, 1.4, None, 1.0, 1.3)]
+    ok = [_row(1, 10_000, 1.0, 3.5, 0.9, 1.0), _row(1, 1000, 1.0, 2.0, 0.7, 0.9),
+          _row(64, 100_000, 1.4, None, 1.0, 1.3)]
     assert bench.target_misses(ok) == []  # K = 1e3 at B = 1 has no official-speed target
     missed = bench.target_misses([_row(1, 100_000, 1.0, 2.5, 0.5, 0.9)])
     assert len(missed) == 2 and "2.50× the official head" in missed[0] and "2.00× the floor" in missed[1]

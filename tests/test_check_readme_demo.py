@@ -55,7 +55,8 @@ def test_no_table_for_this_cpu_is_reported_then_added_by_update(check, tmp_path)
 
 def test_update_rewrites_only_this_cpus_block(check, tmp_path):
     other = "| model |\n|---|\n| x |\n"
-    readme = _readme(tmp_path, {"Other CPU | family 6 | model 106": other, cpu_info().key: TABLE.replace("75.5", "1.0")})
+    blocks = {"Other CPU | family 6 | model 106": other, cpu_info().key: TABLE.replace("75.5", "1.0")}
+    readme = _readme(tmp_path, blocks)
     assert _run(check, tmp_path, readme, update=True) == 0
     text = readme.read_text()
     assert "75.5" in text and "1.0 ±" not in text and other in text

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from oltr.train import ConfigError, load_config, shipped_configs
 from oltr.train.config import config_dir
 
@@ -108,7 +109,8 @@ def test_inheritance_cycles_are_clear_errors(tmp_path, files, start):
 
 def test_bad_bases_are_clear_errors(tmp_path):
     missing = _write(tmp_path / "m.yaml", "base: nowhere.yaml\n")
-    with pytest.raises(ConfigError, match=f"config file not found: 'nowhere.yaml' \\(relative to '{re.escape(str(tmp_path))}'\\)"):
+    where = re.escape(str(tmp_path))
+    with pytest.raises(ConfigError, match=f"config file not found: 'nowhere.yaml' \\(relative to '{where}'\\)"):
         load_config(missing)
     for value in ("3", "''", "[a, b]"):
         bad = _write(tmp_path / "b.yaml", f"base: {value}\n")
@@ -119,14 +121,16 @@ def test_bad_bases_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match=f"{re.escape(str(parent))}: unknown config key 'optim.gama'"):
         load_config(child)
     wrong = _write(tmp_path / "w.yaml", "base: digits_lt_stage1\nepochs: ten\n")
-    with pytest.raises(ConfigError, match=f"{re.escape(str(wrong))}: config key 'epochs' must be an integer \\(int\\); got 'ten'"):
+    with pytest.raises(ConfigError,
+                       match=f"{re.escape(str(wrong))}: config key 'epochs' must be an integer \\(int\\); got 'ten'"):
         load_config(wrong)
 
 
 def test_a_bad_value_inherited_from_a_base_names_the_base_file(tmp_path):
     parent = _write(tmp_path / "p.yaml", "base: digits_lt_stage1\noptim:\n  gamma: -0.1\n")
     child = _write(tmp_path / "c.yaml", "base: p.yaml\nepochs: 2\n")
-    with pytest.raises(ConfigError, match=f"{re.escape(str(parent))}: config key 'optim.gamma' must be in \\(0, 1\\]; got -0.1"):
+    with pytest.raises(ConfigError,
+                       match=f"{re.escape(str(parent))}: config key 'optim.gamma' must be in \\(0, 1\\]; got -0.1"):
         load_config(child)
     fixed = _write(tmp_path / "f.yaml", "base: p.yaml\noptim:\n  gamma: 0.2\n")
     assert load_config(fixed).optim.gamma == 0.2

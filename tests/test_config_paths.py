@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from oltr.train import load_config
 from oltr.train.config import Config, config_from_dict
 from oltr.train.config._schema import field_types, is_section_type

@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 import yaml
+
 from oltr.train import ConfigError, build_model, load_config, load_trained_model, train
 from oltr.train.checkpoints import MODEL_FORMAT, load_model_checkpoint, save_checkpoint
 from oltr.train.config import resource_limit, stored_config

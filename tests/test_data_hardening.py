@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
 from oltr.data import (
     ArrayDataset,
     ClassAwareSampler,
@@ -23,8 +24,7 @@ from oltr.datasets import digits_lt, fashion_lt
 from oltr.train import ConfigError, load_config, train
 from oltr.train.data import DataBundle, build_data
 
-PIL = pytest.importorskip("PIL")
-from PIL import Image
+Image = pytest.importorskip("PIL.Image")
 
 ARRAY_FIELDS = [f"{s}_{kind}" for s in ("train", "val", "test", "open") for kind in ("images", "labels")]
 LOADERS = {"digits_lt": digits_lt, "digits_lt_seed3": lambda: digits_lt(seed=3), "fashion_lt": fashion_lt}

@@ -7,6 +7,7 @@ from torch import nn
 
 from oltr import compute_centroids
 
+
 class _IdentityFeatures(nn.Module):
     """A feature model returning its input as the direct feature (as the golden run did)."""
 

@@ -1,7 +1,6 @@
 """MetaEmbeddingClassifier against golden/meta_embedding.npz (the official module's numbers)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from oltr.nn import CosNormClassifier, MetaEmbeddingClassifier

@@ -32,7 +32,6 @@ from oltr.metrics import (
 )
 from oltr.scores import msp_score
 
-
 # ---------- O(n²) references written from the definitions ----------
 
 def _auroc_pairs(known, unknown):

@@ -8,6 +8,7 @@ from oltr import OLTRModel
 from oltr.model import create_model, init_from_stage1, stage_defaults
 from oltr.nn import DiscCentroidsLoss, MetaEmbeddingClassifier
 
+
 @pytest.mark.parametrize("backbone,shape", [("cnn28", (1, 28, 28)), ("cnn8", (1, 8, 8))])
 def test_forward_of_both_stages(backbone, shape, device):
     torch.manual_seed(0)

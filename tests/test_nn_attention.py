@@ -1,4 +1,5 @@
-"""ModulatedAttention against a plain re-statement of the official equations, and its init (docs/official-differences.md D2)."""
+"""ModulatedAttention against a plain re-statement of the official equations, and its init
+(docs/official-differences.md D2)."""
 from __future__ import annotations
 
 import math
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from oltr.nn import ModulatedAttention, resnet10_feature
+
 
 def _reference(layer, x):
     """the official equations line by line, with explicit weights (float64)."""
@@ -20,7 +22,8 @@ def _reference(layer, x):
     attention = torch.softmax(th @ ph, dim=-1)
     y = (attention @ gx).permute(0, 2, 1).reshape(b, ci, h, w)
     mask = conv(layer.conv_mask, y)
-    s = torch.softmax(x.reshape(b, n * c) @ layer.fc_spatial.weight.double().t() + layer.fc_spatial.bias.double(), dim=1)
+    fc = layer.fc_spatial
+    s = torch.softmax(x.reshape(b, n * c) @ fc.weight.double().t() + fc.bias.double(), dim=1)
     s = s.reshape(b, 1, h, w).expand(b, c, h, w)
     return s * mask + x, s, mask
 

@@ -12,7 +12,7 @@ from oltr.scores.knn import KNN
 from oltr.scores.mahalanobis import RMD, Mahalanobis
 from oltr.scores.react import ReAct
 from oltr.scores.vim import ViM
-from tests.test_memory_support import EXACT_BACKENDS, require_backend
+from test_memory_support import EXACT_BACKENDS, require_backend
 
 
 @pytest.fixture

@@ -7,9 +7,10 @@ import json
 import pickle
 from collections.abc import Mapping
 
-import oltr.train
 import pytest
 import yaml
+
+import oltr.train
 from oltr.nn import DiscCentroidsLoss
 from oltr.train import (
     ConfigError,

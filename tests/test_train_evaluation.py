@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from oltr.inference import Outputs, evaluate_outputs, json_ready
 from oltr.metrics import REPORT_SCHEMA, evaluate, flatten_report
 from oltr.train.config import DEFAULTS
@@ -18,7 +19,8 @@ def _case(reach=None) -> Outputs:
 
 
 def test_hand_computed_closed_official_and_val_threshold():
-    m = evaluate_outputs(_case(), np.array([150, 10]), DEFAULTS["eval"], thresholds={"msp": -0.6, "open_threshold": 0.1})
+    thresholds = {"msp": -0.6, "open_threshold": 0.1}
+    m = evaluate_outputs(_case(), np.array([150, 10]), DEFAULTS["eval"], thresholds=thresholds)
     assert m["schema"] == REPORT_SCHEMA and (m["num_known"], m["num_unknown"]) == (3, 2)
     closed = m["closed"]
     assert closed["top1"] == pytest.approx(2 / 3) and closed["many"] == 1.0 and closed["few"] == 0.5
@@ -39,7 +41,8 @@ def test_reachability_comes_from_the_outputs():
     reach = np.array([9.0, 8.0, 7.0, 1.0, 2.0], np.float32)  # larger = nearer the memory
     m = evaluate_outputs(_case(reach), np.array([150, 10]), DEFAULTS["eval"], thresholds={"reachability": -5.0})
     assert m["modern"]["reachability"]["auroc"] == 1.0  # every unknown is farther than every known
-    assert m["reject"]["reachability"]["open_set_accuracy"] == 1.0 and m["reject"]["reachability"]["rejected_known"] == 0
+    reject = m["reject"]["reachability"]
+    assert reject["open_set_accuracy"] == 1.0 and reject["rejected_known"] == 0
 
 
 def test_without_unknowns_the_structure_is_the_same_and_open_numbers_are_nan():
@@ -64,7 +67,8 @@ def test_evaluate_is_the_same_report_and_reads_the_old_flat_keys():
     assert _keys(r) == _keys(m)
     assert json_ready(r["closed"]) == json_ready(m["closed"]) and json_ready(r["reject"]) == json_ready(m["reject"])
     assert r["official.openset_acc"] == r["official"]["open_set_accuracy"]
-    assert r["msp.auroc"] == r["modern"]["msp"]["auroc"] and r["msp.few.auroc"] == r["modern"]["msp"]["groups"]["few"]["auroc"]
+    assert r["msp.auroc"] == r["modern"]["msp"]["auroc"]
+    assert r["msp.few.auroc"] == r["modern"]["msp"]["groups"]["few"]["auroc"]
     assert r["reject.msp.openset_acc"] == 0.5 and r["n_known"] == 3 and r["tpr"] == 0.95
     assert "msp.many.oscr" in r and "msp.bogus" not in r and "closed.nope" not in r
     with pytest.raises(KeyError):

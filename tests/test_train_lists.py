@@ -27,7 +27,9 @@ def _write_split(root, name, images, labels, folder):
 def lists(tmp_path_factory):
     root = tmp_path_factory.mktemp("lists")
     data = digits_lt()
-    pick = lambda labels, n: np.concatenate([np.flatnonzero(labels == k)[:n] for k in range(6)])
+    def pick(labels, n):
+        return np.concatenate([np.flatnonzero(labels == k)[:n] for k in range(6)])
+
     train_idx, val_idx, test_idx = pick(data.train_labels, 4), pick(data.val_labels, 2), pick(data.test_labels, 3)
     files = {
         "train_list": _write_split(root, "train", data.train_images[train_idx], data.train_labels[train_idx], "img"),

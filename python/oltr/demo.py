@@ -89,7 +89,7 @@ def _plots(out: Path, evaluated: dict[str, tuple[dict, Any, dict]]) -> None:
     plots = out / "plots"
     per_class, roc = {}, {}
     counts = class_names = None
-    for model_name, (metrics, outputs, checkpoint) in evaluated.items():
+    for model_name, (_metrics, outputs, checkpoint) in evaluated.items():
         counts = np.asarray(checkpoint["train_class_counts"])
         class_names = checkpoint["class_names"]
         known = outputs.labels != -1

@@ -11,7 +11,6 @@ from typing import NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
-
 #: integer sequences accepted as class lists, counts and index sets
 IntsLike = Union[Sequence[int], np.ndarray]
 __all__ = [

@@ -56,7 +56,8 @@ def fashion_lt() -> OpenLTData:
       Trouser, Sneaker; medium = Pullover, Ankle boot; few = Dress, Shirt. With the
       paper's rule (>100 / <20) Dress (20) is medium. The few-shot classes are the ones
       easily confused with a head class (Dress, Shirt vs T-shirt, Pullover), so a plain
-      model shows the usual many > medium > few drop; in Fashion-MNIST's own class order the tail would be the easy footwear.
+      model shows the usual many > medium > few drop; in Fashion-MNIST's own class order the
+      tail would be the easy footwear.
     * Open set (label −1): Coat, Sandal, Bag — one near unknown (Coat resembles Pullover
       and Shirt), one in between (Sandal is footwear like Sneaker and Ankle boot) and
       one far (Bag). Holding out Coat *and* Shirt makes max-softmax AUROC ≈ 0.5

@@ -122,7 +122,8 @@ class ModelRunner:
         if features.shape[0] == 0:
             return Outputs.empty(self.model.num_classes, self.model.feat_dim, self.has_reachability)
         labels = torch.full((features.shape[0],), -1, dtype=torch.int64)
-        batches = [(features[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, features.shape[0], batch_size)]
+        batches = [(features[i:i + batch_size], labels[i:i + batch_size])
+                   for i in range(0, features.shape[0], batch_size)]
         return self.run(batches, features=True)
 
     def _in_eval_mode(self):

@@ -95,7 +95,8 @@ def tune_tau(
     if not known.any():
         raise ValueError("val_labels has no known sample (all -1): nothing to tune tau on")
     if labels[known].min() < 0 or labels[known].max() >= logits.shape[1]:
-        raise ValueError(f"val_labels must be -1 or in [0, {logits.shape[1]}); got {labels[known].min()}..{labels[known].max()}")
+        raise ValueError(f"val_labels must be -1 or in [0, {logits.shape[1]}); "
+                         f"got {labels[known].min()}..{labels[known].max()}")
     if len(taus) == 0:
         raise ValueError("taus is empty")
     table = {}

@@ -1,8 +1,6 @@
 """All threshold-free open-set metrics at once, overall and per shot group."""
 from __future__ import annotations
 
-import numpy as np
-
 from oltr.data.shots import shot_groups
 from oltr.metrics._arrays import as_counts, as_flags, as_labels, as_scores
 from oltr.metrics.ranking import aupr, auroc, fpr_at_tpr, oscr

@@ -34,7 +34,8 @@ def split_state_dict(source: Any) -> tuple[dict[str, Tensor], dict[str, Tensor]]
     if hasattr(source, "feat_model") and hasattr(source, "classifier") and not isinstance(source, Mapping):
         return _strip_module(source.feat_model), _strip_module(source.classifier)
     if not isinstance(source, Mapping):
-        raise TypeError(f"source must be an OLTRModel, a state dict or an official checkpoint, got {type(source).__name__}")
+        raise TypeError("source must be an OLTRModel, a state dict or an official checkpoint, "
+                        f"got {type(source).__name__}")
     if "state_dict_best" in source:
         source = source["state_dict_best"]
     if "feat_model" in source and "classifier" in source and isinstance(source["feat_model"], Mapping):

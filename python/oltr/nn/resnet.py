@@ -11,8 +11,8 @@ from typing import Optional, Sequence, Type, Union
 
 from torch import Tensor, nn
 
-from oltr.nn._init import official_backbone_init
 from oltr.nn._feature_head import PooledFeatureModel
+from oltr.nn._init import official_backbone_init
 from oltr.nn.attention import AttentionMaps
 
 __all__ = ["BasicBlock", "Bottleneck", "ResNetFeature", "resnet10_feature", "resnet152_feature"]
@@ -85,8 +85,8 @@ class ResNetFeature(PooledFeatureModel):
     """
 
     def __init__(self, block: Type[Union[BasicBlock, Bottleneck]], layers: Sequence[int], use_attention: bool = False,
-                 use_fc_add: bool = False, feat_dim: Optional[int] = None, attention_spatial_size: tuple[int, int] = (7, 7),
-                 in_channels: int = 3) -> None:
+                 use_fc_add: bool = False, feat_dim: Optional[int] = None,
+                 attention_spatial_size: tuple[int, int] = (7, 7), in_channels: int = 3) -> None:
         super().__init__()
         if len(layers) != 4 or any(int(n) < 1 for n in layers):
             raise ValueError(f"layers must be 4 positive block counts, got {list(layers)}")

@@ -5,8 +5,8 @@ from typing import Optional, Sequence
 
 from torch import Tensor, nn
 
-from oltr.nn._init import official_backbone_init
 from oltr.nn._feature_head import PooledFeatureModel
+from oltr.nn._init import official_backbone_init
 from oltr.nn.attention import AttentionMaps
 
 __all__ = ["SmallCNNFeature", "cnn28_feature", "cnn8_feature"]
@@ -19,8 +19,9 @@ class SmallCNNFeature(PooledFeatureModel):
 
     ``image_size`` 28 -> pools 2 -> 7x7 maps; 8 -> pools 1 -> 4x4 maps. ``channels`` are the
     three block widths; the last is C. ``feat_dim`` is the direct feature size (must be C
-    when ``use_fc_add`` is off; ``None``: C, or 64 with ``fc_add``). Attribute names ``modulatedatt`` and ``fc_add`` match the official
-    ones, so name-based freezing (the official ``fix``) works the same.
+    when ``use_fc_add`` is off; ``None``: C, or 64 with ``fc_add``). Attribute names
+    ``modulatedatt`` and ``fc_add`` match the official ones, so name-based freezing (the
+    official ``fix``) works the same.
 
     ``forward(images (B, in_channels, S, S)) -> (direct (B, feat_dim), AttentionMaps | None)``.
     """

@@ -163,8 +163,9 @@ def build_data(config: dict[str, Any]) -> DataBundle:
 
     Raises:
         ConfigError: missing list files in the config, an empty train or val split,
-            ``model.num_classes`` not that of an embedded dataset; or a malformed list file, a train / val / test label outside ``[0,
-            model.num_classes)``, an open-set label other than ``-1``; the message says
+            ``model.num_classes`` not that of an embedded dataset; or a malformed list file, a
+            train / val / test label outside ``[0, model.num_classes)``, an open-set label other
+            than ``-1``; the message says
             ``data.<key>: <file>:<line>: ...`` (raised from the ``oltr.data.ListFileError``).
         FileNotFoundError / OSError: missing or unreadable images (naming the file).
     """
