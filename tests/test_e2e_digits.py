@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from oltr.datasets import digits_lt
+from oltr.inference import evaluate_checkpoint
 from oltr.model import compute_centroids
 from oltr.predict import InputError, predict
 from oltr.train import load_config, load_model_checkpoint, train
 from oltr.train.data import eval_loader
-from oltr.inference import evaluate_checkpoint
 from oltr.train.restore import load_trained_model
 from oltr.train.trainer import _Run
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import oltr
 import pytest
 import torch
+
+import oltr
 from oltr.cli import main
 from oltr.datasets import digits_lt
 from oltr.inference import Outputs, Predictor, Rejection, evaluate_checkpoint
@@ -218,7 +219,8 @@ def test_predict_warns_once_when_size_or_channels_differ(runs, images, tmp_path,
 def test_eval_a_test_list_with_unknown_rows_and_an_open_list(runs, images, tmp_path, capsys):
     best, folder = runs["oltr"], images["folder"]
     out = tmp_path / "r.json"
-    assert main(["eval", str(best), "--test-list", str(folder / "test.txt"), "--json", str(out), "--device", "cpu"]) == 0
+    args = ["eval", str(best), "--test-list", str(folder / "test.txt"), "--json", str(out), "--device", "cpu"]
+    assert main(args) == 0
     report = json.loads(out.read_text())
     assert (report["num_known"], report["num_unknown"]) == (4, 2)  # rows labelled -1 count as unknown
     assert report["meta"]["data"]["test_list"] == str(folder / "test.txt")
@@ -299,13 +301,15 @@ def test_the_command_warns_in_one_stderr_line(runs, images, tmp_path):
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     warned = [line for line in proc.stderr.splitlines() if "warning" in line.lower()]
-    assert len(warned) == 1 and warned[0].startswith("oltr: warning: ") and "rgb0.png: 9x9 with 3 channel(s)" in warned[0]
+    assert len(warned) == 1 and warned[0].startswith("oltr: warning: ")
+    assert "rgb0.png: 9x9 with 3 channel(s)" in warned[0]
     assert len(proc.stdout.splitlines()) == 3
 
 
 def test_every_input_kind_gives_the_same_predictions(runs, images):
-    from oltr.inference.inputs import InputError
     from PIL import Image
+
+    from oltr.inference.inputs import InputError
 
     predictor = Predictor.from_checkpoint(runs["oltr"], "cpu")
     by_path = predictor.predict(images["paths"])

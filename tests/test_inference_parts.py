@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from oltr.data.class_names import (
     ClassNamesError,
     default_class_names,
@@ -108,9 +109,10 @@ def test_classes_file(tmp_path):
 
 
 def test_list_data_takes_its_class_names_from_classes_txt(tmp_path):
+    from PIL import Image
+
     from oltr.train import load_config
     from oltr.train.data import build_data
-    from PIL import Image
 
     (tmp_path / "img").mkdir()
     for i in range(4):
