@@ -1,7 +1,7 @@
 """Row-chunked float64 passes over a logit matrix (bounded memory, torch kernels)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -18,6 +18,7 @@ def logit_chunks(logits: Any, chunk: int = _CHUNK) -> Iterator:
     """
     import torch
 
+    z: Union[torch.Tensor, np.ndarray]
     if isinstance(logits, torch.Tensor):
         z = logits.detach()
         if z.is_complex() or z.dtype == torch.bool:
@@ -32,9 +33,8 @@ def logit_chunks(logits: Any, chunk: int = _CHUNK) -> Iterator:
         raise ValueError(f"logits must be (N, K) with K >= 1, got shape {tuple(z.shape)}")
     for start in range(0, z.shape[0], chunk):
         part = z[start:start + chunk]
-        part = part.to("cpu", torch.float64) if isinstance(part, torch.Tensor) else torch.tensor(
+        yield part.to("cpu", torch.float64) if isinstance(part, torch.Tensor) else torch.tensor(
             part, dtype=torch.float64)
-        yield part
 
 
 def per_row(logits: Any, fns: Sequence[Callable]) -> list[np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -38,7 +38,7 @@ _GROUPS = ("many", "medium", "few")
 
 def rejection_metrics(
     preds, labels, train_counts, many_thr: int = 100, few_thr: int = 20, rule: str = "official"
-) -> dict[str, float]:
+) -> dict[str, Union[float, dict[str, float]]]:
     """Numbers of one open-set decision (``preds`` with ``-1`` = rejected), as the official
     ``eval`` reports them: ``f_measure``, ``f_measure_legacy``, ``open_set_accuracy``, and
     ``top1``, ``many``, ``medium``, ``few`` over the known samples **after** rejection (a
@@ -181,7 +181,7 @@ def evaluate(
     preds_open = preds.copy()
     preds_open[msp < open_threshold] = -1  # the official rule, as predict_open
     known = y != -1
-    groups = {"many_thr": many_thr, "few_thr": few_thr, "rule": rule}
+    groups: dict[str, Any] = {"many_thr": many_thr, "few_thr": few_thr, "rule": rule}
 
     names = list(logit_scores)
     values = per_row(logits, [partial(score_from_logits, name) for name in names])
@@ -242,7 +242,7 @@ def _legacy(report: Mapping[str, Any], key: str) -> Any:
             return _MISSING
     value: Any = report
     for part in parts:
-        if not isinstance(value, Mapping) or not dict.__contains__(value, part):
+        if not isinstance(value, dict) or not dict.__contains__(value, part):
             return _MISSING
         value = dict.__getitem__(value, part)
     return _MISSING if isinstance(value, Mapping) else value
