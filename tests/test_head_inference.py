@@ -95,6 +95,24 @@ def test_the_memory_read_out_follows_the_centroids():
     assert _builds(head) == (1, 4)
 
 
+@pytest.mark.parametrize("squash", ["code", "paper"])
+def test_single_row_batches_use_their_own_caches_and_equal_the_formulas(squash):
+    head, x, centroids = _head(300, 64, squash=squash)
+    head.eval()
+    for i in range(3):
+        logits, extras = _cached(head, x[i:i + 1], centroids)
+        ref_logits, ref = _reference(head, x[i:i + 1], centroids)
+        torch.testing.assert_close(logits, ref_logits, **CLOSE)
+        torch.testing.assert_close(extras.memory, ref.memory.detach(), **CLOSE)
+    assert head.cache_builds["single_row"] == 2  # the hallucinator's and the cosine weights, once each
+    _train_step(head, x, centroids)
+    logits, _ = _cached(head, x[:1], centroids)
+    torch.testing.assert_close(logits, _reference(head, x[:1], centroids)[0], **CLOSE)
+    assert head.cache_builds["single_row"] == 4
+    head.clear_caches()
+    assert head.cache_builds["single_row"] == 0
+
+
 def _train_step(head, x, centroids, lr=0.5):
     head.train()
     optimizer = torch.optim.SGD(head.parameters(), lr=lr)

@@ -55,7 +55,8 @@ class CosNormClassifier(nn.Module):
     Input (B, in_dims) float, output (B, out_dims).
 
     At inference (eval mode, autograd off) the row-normalised weight is cached (one
-    (out_dims, in_dims) copy) and rebuilt only when ``weight`` changes (:mod:`oltr.nn._weight_cache`); call :meth:`clear_cache`
+    (out_dims, in_dims) copy; a transposed one too once a single-row batch is seen) and
+    rebuilt only when ``weight`` changes (:mod:`oltr.nn._weight_cache`); call :meth:`clear_cache`
     after writing the weight in place through ``weight.data``. Training and autograd always
     normalise on the fly.
     """
@@ -73,6 +74,7 @@ class CosNormClassifier(nn.Module):
         self.squash = squash
         self.weight = nn.Parameter(torch.empty(self.out_dims, self.in_dims))
         self._unit_weight = DerivedCache()
+        self._unit_weight_t = DerivedCache()  # transposed, for single-row batches
         self.reset_parameters()
 
     @property
@@ -91,11 +93,13 @@ class CosNormClassifier(nn.Module):
         if "logit_scale" not in state and "scale" in state:
             state["logit_scale"] = state.pop("scale")
         state.setdefault("_unit_weight", DerivedCache())
+        state.setdefault("_unit_weight_t", DerivedCache())
         super().__setstate__(state)
 
     def clear_cache(self) -> None:
         """Forget the cached normalised weight (needed only after in-place ``weight.data`` writes)."""
         self._unit_weight.clear()
+        self._unit_weight_t.clear()
 
     def unit_weight(self) -> Tensor:
         """``W / ||W_row||`` (out_dims, in_dims), the weight's dtype and device: cached (no
@@ -114,6 +118,8 @@ class CosNormClassifier(nn.Module):
                 factor = norm.add_(1.0).reciprocal_().mul_(self.logit_scale)
             else:
                 factor = norm.mul(self.logit_scale).div_(norm.square().add_(1.0))
+            if x.shape[0] == 1:
+                return torch.mm(x * factor, self._unit_weight_t.get(self.weight, _normalised_transposed))
             return torch.mm(x * factor, self.unit_weight().t())
         if self.squash == "code":
             squashed = x / (1.0 + norm)
@@ -128,3 +134,10 @@ class CosNormClassifier(nn.Module):
 
 def _normalise_rows(weight: Tensor) -> Tensor:
     return weight / weight.norm(p=2, dim=1, keepdim=True)
+
+
+def _normalised_transposed(weight: Tensor) -> Tensor:
+    # (in_dims, out_dims) contiguous, for a batch of one row: torch.mm(x, .) runs ~2.5x faster
+    # than x @ W.t() with MKL on this CPU (1 x 512 @ 512 x 1e4: ~0.8 vs ~2 ms). Batches of more
+    # rows keep W.t(): with the transposed copy a row's logits would depend on its batch.
+    return _normalise_rows(weight).t().contiguous()
