@@ -175,3 +175,44 @@ def test_the_linear_head_of_an_lws_model_folds_in_its_scales():
     x = torch.randn(3, model.feat_dim)
     expected = model.classifier(x)[0].detach().double().numpy()
     np.testing.assert_allclose(x.double().numpy() @ weight.T + bias, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_classifier_stage_resume_equals_uninterrupted(tmp_path, stage1, monkeypatch):
+    """A killed cRT run (cosine schedule, class-aware sampler, frozen backbone) resumes exactly."""
+    from oltr.train import load_resume_state
+
+    extra = (f"model.init={stage1.best_path}", "epochs=3")
+    straight = train(_config("digits_lt_crt", tmp_path / "a", *extra))
+    calls = {"n": 0}
+    original = _Run.validate
+
+    def dying_validate(self):
+        calls["n"] += 1
+        if calls["n"] == 2:  # killed in epoch 2, after its training steps
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(_Run, "validate", dying_validate)
+    with pytest.raises(KeyboardInterrupt):
+        train(_config("digits_lt_crt", tmp_path / "b", *extra))
+    monkeypatch.setattr(_Run, "validate", original)
+    resumed = train(_config("digits_lt_crt", tmp_path / "b", *extra), resume=True)
+    assert resumed.epochs_run == 2
+    a, b = load_resume_state(straight.out_dir / "last.pt"), load_resume_state(resumed.out_dir / "last.pt")
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    assert a["model_scheduler"] == b["model_scheduler"] and a["best"]["acc"] == b["best"]["acc"]
+
+
+@pytest.mark.parametrize("name, epochs, batch, lr", [
+    ("imagenet_lt_crt", 10, 512, 0.2), ("imagenet_lt_lws", 5, 512, 0.2),
+    ("places_lt_crt", 10, 256, 0.1), ("places_lt_lws", 5, 256, 0.1),
+])
+def test_shipped_decoupling_recipes_state_the_authors_settings(name, epochs, batch, lr):
+    """The values read from the authors' cls_crt.yaml / cls_lws.yaml (see each recipe's comment)."""
+    config = load_config(name)
+    assert config.stage == name.rsplit("_", 1)[1] and config.epochs == epochs and config.batch_size == batch
+    assert config.optim.classifier_lr == lr and config.optim.momentum == 0.9 and config.optim.weight_decay == 5e-4
+    assert (config.optim.schedule, config.optim.end_lr) == ("cosine", 0.0)
+    assert (config.sampler.kind, config.sampler.samples_per_class) == ("class_aware", 4)
+    assert config.loss.kind == "ce" and config.model.init.endswith("stage1/best.pt")
