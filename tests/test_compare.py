@@ -202,6 +202,16 @@ def test_compare_spec_files(tmp_path):
     assert main(["compare", str(tmp_path / "missing.yaml")]) == 1
 
 
+def test_a_rerun_into_the_same_folder_starts_afresh(tmp_path):
+    spec_file = tmp_path / "cmp.yaml"
+    spec_file.write_text("recipes: {stage1: digits_lt_stage1}\nmethods: [plain]\nseeds: [0]\n"
+                         "detectors: [msp]\nquick_epochs: 1\n")
+    for _ in range(2):
+        assert main(["compare", str(spec_file), "--quick", "--no-plots", "--out", str(tmp_path / "out")]) == 0
+    log = (tmp_path / "out" / "runs" / "seed0" / "stage1" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event"] for line in log].count("epoch") == 1
+
+
 def test_recipes_must_share_the_data_and_shot_groups(tmp_path):
     from oltr.compare import run_compare
 

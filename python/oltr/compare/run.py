@@ -46,11 +46,13 @@ class _Trainer:
     def path(self, key: str, recipe: str, extra: Optional[list[str]] = None) -> Path:
         """``best.pt`` of run ``key`` (the ``recipe`` config with ``extra`` overrides)."""
         from oltr.train import train
+        from oltr.train.run_dir import prepare_run_dir
 
         if key not in self.done:
             started = time.perf_counter()
             config = self.config(recipe, [f"out_dir={self.folder / key}"] + list(extra or []))
             self.check_same_protocol(recipe, config)
+            prepare_run_dir(config["out_dir"], overwrite=True)  # a re-run starts afresh (oltr's own files only)
             self.done[key] = train(config).best_path
             _log(f"  trained {key} ({config['epochs']} epochs, {time.perf_counter() - started:.0f} s)")
         return self.done[key]
