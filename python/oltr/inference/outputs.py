@@ -3,11 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
+
+if TYPE_CHECKING:  # oltr.model imports oltr.inference
+    from oltr.model.oltr_model import OLTRModel
 
 __all__ = ["ModelRunner", "Outputs", "classify_features", "run_model"]
 
@@ -38,12 +41,12 @@ class Outputs:
         """The rows of ``parts`` one after the other (at least one part)."""
         if not parts:
             raise ValueError("no outputs to concatenate (empty dataset)")
-        reach = [p.reachability for p in parts]
+        reach = [p.reachability for p in parts if p.reachability is not None]
         return cls(
             logits=np.concatenate([p.logits for p in parts]),
             features=np.concatenate([p.features for p in parts]),
             labels=np.concatenate([p.labels for p in parts]),
-            reachability=None if any(r is None for r in reach) else np.concatenate(reach),
+            reachability=np.concatenate(reach) if len(reach) == len(parts) else None,
         )
 
     @classmethod
@@ -72,7 +75,7 @@ class ModelRunner:
         memory: float ``(K, D)`` class means for a plain model's reachability, or None.
     """
 
-    def __init__(self, model: nn.Module, memory: Optional[Tensor] = None) -> None:
+    def __init__(self, model: OLTRModel, memory: Optional[Tensor] = None) -> None:
         from oltr.inference.scores import reach_scale_of
         from oltr.nn._nearest import NearestCentroidDispatch
 
@@ -152,7 +155,7 @@ class ModelRunner:
         return Outputs.concat(parts)
 
 
-def run_model(model: nn.Module, loader: Iterable, device: Optional[torch.device] = None,
+def run_model(model: OLTRModel, loader: Iterable, device: Optional[torch.device] = None,
               centroids: Optional[Tensor] = None, memory: Optional[Tensor] = None) -> Outputs:
     """Forward every batch of ``loader`` (items ``(images, labels, ...)``) in eval mode.
 
@@ -163,7 +166,7 @@ def run_model(model: nn.Module, loader: Iterable, device: Optional[torch.device]
     return ModelRunner(model, memory).run(loader, centroids=centroids)
 
 
-def classify_features(model: nn.Module, features: Tensor, batch_size: int = 1024,
+def classify_features(model: OLTRModel, features: Tensor, batch_size: int = 1024,
                       memory: Optional[Tensor] = None) -> Outputs:
     """:class:`Outputs` of direct features ``(N, D)`` (labels all ``-1``), by batches."""
     return ModelRunner(model, memory).classify_all(features, batch_size)

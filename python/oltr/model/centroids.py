@@ -12,10 +12,8 @@ __all__ = ["FALLBACKS", "accumulate_class_means", "compute_centroids"]
 
 
 def _features_of(model: nn.Module, images: Tensor) -> Tensor:
-    if hasattr(model, "feat_model"):
-        features = model.feat_model(images)
-    else:
-        features = model(images)
+    feat_model = getattr(model, "feat_model", None)  # an OLTRModel's, or None for a plain feature module
+    features = model(images) if feat_model is None else feat_model(images)
     if isinstance(features, (tuple, list)):
         features = features[0]
     if not isinstance(features, Tensor) or features.dim() != 2:
@@ -25,10 +23,10 @@ def _features_of(model: nn.Module, images: Tensor) -> Tensor:
 
 
 def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for param in model.parameters():
+        return param.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 

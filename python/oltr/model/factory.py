@@ -1,11 +1,10 @@
 """``create_model``: build an :class:`OLTRModel` by backbone name and stage."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
-
-from torch import nn
+from typing import Any, Callable, Optional, Union
 
 from oltr.model.oltr_model import STAGES, OLTRModel
+from oltr.nn._feature_head import PooledFeatureModel
 from oltr.nn.dot_product import DotProductClassifier
 from oltr.nn.meta_embedding import MetaEmbeddingClassifier
 from oltr.nn.resnet import resnet10_feature, resnet152_feature
@@ -14,7 +13,7 @@ from oltr.nn.small_cnn import cnn8_feature, cnn28_feature
 __all__ = ["BACKBONES", "create_model", "stage_defaults"]
 
 #: Backbone name -> builder ``f(use_attention, use_fc_add, feat_dim, **kw) -> feature model``.
-BACKBONES: dict[str, Callable[..., nn.Module]] = {
+BACKBONES: dict[str, Callable[..., PooledFeatureModel]] = {
     "resnet10": resnet10_feature,
     "resnet152": resnet152_feature,
     "cnn28": cnn28_feature,
@@ -71,6 +70,7 @@ def create_model(backbone: str, num_classes: int, stage: str = "plain", feat_dim
         use_attention=attention_default if use_attention is None else bool(use_attention),
         use_fc_add=fc_default if use_fc_add is None else bool(use_fc_add),
         feat_dim=feat_dim, **kw)
+    classifier: Union[MetaEmbeddingClassifier, DotProductClassifier]
     if stage == "oltr":
         classifier = MetaEmbeddingClassifier(feat_model.feat_dim, int(num_classes), **classifier_kw)
     else:

@@ -3,10 +3,13 @@
 :func:`init_from_stage1` (stage 2 from a stage-1 model)."""
 from __future__ import annotations
 
-from typing import Any, Mapping, NamedTuple
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from oltr.model.oltr_model import OLTRModel
 
 __all__ = ["InitReport", "init_backbone", "init_from_stage1", "split_state_dict"]
 
@@ -47,7 +50,7 @@ def split_state_dict(source: Any) -> tuple[dict[str, Tensor], dict[str, Tensor]]
     return feat, classifier
 
 
-def _copy_backbone(model: nn.Module, feat_src: Mapping[str, Any]) -> InitReport:
+def _copy_backbone(model: OLTRModel, feat_src: Mapping[str, Any]) -> InitReport:
     """Copy every key of ``model.feat_model`` present in ``feat_src`` (shapes must agree)."""
     copied, kept = [], []
     for key, target in model.feat_model.state_dict().items():
@@ -64,7 +67,7 @@ def _copy_backbone(model: nn.Module, feat_src: Mapping[str, Any]) -> InitReport:
 
 
 @torch.no_grad()
-def init_backbone(model: nn.Module, source: Any) -> InitReport:
+def init_backbone(model: OLTRModel, source: Any) -> InitReport:
     """Copy pretrained backbone weights into ``model.feat_model``, in place, as the official
     ``utils.init_weights`` does for stage 1 (``caffe=True``: the flat caffe ResNet-152 file):
     every feat_model key present in the source is copied, the others (``fc_add``,
@@ -88,7 +91,7 @@ def init_backbone(model: nn.Module, source: Any) -> InitReport:
 
 
 @torch.no_grad()
-def init_from_stage1(model: nn.Module, source: Any) -> InitReport:
+def init_from_stage1(model: OLTRModel, source: Any) -> InitReport:
     """Copy stage-1 weights into ``model`` (an :class:`~oltr.OLTRModel`), in place:
 
     * feat_model: every key of ``model.feat_model`` present in the source is copied (shapes

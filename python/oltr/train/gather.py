@@ -1,20 +1,23 @@
 """Run a model over this rank's share and put the shares back together, in input order."""
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Sized
+from typing import TYPE_CHECKING, Literal, Optional, overload
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from oltr.data import merge_shards
 from oltr.inference.outputs import ModelRunner, Outputs
 from oltr.train.distributed import all_gather_object, gather_object, is_distributed
 
+if TYPE_CHECKING:  # oltr.model imports oltr.inference
+    from oltr.model.oltr_model import OLTRModel
+
 __all__ = ["gather_outputs", "run_shard"]
 
 
-def run_shard(model: nn.Module | ModelRunner, loader: DataLoader, device: Optional[torch.device] = None,
+def run_shard(model: OLTRModel | ModelRunner, loader: DataLoader, device: Optional[torch.device] = None,
               centroids: Optional[torch.Tensor] = None, memory: Optional[torch.Tensor] = None) -> Outputs:
     """:meth:`oltr.inference.ModelRunner.run` over ``loader``, which may be empty (a rank's
     share of fewer items than ranks): then empty ``(0, K)``, ``(0, D)``, ``(0,)`` outputs.
@@ -24,9 +27,18 @@ def run_shard(model: nn.Module | ModelRunner, loader: DataLoader, device: Option
     accepted for compatibility; batches go to the model's device.
     """
     runner = model if isinstance(model, ModelRunner) else ModelRunner(model, memory)
-    if len(loader.sampler) == 0:
+    # DataLoader types its sampler as a Sampler or any Iterable; ours have a length
+    if isinstance(loader.sampler, Sized) and len(loader.sampler) == 0:
         return Outputs.empty(runner.model.num_classes, runner.model.feat_dim, runner.has_reachability)
     return runner.run(loader, centroids=centroids)
+
+
+@overload
+def gather_outputs(outputs: Outputs, everywhere: Literal[True] = ...) -> Outputs: ...
+
+
+@overload
+def gather_outputs(outputs: Outputs, everywhere: bool) -> Optional[Outputs]: ...
 
 
 def gather_outputs(outputs: Outputs, everywhere: bool = True) -> Optional[Outputs]:
@@ -44,6 +56,7 @@ def gather_outputs(outputs: Outputs, everywhere: bool = True) -> Optional[Output
     shards = all_gather_object(local) if everywhere else gather_object(local)
     if shards is None:
         return None
-    merged = [None if any(s[i] is None for s in shards) else merge_shards([s[i] for s in shards])
-              for i in range(len(local))]
-    return Outputs(*merged)
+    # shards[r] is rank r's Outputs.arrays(): logits, features, labels, reachability (or None)
+    logits, features, labels, reach = ([s[i] for s in shards] for i in range(len(local)))
+    return Outputs(merge_shards(logits), merge_shards(features), merge_shards(labels),
+                   None if any(r is None for r in reach) else merge_shards(reach))
