@@ -290,8 +290,8 @@ def _backbone_options(backbone: str, feat: Mapping[str, Tensor], path: str) -> d
                 raise CheckpointError(f"{path}: attention over {positions} positions is not a square map")
             options["attention_spatial_size"] = (side, side)
     elif backbone.startswith("cnn"):
-        widths = [feat.get(f"layer{i}.0.weight") for i in (1, 2, 3)]
-        if all(w is not None for w in widths):
+        widths = [feat[key] for key in (f"layer{i}.0.weight" for i in (1, 2, 3)) if key in feat]
+        if len(widths) == 3:
             options["channels"] = tuple(int(w.shape[0]) for w in widths)
             options["in_channels"] = int(widths[0].shape[1])
     return options

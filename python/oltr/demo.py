@@ -104,6 +104,7 @@ def _plots(out: Path, evaluated: dict[str, tuple[dict, Any, dict]]) -> None:
                     plots / f"hist_{model_name.lower()}_{score}.png", score_name=score,
                     threshold=checkpoint["thresholds"].get(score),
                     title=f"{model_name}: {score} (threshold chosen on val)")
+    assert counts is not None, "_run_seed passes the evaluated models of one seed (never none)"
     plot_per_class_accuracy(per_class, counts, plots / "per_class_accuracy.png", class_names=class_names)
     plot_roc(roc, plots / "roc.png")
 

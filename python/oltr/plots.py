@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from oltr.data.shots import shot_groups
 from oltr.metrics.ranking import auroc, roc_curve
@@ -36,8 +37,8 @@ def _save(fig, path: str | os.PathLike) -> Path:
 
 
 def plot_per_class_accuracy(
-    per_class_acc: Mapping[str, Sequence[float]] | Sequence[float],
-    train_counts: Sequence[int],
+    per_class_acc: Mapping[str, ArrayLike] | ArrayLike,
+    train_counts: ArrayLike,
     path: str | os.PathLike,
     class_names: Optional[Sequence[str]] = None,
     many_thr: int = 100,
@@ -95,7 +96,7 @@ def plot_per_class_accuracy(
 
 
 def plot_roc(
-    scores: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    scores: Mapping[str, tuple[ArrayLike, ArrayLike]],
     path: str | os.PathLike,
     title: str = "Known vs unknown ROC",
 ) -> Path:
@@ -122,8 +123,8 @@ def plot_roc(
 
 
 def plot_score_histogram(
-    known_scores: Sequence[float],
-    unknown_scores: Sequence[float],
+    known_scores: ArrayLike,
+    unknown_scores: ArrayLike,
     path: str | os.PathLike,
     score_name: str = "outlier score",
     threshold: Optional[float] = None,

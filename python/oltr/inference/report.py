@@ -7,8 +7,8 @@ thresholds chosen on validation become the ``reject`` blocks.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Optional
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
 
 import numpy as np
 
@@ -25,8 +25,8 @@ def shot_options(eval_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_outputs(
-    outputs: Outputs, train_counts: np.ndarray, eval_cfg: Mapping[str, Any],
-    thresholds: Optional[Mapping[str, float]] = None, meta: Optional[Mapping[str, Any]] = None,
+    outputs: Outputs, train_counts: Union[Sequence[int], np.ndarray], eval_cfg: Mapping[str, Any],
+    thresholds: Optional[Mapping[str, Any]] = None, meta: Optional[Mapping[str, Any]] = None,
 ) -> Report:
     """The report (``oltr.report/1``) of ``outputs``.
 

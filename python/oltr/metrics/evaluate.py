@@ -118,7 +118,7 @@ def evaluate(
     scores: Optional[Mapping[str, Any]] = None,
     logit_scores: Sequence[str] = ("msp", "max_logit", "energy"),
     open_threshold: float = OFFICIAL_OPEN_THRESHOLD,
-    reject_thresholds: Optional[Mapping[str, float]] = None,
+    reject_thresholds: Optional[Mapping[str, Union[float, Mapping[str, float]]]] = None,
     tpr: float = 0.95,
     many_thr: int = 100,
     few_thr: int = 20,
