@@ -111,6 +111,7 @@ def _method_outputs(spec: CompareSpec, trainer: _Trainer) -> tuple[dict[str, Any
             outputs[method] = trained[method]()
             continue
         base = trained["oltr" if method == "oltr_la" else "plain"]()
+        assert data is not None  # set by the run above
         counts = data.train_counts
         if method in ("plain_la", "oltr_la"):
             outputs[method] = logit_adjusted(base, counts)
@@ -158,7 +159,8 @@ def _plots(out: Path, spec: CompareSpec, seed_result: dict[str, Any]) -> list[Pa
     from oltr.plots import plot_per_class_accuracy, plot_roc
 
     data = seed_result["data"]
-    per_class, rocs = {}, {det: {} for det in spec.detectors}
+    per_class: dict[str, Any] = {}
+    rocs: dict[str, dict[str, Any]] = {det: {} for det in spec.detectors}
     for method, (outputs, detectors) in seed_result["plotted"].items():
         label = METHODS[method][0]
         test = outputs.test

@@ -17,11 +17,12 @@ The resulting model is a plain-stage :class:`oltr.OLTRModel` (dot-product head),
 """
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from oltr.train.config._checks import CLASSIFIER_STAGES
+
+if TYPE_CHECKING:
+    from oltr.model import OLTRModel
 
 __all__ = ["CLASSIFIER_STAGES", "freeze_for_classifier_stage", "init_classifier_stage", "model_stage"]
 
@@ -32,7 +33,7 @@ def model_stage(config_stage: str) -> str:
     return "oltr" if config_stage == "oltr" else "plain"
 
 
-def init_classifier_stage(model: nn.Module, source: Any, stage: str, path: str) -> str:
+def init_classifier_stage(model: OLTRModel, source: Any, stage: str, path: str) -> str:
     """Load a stage-1 model into ``model`` for stage ``stage`` (``crt`` or ``lws``), in place.
 
     Every ``feat_model`` tensor must come from ``source`` (a frozen fresh layer would be a silent
@@ -53,12 +54,12 @@ def init_classifier_stage(model: nn.Module, source: Any, stage: str, path: str) 
         raise ValueError(f"model.init {path!r} lacks backbone tensors {fresh[:5]} of this model "
                          f"(stage {stage!r} freezes the stage-1 backbone; is model.backbone the stage-1 one?)")
     if stage == "crt":
-        model.classifier.fc.reset_parameters()
+        model.classifier.fc.reset_parameters()  # type: ignore[union-attr,operator]
         return f"{len(report.copied)} backbone tensors from {path} (frozen), classifier re-initialised"
     return f"{len(report.copied)} backbone tensors and the classifier from {path} (frozen), scales 1"
 
 
-def freeze_for_classifier_stage(model: nn.Module, stage: str) -> list[str]:
+def freeze_for_classifier_stage(model: OLTRModel, stage: str) -> list[str]:
     """``requires_grad=False`` on every ``feat_model`` parameter and, for ``lws``, on the
     classifier's ``fc``; returns the names of the parameters left to train. Keep the
     ``feat_model`` in eval mode while training (the trainer does) so BatchNorm statistics stay."""
@@ -67,6 +68,6 @@ def freeze_for_classifier_stage(model: nn.Module, stage: str) -> list[str]:
     for param in model.feat_model.parameters():
         param.requires_grad_(False)
     if stage == "lws":
-        for param in model.classifier.fc.parameters():
+        for param in model.classifier.fc.parameters():  # type: ignore[union-attr]
             param.requires_grad_(False)
     return [name for name, p in model.named_parameters() if p.requires_grad]

@@ -177,6 +177,7 @@ def build_optimizers(
         {"params": list(model.classifier.parameters()), "lr": o["classifier_lr"]},
     ]
     model_opt = torch.optim.SGD(groups, lr=o["feat_lr"], momentum=o["momentum"], weight_decay=o["weight_decay"])
+    model_sched: torch.optim.lr_scheduler.LRScheduler
     if o["schedule"] == "cosine":
         model_sched = torch.optim.lr_scheduler.CosineAnnealingLR(model_opt, T_max=int(config["epochs"]),
                                                                  eta_min=o["end_lr"])
