@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -109,8 +109,10 @@ def gather_object(obj: object, dst: int = 0) -> Optional[list]:
     return out
 
 
-def broadcast_object(obj: object, src: int = 0) -> object:
-    """``obj`` as held by rank ``src`` (the object itself in a single process)."""
+def broadcast_object(obj: object, src: int = 0) -> Any:
+    """``obj`` as held by rank ``src`` (the object itself in a single process). Typed ``Any``:
+    the other ranks typically pass a placeholder (``None``), so the local argument's type
+    says nothing about what comes back."""
     if not is_distributed():
         return obj
     holder = [obj]
