@@ -1,6 +1,7 @@
 """A trained model and its runner from a ``best.pt``: what every checkpoint consumer starts from."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ class LoadedModel:
         return [int(c) for c in self.checkpoint["train_class_counts"]]
 
 
-def load_for_inference(path: str | Path, device: str | torch.device = "auto",
+def load_for_inference(path: str | os.PathLike, device: str | torch.device = "auto",
                        overrides: Iterable[str] = ()) -> LoadedModel:
     """Load ``path`` on ``device`` (``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device).
 

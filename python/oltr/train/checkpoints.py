@@ -15,6 +15,7 @@ leaves the previous file intact; a kill can leave a temp file ``.best.pt.<random
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ _MODEL_KEYS = (
 _RESUME_KEYS = ("format", "config", "epoch", "model", "model_optimizer", "model_scheduler", "rng", "best")
 
 
-def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``payload`` to ``path`` atomically (the folder is created).
 
     Raises:
@@ -71,7 +72,7 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return removed
 
 
-def _read(path: str | Path, fmt: str, required: tuple[str, ...]) -> dict[str, Any]:
+def _read(path: str | os.PathLike, fmt: str, required: tuple[str, ...]) -> dict[str, Any]:
     source = Path(path)
     if not source.is_file():
         raise CheckpointError(f"checkpoint not found: {str(source)!r}")
@@ -89,7 +90,7 @@ def _read(path: str | Path, fmt: str, required: tuple[str, ...]) -> dict[str, An
     return payload
 
 
-def load_model_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_model_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a model checkpoint (``best.pt``) on the CPU.
 
     Returns a dict with:
@@ -109,6 +110,6 @@ def load_model_checkpoint(path: str | Path) -> dict[str, Any]:
     return _read(path, MODEL_FORMAT, _MODEL_KEYS)
 
 
-def load_resume_state(path: str | Path) -> dict[str, Any]:
+def load_resume_state(path: str | os.PathLike) -> dict[str, Any]:
     """Read a resume state (``last.pt``) on the CPU. Raises :class:`CheckpointError`."""
     return _read(path, RESUME_FORMAT, _RESUME_KEYS)

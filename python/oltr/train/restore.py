@@ -1,7 +1,7 @@
 """Rebuild a trained model from its ``best.pt``."""
 from __future__ import annotations
 
-from pathlib import Path
+import os
 from typing import Any
 
 import torch
@@ -14,7 +14,7 @@ from oltr.train.trainer import build_model
 __all__ = ["load_trained_model"]
 
 
-def load_trained_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[OLTRModel, dict[str, Any]]:
+def load_trained_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[OLTRModel, dict[str, Any]]:
     """``(model in eval mode on device, checkpoint dict)`` from a model checkpoint.
 
     The model is built from the checkpoint's config and gets the best weights and memory.
