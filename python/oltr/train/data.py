@@ -13,6 +13,7 @@ the open set.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sized, cast
@@ -78,7 +79,7 @@ class DataBundle:
         return dataset
 
 
-def _embedded(config: dict[str, Any]) -> DataBundle:
+def _embedded(config: Mapping[str, Any]) -> DataBundle:
     from oltr import datasets
 
     data = config["data"]
@@ -96,7 +97,7 @@ def _embedded(config: dict[str, Any]) -> DataBundle:
     )
 
 
-def _from_lists(config: dict[str, Any]) -> DataBundle:
+def _from_lists(config: Mapping[str, Any]) -> DataBundle:
     from oltr.data import ListDataset, ListFileError
 
     data = config["data"]
@@ -145,7 +146,7 @@ def _list_class_names(data: dict[str, Any], num_classes: int) -> list[str]:
     return read_class_names(found, num_classes) if found is not None else default_class_names(num_classes)
 
 
-def _require_samples(config: dict[str, Any], bundle: DataBundle) -> None:
+def _require_samples(config: Mapping[str, Any], bundle: DataBundle) -> None:
     """An empty train or val split stops here, before any model or optimiser exists."""
     data = config["data"]
     for split in ("train", "val"):
@@ -158,7 +159,7 @@ def _require_samples(config: dict[str, Any], bundle: DataBundle) -> None:
             raise ConfigError(f"the {split} split is empty: {where} lists no usable image{note}")
 
 
-def build_data(config: dict[str, Any]) -> DataBundle:
+def build_data(config: Mapping[str, Any]) -> DataBundle:
     """The :class:`DataBundle` of ``config``; checks ``model.num_classes`` against the data.
 
     Raises:
@@ -180,7 +181,7 @@ def build_data(config: dict[str, Any]) -> DataBundle:
     return bundle
 
 
-def steps_per_epoch(config: dict[str, Any], data: DataBundle) -> int:
+def steps_per_epoch(config: Mapping[str, Any], data: DataBundle) -> int:
     """Training steps per epoch: ``steps_per_epoch`` from the config, else
     ``int(len(train) / batch_size)`` as the official code (at least 1)."""
     configured = config["steps_per_epoch"]
@@ -196,7 +197,7 @@ def _per_rank_batch(batch_size: int) -> int:
     return batch_size // replicas
 
 
-def train_loader(config: dict[str, Any], data: DataBundle) -> DataLoader:
+def train_loader(config: Mapping[str, Any], data: DataBundle) -> DataLoader:
     """Training loader, seeded and sharded, by ``sampler.kind``: ``shuffle``, ``class_aware``
     (:class:`oltr.data.ClassAwareSampler`), ``square_root`` / ``progressive``
     (:mod:`oltr.data.rebalancing_samplers`; progressive over ``epochs``).
@@ -235,7 +236,7 @@ def train_loader(config: dict[str, Any], data: DataBundle) -> DataLoader:
     )
 
 
-def eval_loader(config: dict[str, Any], dataset: Dataset, shard: bool = False) -> DataLoader:
+def eval_loader(config: Mapping[str, Any], dataset: Dataset, shard: bool = False) -> DataLoader:
     """In-order loader for evaluation; ``shard=True`` gives this rank its share (no padding)."""
     sampler = None
     if shard:

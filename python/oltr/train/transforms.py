@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import numpy as np
@@ -23,12 +24,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def image_mode(config: dict[str, Any]) -> str:
+def image_mode(config: Mapping[str, Any]) -> str:
     """PIL mode images are converted to when read from files: ``RGB`` or ``L``."""
     return "RGB" if config["data"]["transform"] == "imagenet" else "L"
 
 
-def build_transform(config: dict[str, Any], train: bool) -> Callable[[Any], torch.Tensor]:
+def build_transform(config: Mapping[str, Any], train: bool) -> Callable[[Any], torch.Tensor]:
     """The PIL-image → float32 ``(C, H, W)`` tensor transform of ``config`` for a split.
 
     Args:
