@@ -309,3 +309,18 @@ def test_trainer_loader_epoch_is_the_trained_items():
     assert steps == len(data.train) // 32
     assert loader.sampler.total_samples == steps * 32 and len(loader) == steps
     assert loader.sampler.cycles == "continue"
+
+
+@pytest.mark.parametrize("kind", ["shuffle", "class_aware", "square_root", "progressive"])
+def test_every_train_loader_sampler_is_an_epoch_sampler(kind):
+    """The trainer calls set_epoch on whatever train_loader built (EpochSampler says it can)."""
+    from torch.utils.data import SequentialSampler
+
+    from oltr.train import load_config
+    from oltr.train.data import EpochSampler, build_data, train_loader
+
+    config = load_config("digits_lt_stage1", ["device=cpu", "progress=false", f"sampler.kind={kind}"])
+    sampler = train_loader(config, build_data(config)).sampler
+    assert isinstance(sampler, EpochSampler)
+    sampler.set_epoch(1)
+    assert not isinstance(SequentialSampler(range(3)), EpochSampler)  # no set_epoch: not one

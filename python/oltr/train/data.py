@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sized, cast
+from typing import Any, Optional, Protocol, Sized, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -195,6 +195,14 @@ def _per_rank_batch(batch_size: int) -> int:
     if batch_size % replicas:
         raise ConfigError(f"batch_size {batch_size} is not divisible by the {replicas} processes")
     return batch_size // replicas
+
+
+@runtime_checkable
+class EpochSampler(Protocol):
+    """A sampler whose order depends on the epoch: every sampler :func:`train_loader` builds
+    (``isinstance(loader.sampler, EpochSampler)`` holds; DataLoader types it as any Iterable)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
 
 
 def train_loader(config: Mapping[str, Any], data: DataBundle) -> DataLoader:
