@@ -9,8 +9,9 @@ The README keeps one demo table per CPU it was measured on, each between markers
     <!-- /demo-table -->
 
 Runs are deterministic on one machine, not across CPUs, so the check compares the table of
-THIS CPU only (``oltr._platform.cpu_info().key``) with the Markdown table of ``table.md``
-(written by ``make demo`` / ``oltr demo --out demo_out``).
+THIS CPU only (``oltr._platform.cpu_info().key``) with the first tables of ``table.md``
+(written by ``make demo`` / ``oltr demo --out demo_out``): as many as the README's block shows
+(``--update`` writes the first two: methods × accuracy / open F, and AUROC by detector).
 
 Exit codes: 0 equal (or updated with ``--update``), 1 different, 2 no table for this CPU in the
 README (``--update`` adds one at the end of the block list), 3 bad input.
@@ -29,16 +30,24 @@ from oltr._platform import cpu_info  # noqa: E402
 _BLOCK = re.compile(r"<!-- demo-table: (?P<key>[^>]*?) -->\n(?P<body>.*?)<!-- /demo-table -->\n?", re.S)
 
 
-def table_lines(text: str) -> list[str]:
-    """The first Markdown table in ``text`` (its consecutive lines starting with ``|``)."""
-    lines, started = [], False
+def tables(text: str) -> list[list[str]]:
+    """The Markdown tables in ``text``, each as its consecutive lines starting with ``|``."""
+    found: list[list[str]] = []
+    current: list[str] = []
     for line in text.splitlines():
         if line.startswith("|"):
-            lines.append(line.rstrip())
-            started = True
-        elif started:
-            break
-    return lines
+            current.append(line.rstrip())
+        elif current:
+            found.append(current)
+            current = []
+    if current:
+        found.append(current)
+    return found
+
+
+def table_lines(text: str, count: int = 1) -> list[str]:
+    """The lines of the first ``count`` Markdown tables in ``text``."""
+    return [line for table in tables(text)[:count] for line in table]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         if not path.is_file():
             print(f"check_readme_demo: {path} not found (run `make demo` first?)", file=sys.stderr)
             return 3
-    measured = table_lines(table_path.read_text())
+    measured_text = table_path.read_text()
+    measured = table_lines(measured_text)
     if not measured:
         print(f"check_readme_demo: no Markdown table in {table_path}", file=sys.stderr)
         return 3
@@ -69,17 +79,20 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 3
         last = max(blocks.values(), key=lambda m: m.end())
-        new = f"<!-- demo-table: {key} -->\n" + "\n".join(measured) + "\n<!-- /demo-table -->\n"
+        shown = tables(measured_text)[:2]
+        new = f"<!-- demo-table: {key} -->\n" + "\n\n".join("\n".join(t) for t in shown) + "\n<!-- /demo-table -->\n"
         readme_path.write_text(readme[:last.end()] + "\n" + new + readme[last.end():])
         print(f"added the demo table of {key} to {readme_path}")
         return 0
     block = blocks[key]
-    recorded = table_lines(block.group("body"))
+    count = max(1, len(tables(block.group("body"))))  # the README shows the first tables of table.md
+    recorded = table_lines(block.group("body"), count)
+    measured = table_lines(measured_text, count)
     if recorded == measured:
         print(f"README demo table for {key} equals {table_path}")
         return 0
     if args.update:
-        body = "\n".join(measured) + "\n"
+        body = "\n\n".join("\n".join(t) for t in tables(measured_text)[:count]) + "\n"
         start, end = block.span("body")
         readme_path.write_text(readme[:start] + body + readme[end:])
         print(f"updated the demo table of {key} in {readme_path}")

@@ -64,3 +64,13 @@ def test_update_rewrites_only_this_cpus_block(check, tmp_path):
 
 def test_missing_files_exit_3(check, tmp_path):
     assert check(["--table", str(tmp_path / "none.md"), "--readme", str(tmp_path / "none")]) == 3
+
+
+def test_the_readme_block_covers_as_many_tables_as_it_shows(check, tmp_path):
+    second = "| method | MSP |\n|---|---|\n| plain | 66.3 ± 0.2 |\n"
+    readme = _readme(tmp_path, {cpu_info().key: TABLE + "\n" + second})
+    (tmp_path / "table.md").write_text("x\n\n" + TABLE + "\nnote\n\n" + second + "\nmore\n\n| a |\n|---|\n")
+    args = ["--table", str(tmp_path / "table.md"), "--readme", str(readme)]
+    assert check(args) == 0
+    (tmp_path / "table.md").write_text("x\n\n" + TABLE + "\nnote\n\n" + second.replace("66.3", "66.4"))
+    assert check(args) == 1

@@ -1,36 +1,30 @@
-"""``oltr demo --quick``: the table (Markdown + JSON) and the plots are written."""
+"""``oltr demo --quick``: the demo is the shipped Fashion-MNIST-LT comparison; its table
+(Markdown + JSON), the CPU it ran on and the plots are written."""
 from __future__ import annotations
 
 import json
 
-import numpy as np
-
-from oltr.demo import COLUMNS, _summary, format_table, run_demo
-
-
-def test_summary_is_mean_and_sample_std_over_seeds():
-    rows = [{key: 0.1 * (i + 1) + j for j, (key, _) in enumerate(COLUMNS)} for i in range(3)]
-    summary = _summary(rows)
-    for j, (key, _) in enumerate(COLUMNS):
-        values = np.array([0.1, 0.2, 0.3]) + j
-        assert np.isclose(summary[key]["mean"], values.mean())
-        assert np.isclose(summary[key]["std"], values.std(ddof=1))
-    assert "| m | 20.0 ± 10.0 |" in format_table({"m": summary}, 3)
+from oltr._platform import cpu_info
+from oltr.compare import load_compare_spec
+from oltr.demo import DEMO_COMPARE, run_demo
 
 
-def test_quick_demo_writes_table_and_plots(tmp_path, capsys):
+def test_quick_demo_writes_the_comparison_table_and_plots(tmp_path, capsys):
     result = run_demo(tmp_path, seeds=1, quick=True, device="cpu")
+    spec = load_compare_spec(DEMO_COMPARE)
     saved = json.loads((tmp_path / "table.json").read_text())
-    assert saved["seeds"] == 1 and saved["quick"] is True
-    for model in ("plain", "plain (equal epochs)", "OLTR"):
-        (row,) = saved["per_seed"][model]
-        for key, _ in COLUMNS:
-            assert saved["summary"][model][key] == {"mean": row[key], "std": 0.0}
+    assert saved["seeds"] == [0] and saved["quick"] is True and saved["cpu"] == cpu_info().label
+    assert saved["methods"] == list(spec.methods) and saved["detectors"] == list(spec.detectors)
+    for method in ("plain", "plain_la", "crt", "balanced_softmax", "oltr"):
+        (row,) = saved["per_seed"][method]
+        assert saved["summary"][method]["top1"] == {"mean": row["top1"], "std": 0.0}
+    for det in ("msp", "max_logit", "energy", "reachability", "knn", "mahalanobis"):
+        assert 0.0 <= saved["summary"]["oltr"][f"{det}.auroc.all"]["mean"] <= 1.0
     assert result["summary"] == saved["summary"]
     table = (tmp_path / "table.md").read_text()
-    assert table.count("\n| ") == 3 and "± " in table and table in capsys.readouterr().out
-    epochs = [json.loads(x) for x in (tmp_path / "runs/seed0/stage2/log.jsonl").read_text().splitlines()
-              if '"event": "epoch"' in x]
-    assert len(epochs) == 2
+    assert table in capsys.readouterr().out and cpu_info().label in table
+    first, second = table.split("\n\n| method")[1:3]
+    assert first.count("\n| ") == len(spec.methods) and "± " in first  # one row per method
+    assert all(saved["labels"][m] in second for m in spec.methods)  # the AUROC-by-detector table
     plots = {p.name for p in (tmp_path / "plots").iterdir()}
-    assert {"per_class_accuracy.png", "roc.png", "hist_oltr_reachability.png", "hist_plain_msp.png"} <= plots
+    assert any(name.startswith("roc") for name in plots) and plots

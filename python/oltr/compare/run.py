@@ -214,6 +214,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path = "compare_out", quick: b
         "details": {method: [{"tau": ...}, ...]}, "seeds", "quick", "wall_s", ...}`` — also
         ``table.json``.
     """
+    from oltr._platform import cpu_info
     from oltr.compare.table import format_table, summarise
     from oltr.inference.report import json_ready
 
@@ -229,7 +230,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path = "compare_out", quick: b
     wall = time.perf_counter() - started
     note = (f"Data set: {spec.name}; recipes: " + ", ".join(f"{k} = {v}" for k, v in spec.recipes.items())
             + (f"; quick mode ({spec.quick_epochs} epochs per training)" if quick else "")
-            + f"; {wall:.0f} s.")
+            + f"; {wall:.0f} s on {cpu_info().label}.")
     table = format_table(spec.name, summary, labels, spec.detectors, DETECTORS, len(spec.seeds), note)
     plot_paths = _plots(out, spec, results[0]) if plots else []
     result = {
@@ -237,7 +238,7 @@ def run_compare(spec: CompareSpec, out_dir: str | Path = "compare_out", quick: b
         "labels": labels, "detectors": list(spec.detectors), "recipes": dict(spec.recipes),
         "summary": summary, "per_seed": per_seed,
         "details": {m: [r["details"][m] for r in results] for m in spec.methods},
-        "plots": [str(p) for p in plot_paths], "jobs": int(jobs), "wall_s": wall,
+        "plots": [str(p) for p in plot_paths], "jobs": int(jobs), "wall_s": wall, "cpu": cpu_info().label,
     }
     (out / "table.md").write_text(table, encoding="utf-8")
     (out / "table.json").write_text(json.dumps(json_ready(result), indent=2), encoding="utf-8")

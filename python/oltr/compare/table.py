@@ -54,13 +54,20 @@ def _cell(stats: Mapping[str, float]) -> str:
 
 def format_table(title: str, summary: Mapping[str, Mapping[str, Mapping[str, float]]], labels: Mapping[str, str],
                  detectors: Sequence[str], detector_labels: Mapping[str, str], seeds: int, note: str = "") -> str:
-    """Markdown: the closed-set / open-F table, then per detector AUROC and FPR95 overall and per
-    shot group; ``mean ± std`` in % over ``seeds`` seeds, one row per method."""
+    """Markdown: the closed-set / open-F table, the overall AUROC of every detector, then per
+    detector AUROC and FPR95 overall and per shot group; ``mean ± std`` in % over ``seeds``
+    seeds, one row per method."""
     lines = [f"# {title}: methods compared over {seeds} seed(s)", ""]
     lines.append("| method | " + " | ".join(h for _, h in CLOSED_COLUMNS) + " |")
     lines.append("|---|" + "---|" * len(CLOSED_COLUMNS))
     for method, cols in summary.items():
         lines.append(f"| {labels[method]} | " + " | ".join(_cell(cols[k]) for k, _ in CLOSED_COLUMNS) + " |")
+    lines += ["", "AUROC of every detector (larger score = more unknown), all known test images against the "
+                  "open set:", ""]
+    lines.append("| method | " + " | ".join(detector_labels[d] for d in detectors) + " |")
+    lines.append("|---|" + "---|" * len(detectors))
+    for method, cols in summary.items():
+        lines.append(f"| {labels[method]} | " + " | ".join(_cell(cols[f"{d}.auroc.all"]) for d in detectors) + " |")
     for det in detectors:
         lines += ["", f"**{detector_labels[det]}** (larger = more unknown): AUROC and FPR95 of known test "
                       "images (overall and by shot group) against the open set", ""]
