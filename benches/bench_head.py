@@ -4,8 +4,8 @@ and vs the head's floor.
 Per shape (B queries, K classes, D = 512), all in one process, on the same weights:
 
 * ``oltr``: :class:`oltr.nn.MetaEmbeddingClassifier` in eval mode under ``torch.no_grad()``
-  (the cached Rust index of the memory, normalised cosine weights and transposed centroids;
-  all built by the warm-up call, as in any run over more than one batch).
+  (the cached Rust index of the memory, normalised cosine weights, transposed centroids and,
+  for B = 1, transposed weights; all built by the warm-up call, as in any run over more than one batch).
 * ``official``: the official forward, re-stated in ``benches/bench_train_step.py``: the
   (B, K, D) expand + ``torch.norm`` + sort distance, ``10 / d``, softmax, and the cosine
   weights normalised on every call. Skipped where its (B, K, D) tensor exceeds
@@ -192,7 +192,7 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            f"official: a third as many), best of {meta['rounds']} interleaved rounds",
            f"- load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}", "",
            "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index, "
-           "normalised cosine weights and transposed centroids). `official` = the official forward "
+           "normalised cosine weights, transposed centroids; at B = 1 transposed weights). `official` = the official forward "
            "(expand + norm + sort distance, "
            "cosine weights normalised per call; skipped where its B×K×D tensor would exceed "
            f"{meta['official_max_gb']:g} GB). `floor (3 mm)` = `torch.mm` of x with the three weight matrices "
