@@ -18,7 +18,10 @@ from oltr.memory.index import REACHABILITY_SCALE
 from oltr.model import create_model
 from oltr.nn import CosNormClassifier, MetaEmbeddingClassifier
 
-CLOSE = dict(rtol=1e-6, atol=1e-6)
+# float32: the cached path sums in another order than the formulas, so results differ by float32
+# rounding -- up to ~3e-6 measured on logits bounded by 16 (1.5 ulp there); 8e-6 is 4 ulps at 16.
+# test_float64_inference_equals_the_formulas_to_float64_precision checks the same code to 1e-12.
+CLOSE = {"rtol": 1e-6, "atol": 8e-6}
 
 
 def _head(num_classes=7, dim=16, seed=0, **kw):
