@@ -223,7 +223,7 @@ class CentroidIndex:
         dist, idx = self._impl.search(xp, k)
         return wrap_output(dist, as_torch), wrap_output(idx, as_torch)
 
-    def reachability(self, x: Any, scale: float = 10.0, eps: float = REACHABILITY_EPS):
+    def reachability(self, x: Any, scale: float = REACHABILITY_SCALE, eps: float = REACHABILITY_EPS):
         """Reachability ``scale / max(d_min, eps)`` of each query, float32 (B,).
 
         d_min is the exact L2 distance to the nearest centroid; ``eps`` (default
