@@ -70,28 +70,38 @@ def _requires_grad(value: Any) -> bool:
     return bool(value.requires_grad) and torch.is_grad_enabled()
 
 
-def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool, kernel: str = "auto") -> Any:
-    cls: Any  # RustBackend, FaissBackend or TorchBackend (imported on use)
+def _backend_class(name: str) -> Any:
+    """RustBackend, FaissBackend or TorchBackend (imported on use)."""
     if name == "rust":
         from ._rust import RustBackend
 
-        cls = RustBackend
-    elif name == "faiss":
+        return RustBackend
+    if name == "faiss":
         from ._faiss import FaissBackend
 
-        cls = FaissBackend
-    else:
-        from ._torch import TorchBackend
+        return FaissBackend
+    from ._torch import TorchBackend
 
-        cls = TorchBackend
-    # the Rust core packs its own copy of the centroids: no snapshot needed before it
-    prepared = prepare_centroids(centroids, cls.array_kind, require_cpu=cls.require_cpu,
-                                 snapshot=snapshot and name != "rust")
-    if name == "faiss":
+    return TorchBackend
+
+
+def _construct(cls: Any, prepared: Any, faiss_options: Any, kernel: str) -> Any:
+    if cls.name == "faiss":
         return cls(prepared, faiss_options)
-    if name == "rust":
+    if cls.name == "rust":
         return cls(prepared, kernel)
     return cls(prepared)
+
+
+def _make_backend(name: str, centroids: Any, faiss_options: Any, snapshot: bool,
+                  kernel: str = "auto") -> tuple[Any, Any]:
+    """(backend, its prepared float32 centroids). The index keeps the prepared centroids (a
+    private snapshot unless ``snapshot`` is False) for its edits (:meth:`CentroidIndex.add`
+    ...); the Rust core packs its own copy and gives none back, so with it the snapshot is one
+    (K, D) float32 copy more."""
+    cls = _backend_class(name)
+    prepared = prepare_centroids(centroids, cls.array_kind, require_cpu=cls.require_cpu, snapshot=snapshot)
+    return _construct(cls, prepared, faiss_options, kernel), prepared
 
 
 class CentroidIndex:
@@ -99,7 +109,14 @@ class CentroidIndex:
 
     The index owns a snapshot of the centroids, taken at construction, with every backend:
     writing to the caller's array or tensor afterwards (``c[0] = ...``, ``c.add_(1)``, an
-    optimizer step) does not change the answers; build a new index for new centroids. With
+    optimizer step) does not change the answers; change them through :meth:`add`,
+    :meth:`remove` and :meth:`update` (exact, O(n·D) each; ids below) or build a new index.
+
+    Ids: a fresh index's centroids have ids 0..K-1 (their rows); :meth:`add` issues ``max id
+    ever issued + 1, ...``; a removed id is never issued again; :meth:`update` keeps the id.
+    :meth:`search` returns ids, equal to those of an index built from scratch on the live
+    centroids in id order (ties by the lower id); :attr:`num_classes` counts the live ones.
+    Searches may run from several threads at once, but not while an edit runs. With
     the torch backend the snapshot is an autograd-aware ``clone``: when the centroids require
     grad (grad enabled), the distances still carry the gradient back to the caller's tensor.
 
@@ -155,7 +172,9 @@ class CentroidIndex:
             elif backend != "faiss":
                 raise ValueError(f"faiss_options is only valid with backend='faiss', got {backend!r}")
         name = resolve_backend(backend)
-        self._impl = _make_backend(name, centroids, faiss_options, snapshot, kernel)
+        self._impl, self._main_centroids = _make_backend(name, centroids, faiss_options, snapshot, kernel)
+        self._backend_args = (name, faiss_options, kernel)
+        self._edits: Any = None  # IndexEdits after the first add / remove / update
         shape = tuple(centroids.shape) if hasattr(centroids, "shape") else np.shape(centroids)
         self._num_classes, self._dim = int(shape[0]), int(shape[1])
         # Backends that validate float32 C-contiguous numpy queries themselves (shape, NaN/Inf,
@@ -164,8 +183,95 @@ class CentroidIndex:
 
     @property
     def num_classes(self) -> int:
-        """K, the number of centroids."""
+        """K, the number of (live) centroids."""
         return self._num_classes
+
+    @property
+    def ids(self) -> np.ndarray:
+        """The ids of the live centroids, ascending, int64 (K,): ``0..K-1`` until an edit; the
+        ids :meth:`search` returns."""
+        if self._edits is None:
+            return np.arange(self._num_classes, dtype=np.int64)
+        return self._edits.ids
+
+    # -- edits -----------------------------------------------------------------------------
+    def add(self, centroids: Any) -> np.ndarray:
+        """Add ``centroids`` (n, D), float32/float64 numpy or torch (checked as at
+        construction: ValueError / TypeError naming ``centroids``); returns their ids, int64
+        (n,): ``max id ever issued + 1, ...``.
+
+        O(n·D): the rows are kept apart from the built part, which is never repacked by an
+        edit (only by a compaction, see :mod:`oltr.memory._edits`)."""
+        rows = self._prepare_rows(centroids)
+        state = self._edit_state()
+        ids = state.add(rows)
+        self._after_edit(state)
+        return ids
+
+    def remove(self, ids: Any) -> None:
+        """Remove the centroids of ``ids`` (one id or a 1-D sequence of live ids, no
+        duplicates; ValueError / TypeError naming ``ids`` otherwise). A removed id is never
+        issued again; at least one centroid must remain."""
+        from ._edits import check_ids
+
+        state = self._edit_state()
+        state.remove(check_ids(ids, "ids"), "ids")
+        self._after_edit(state)
+
+    def update(self, ids: Any, centroids: Any) -> None:
+        """Replace the centroids of ``ids`` (live, no duplicates) by ``centroids`` (n, D); the
+        ids stay. Everything is checked before anything changes."""
+        from ._edits import check_ids
+
+        checked = check_ids(ids, "ids")
+        rows = self._prepare_rows(centroids)
+        state = self._edit_state()
+        state.update(checked, rows, "ids")
+        self._after_edit(state)
+
+    def compact(self) -> None:
+        """Rebuild the built part over the live centroids now (edits compact by themselves
+        when pending edits exceed a fraction of K, :data:`oltr.memory._edits.COMPACT_FRACTION`)."""
+        if self._edits is not None:
+            self._edits.compact()
+            self._after_edit(self._edits)
+
+    def _after_edit(self, state: Any) -> None:
+        # a compaction replaces the built part: the old one (and its packed copy) is let go
+        self._num_classes = state.num_classes
+        self._impl, self._main_centroids = state.main_impl, state.main_centroids
+
+    def _prepare_rows(self, centroids: Any):
+        import torch
+
+        impl = self._impl
+        rows = prepare_centroids(centroids, impl.array_kind, require_cpu=impl.require_cpu, snapshot=True)
+        if rows.shape[1] != self._dim:
+            raise ValueError(f"centroids has dimension D={rows.shape[1]}, but the index has D={self._dim}")
+        if not is_torch_tensor(rows):
+            return torch.from_numpy(rows)
+        if rows.device != self._main_centroids.device:
+            raise ValueError(f"centroids are on {rows.device} but the index is on {self._main_centroids.device}")
+        return rows
+
+    def _edit_state(self) -> Any:
+        if self._edits is None:
+            import torch
+
+            from ._edits import IndexEdits
+
+            main = self._main_centroids
+            tensor = main if is_torch_tensor(main) else torch.from_numpy(main)
+            self._edits = IndexEdits(self._build_part, self._impl, tensor, self._impl.array_kind)
+        return self._edits
+
+    def _build_part(self, centroids: Any, main: bool) -> Any:
+        """A backend of this index's kind over ``centroids`` (float32 tensor (n, D), private):
+        the built part with this index's FAISS options, the delta part exact (flat)."""
+        name, options, kernel = self._backend_args
+        cls = _backend_class(name)
+        value = centroids if cls.array_kind == "torch" else centroids.numpy()
+        return _construct(cls, value, options if main else None, kernel)
 
     @property
     def dim(self) -> int:
@@ -212,7 +318,7 @@ class CentroidIndex:
         """
         if type(k) is not int or not 1 <= k <= self._num_classes:
             k = check_k(k, self._num_classes)
-        if self._validates_queries and is_ready_queries(x, self._dim):
+        if self._edits is None and self._validates_queries and is_ready_queries(x, self._dim):
             return self._impl.search(x, k)
         xp, as_torch = self._prepare(x)
         if xp.shape[0] == 0:
@@ -220,7 +326,10 @@ class CentroidIndex:
                 self._empty(xp, (0, k), "float32", as_torch),
                 self._empty(xp, (0, k), "int64", as_torch),
             )
-        dist, idx = self._impl.search(xp, k)
+        if self._edits is not None:
+            dist, idx = self._edits.search(xp, k)
+        else:
+            dist, idx = self._impl.search(xp, k)
         return wrap_output(dist, as_torch), wrap_output(idx, as_torch)
 
     def reachability(self, x: Any, scale: float = REACHABILITY_SCALE, eps: float = REACHABILITY_EPS):
@@ -235,7 +344,10 @@ class CentroidIndex:
         xp, as_torch = self._prepare(x)
         if xp.shape[0] == 0:
             return self._empty(xp, (0,), "float32", as_torch)
-        if hasattr(self._impl, "reachability"):
+        if self._edits is not None:
+            # from the float64 distance where the backend computes it so (the Rust core)
+            reach = self._edits.reachability(xp, scale, eps, hasattr(self._impl, "reachability"))
+        elif hasattr(self._impl, "reachability"):
             reach = self._impl.reachability(xp, scale, eps)
         else:
             d_min = self._impl.search(xp, 1)[0][:, 0]
