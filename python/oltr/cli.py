@@ -6,6 +6,8 @@
     oltr eval CHECKPOINT [--open] [--split test|val] [--test-list FILE] [--open-list FILE] [--root DIR]
               [--set KEY=VALUE ...] [--json FILE] [--device ...]
     oltr predict CHECKPOINT INPUT [INPUT ...] [--output FILE] [--rule val|official] [--root DIR]
+    oltr enroll CHECKPOINT (--images FILE [FILE ...] | --list FILE) --name NAME --output NEW.pt [--root DIR]
+                [--imprint mean|calibrated]
     oltr bench [--shapes 1x1e4,64x1e4:10] [--threads N] [--quick]
     oltr demo [--out DIR] [--seeds N] [--quick] [--jobs N] [--device ...]
     oltr compare CONFIG [--out DIR] [--quick] [--seeds N] [--no-plots] [--jobs N]
@@ -78,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint) or below 0.1 (official)")
     p.add_argument("--root", default=None, help="image root of a list file (default: its folder)")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", choices=_DEVICES, default="auto")
+
+    p = sub.add_parser("enroll", help="add a class to a trained model from a few images (no training); "
+                       "writes a new checkpoint")
+    p.add_argument("checkpoint")
+    examples = p.add_mutually_exclusive_group(required=True)
+    examples.add_argument("--images", nargs="+", metavar="FILE", help="images of the new class")
+    examples.add_argument("--list", metavar="FILE",
+                          help="a file naming the images, one per line (the first token of a line; '#' comments)")
+    p.add_argument("--root", default=None, metavar="DIR", help="folder the list's paths are relative to "
+                   "(default: the list's folder)")
+    p.add_argument("--name", required=True, help="the new class's name")
+    p.add_argument("--output", "-o", required=True, metavar="NEW.pt", help="the new checkpoint (never an input)")
+    p.add_argument("--imprint", choices=("mean", "calibrated"), default="mean",
+                   help="the cosine classifier's new row: the normalised mean meta-embedding (mean, weight "
+                        "imprinting) or calibrated against the trained rows (takes fewer images of the old "
+                        "classes; docs/enrollment.md)")
     p.add_argument("--device", choices=_DEVICES, default="auto")
 
     # `oltr bench ARGS...` hands ARGS to oltr.memory.bench.main, which has its own --help.
@@ -235,6 +254,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_enroll(args: argparse.Namespace) -> int:
+    from oltr.inference.enrollment import enroll_command
+
+    return enroll_command(args.checkpoint, args.images, args.list, args.root, args.name, args.output, args.device,
+                          args.imprint)
+
+
 def _cmd_bench(bench_args: Sequence[str]) -> int:
     from oltr.memory.bench import main as bench_main
 
@@ -272,7 +298,7 @@ def _cmd_configs(_args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict,
+_COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "enroll": _cmd_enroll,
              "demo": _cmd_demo, "compare": _cmd_compare, "configs": _cmd_configs}
 
 

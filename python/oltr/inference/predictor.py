@@ -18,6 +18,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
@@ -207,6 +208,38 @@ class Predictor:
         outputs = self.runner.run(DataLoader(dataset, batch_size=self.batch_size, shuffle=False))
         self.warn_input_mismatch()
         return outputs
+
+    # -- enrollment ------------------------------------------------------------------------
+    def enroll(self, x: Any, class_name: str, *, imprint: str = "mean") -> int:
+        """Add the class ``class_name`` from its examples ``x`` (paths, PIL images, uint8 arrays,
+        model inputs ``(N, C, H, W)`` or features ``(N, D)``, as :meth:`predict` takes them;
+        images must have the training images' size and mode); returns its label, K. The
+        class names, training counts (the examples) and ``checkpoint["enrolled"]`` follow;
+        :meth:`save` writes the enlarged model. ``imprint``: the cosine row, ``"mean"`` or
+        ``"calibrated"`` (see :mod:`oltr.model.enrollment` and docs/enrollment.md).
+
+        Raises:
+            InputError: no example, a missing file, a mismatched image, NaN, a wrong feature
+                dimension, or a name that is empty or already a class.
+        """
+        from oltr.inference.enrollment import enroll
+
+        return enroll(self, x, class_name, imprint=imprint)
+
+    def forget(self, label: int) -> None:
+        """Remove class ``label``; every later label moves down by one (names and counts too).
+        Raises InputError for a label outside ``[0, K)`` or the only class."""
+        from oltr.inference.enrollment import forget
+
+        forget(self, label)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model as it is now (after :meth:`enroll` / :meth:`forget`) with its class
+        names as a new model checkpoint at ``path``, atomically; ``path`` must not be the
+        checkpoint this predictor was loaded from (:class:`oltr._paths.OutputOverwritesInputError`)."""
+        from oltr.inference.enrollment import save
+
+        return save(self, path)
 
     # -- the API ---------------------------------------------------------------------------
     def predict_features(self, features: Any, names: Optional[Sequence[str]] = None) -> Prediction:

@@ -110,6 +110,28 @@ class OLTRModel(nn.Module):
             raise ValueError("centroids contain NaN or Inf")
         self.centroids.copy_(centroids.detach())
 
+    def enroll(self, x: Tensor, class_name: Optional[str] = None, *, imprint: str = "mean") -> int:
+        """Add a class from its examples without training; returns its label (the old K).
+
+        ``x``: images float ``(B, C, H, W)`` or direct features ``(B, D)``, B >= 1. Appends the
+        class mean of the direct features to the memory, an imprinted row to the hallucinator
+        (``fc`` in the plain stage) and, in the ``"oltr"`` stage, the normalised mean of the
+        examples' meta-embeddings to the cosine classifier (weight imprinting); see
+        :mod:`oltr.model.enrollment` for the choices. ``class_name`` goes to
+        ``self.class_names`` (made up as ``class_<i>`` where the model has none); ``imprint``
+        (``"mean"``, ``"calibrated"``) picks the cosine row. Raises ValueError for no example,
+        NaN, a wrong feature dimension or images the backbone cannot take."""
+        from oltr.model.enrollment import enroll_class
+
+        return enroll_class(self, x, class_name, imprint=imprint)
+
+    def forget(self, label: int) -> None:
+        """Remove class ``label`` (memory row and classifier rows); later labels move down by
+        one. ValueError for a label outside ``[0, K)`` or the model's only class."""
+        from oltr.model.enrollment import forget_class
+
+        forget_class(self, label)
+
     def freeze_backbone(self) -> list[str]:
         """The official ``fix`` (docs/official-differences.md D11): ``requires_grad=False`` on every feat_model
         parameter whose name contains neither ``'modulatedatt'`` nor ``'fc'``. BN layers stay in

@@ -73,6 +73,7 @@ class NearestCentroidDispatch:
         """Forget the cached index."""
         self._index: Optional[Any] = None  # a CentroidIndex (Rust) once built
         self._snapshot: Optional[Tensor] = None
+        self._appended: list[Tensor] = []  # rows added to the index by extend(), after the snapshot
         self._source: Optional[weakref.ref] = None
         self._source_key: Optional[tuple] = None
         self.builds = 0  # how many indexes were built (for tests and diagnostics)
@@ -121,30 +122,69 @@ class NearestCentroidDispatch:
         dist, idx = index.search(x.detach().to(torch.float32), k=1)
         return dist[:, 0].to(x.dtype), idx[:, 0].to(torch.long)
 
+    def extend(self, old: Tensor, new: Tensor) -> None:
+        """``new`` is ``old`` with rows appended (a class enrolled): when the cached index was
+        built from ``old``, unchanged, the appended rows are added to it as an edit
+        (:meth:`oltr.memory.CentroidIndex.add`, O(rows·D) instead of a rebuild on the next
+        call) and ``new`` becomes its source; otherwise nothing happens (the next call
+        rebuilds as usual)."""
+        with self._lock:
+            if self._index is None or self._source is None or self._source() is not old \
+                    or self._source_key != _source_key(old):
+                return
+            count = new.shape[0] - old.shape[0]
+            if count < 1 or tuple(new.shape[1:]) != tuple(old.shape[1:]):
+                return
+            rows = new.detach()[old.shape[0]:].to(torch.float32).cpu().contiguous()
+            self._index.add(rows)
+            self._appended.append(rows)  # the snapshot's later rows: no O(K·D) copy
+            self._source, self._source_key = weakref.ref(new), _source_key(new)
+
+    def _matches_snapshot(self, centroids: Tensor) -> bool:
+        """Whether ``centroids`` equal, by value, the rows the cached index holds."""
+        cached = self._snapshot
+        if cached is None:
+            return False
+        rows = cached.shape[0] + sum(part.shape[0] for part in self._appended)
+        if (rows, *cached.shape[1:]) != tuple(centroids.shape):
+            return False
+        values = centroids.detach().to(torch.float32)
+        start = 0
+        for part in (cached, *self._appended):
+            if not torch.equal(part, values[start:start + part.shape[0]]):
+                return False
+            start += part.shape[0]
+        return True
+
     def _index_for(self, centroids: Tensor):
         with self._lock:  # several threads may run the same model
             return self._cached_index(centroids)
 
     def _cached_index(self, centroids: Tensor):
-        try:
-            version = centroids._version
-        except RuntimeError:  # an inference tensor keeps no version counter: compared by value
-            version = None
-        key = (centroids.data_ptr(), version, tuple(centroids.shape), centroids.dtype)
+        key = _source_key(centroids)
+        version = key[1]
         if self._index is not None:
             if version is not None and self._source is not None and self._source() is centroids \
                     and self._source_key == key:
                 return self._index
-            cached = self._snapshot
-            if cached is not None and cached.shape == centroids.shape \
-                    and torch.equal(cached, centroids.detach().to(torch.float32)):
+            if self._matches_snapshot(centroids):
                 self._source, self._source_key = weakref.ref(centroids), key
                 return self._index
         snapshot = centroids.detach().to(torch.float32).clone().contiguous()
         from oltr.memory import CentroidIndex
 
         self._index = CentroidIndex(snapshot, backend="rust")
-        self._snapshot = snapshot
+        self._snapshot, self._appended = snapshot, []
         self._source, self._source_key = weakref.ref(centroids), key
         self.builds += 1
         return self._index
+
+
+def _source_key(centroids: Tensor) -> tuple:
+    """What identifies the state of a centroid tensor for the cache: data pointer, version
+    counter (None for an inference tensor, which keeps none: compared by value), shape, dtype."""
+    try:
+        version = centroids._version
+    except RuntimeError:
+        version = None
+    return (centroids.data_ptr(), version, tuple(centroids.shape), centroids.dtype)
