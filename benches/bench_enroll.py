@@ -1,0 +1,131 @@
+"""Enrolling one class vs rebuilding: the memory index and the whole OLTR head.
+
+Per K (classes; D = 512 as the ResNet features), on this CPU, one process:
+
+* ``index``: :class:`oltr.CentroidIndex` (``--backend``, default rust): ``add`` of one centroid,
+  ``add`` + the first search after it (which builds the delta's small backend), and ``remove``
+  of one id, against building the index from scratch on the K + 1 centroids;
+* ``model``: :meth:`oltr.OLTRModel.enroll` of one class from 10 direct features into a
+  meta-embedding head of K classes whose cached index is warm, and ``enroll`` + the first
+  batch after it (which rebuilds the normalised / transposed weight caches, O(K·D)), against
+  rebuilding the head's nearest-centroid index.
+
+Times are medians of ``--repeats`` runs (each on a fresh copy where the operation changes the
+state). Run: ``python3 benches/bench_enroll.py [--classes 1e4 1e5] [--repeats 5]``. Exits 1
+when ``index add`` is not >= 10x faster than the rebuild at the largest K.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+
+def _median(fn, repeats: int, setup=None) -> float:
+    times = []
+    for _ in range(repeats):
+        state = setup() if setup is not None else None
+        start = time.perf_counter()
+        fn(state)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_index(k: int, dim: int, backend: str, repeats: int) -> dict[str, float]:
+    from oltr.memory import CentroidIndex
+
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((k + 1, dim)).astype(np.float32)
+    x = rng.standard_normal((1, dim)).astype(np.float32)
+    base = CentroidIndex(c[:k], backend=backend)
+    base.search(x, 1)
+
+    def fresh():
+        # the same built part, its own edit state: a shallow copy shares the (read-only) backend
+        index = copy.copy(base)
+        index._edits = None
+        return index
+
+    return {
+        "rebuild": _median(lambda _: CentroidIndex(c, backend=backend), repeats),
+        "add": _median(lambda index: index.add(c[k:]), repeats, fresh),
+        "add+search": _median(lambda index: (index.add(c[k:]), index.search(x, 1)), repeats, fresh),
+        "remove": _median(lambda index: index.remove([k // 2]), repeats, fresh),
+        "search": _median(lambda _: base.search(x, 1), repeats),
+    }
+
+
+def bench_model(k: int, dim: int, repeats: int) -> dict[str, float]:
+    from oltr.memory import CentroidIndex
+    from oltr.model import OLTRModel
+    from oltr.nn import MetaEmbeddingClassifier
+    from oltr.nn.small_cnn import cnn8_feature
+
+    torch.manual_seed(0)
+    feat = cnn8_feature(use_attention=False, use_fc_add=True, feat_dim=dim)
+    model = OLTRModel(feat, MetaEmbeddingClassifier(dim, k)).eval()
+    with torch.no_grad():
+        model.set_memory(torch.randn(k, dim))
+        x = torch.randn(1, dim)
+        model.classifier(x, model.centroids)  # warm caches: index, unit weights, transposes
+    examples = torch.randn(10, dim)
+
+    def enroll(m):
+        m.enroll(examples)
+
+    def enroll_and_predict(m):
+        m.enroll(examples)
+        with torch.no_grad():
+            m.classifier(x, m.centroids)
+
+    def warm_copy():
+        m = copy.deepcopy(model)
+        with torch.no_grad():
+            m.classifier(x, m.centroids)
+        return m
+
+    snapshot = model.centroids.detach().clone()
+    return {
+        "rebuild index": _median(lambda _: CentroidIndex(snapshot, backend="auto"), repeats),
+        "enroll": _median(enroll, repeats, warm_copy),
+        "enroll+batch": _median(enroll_and_predict, repeats, warm_copy),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="enroll one class vs rebuild")
+    parser.add_argument("--classes", nargs="+", type=float, default=[1e4, 1e5])
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--backend", default="rust")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-model", action="store_true", help="index only")
+    args = parser.parse_args(argv)
+    from oltr._platform import cpu_info
+
+    print(f"CPU: {cpu_info().label}; torch threads {torch.get_num_threads()}; D = {args.dim}; "
+          f"backend {args.backend}; medians of {args.repeats}")
+    print(f"{'K':>8} {'what':<14} {'time ms':>10} {'rebuild / it':>13}")
+    ok = True
+    for kf in args.classes:
+        k = int(kf)
+        r = bench_index(k, args.dim, args.backend, args.repeats)
+        for name in ("add", "add+search", "remove", "search", "rebuild"):
+            print(f"{k:>8} {'index ' + name:<14} {1e3 * r[name]:>10.3f} {r['rebuild'] / r[name]:>12.0f}x")
+        if kf == max(args.classes):
+            ok = r["rebuild"] >= 10 * r["add+search"]
+        if not args.no_model:
+            m = bench_model(k, args.dim, max(3, args.repeats // 2))
+            for name in ("enroll", "enroll+batch", "rebuild index"):
+                print(f"{k:>8} {'model ' + name:<14} {1e3 * m[name]:>10.3f} {m['rebuild index'] / m[name]:>12.1f}x")
+    print("target (index add + first search >= 10x faster than a rebuild at the largest K):",
+          "met" if ok else "MISSED")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
