@@ -178,6 +178,7 @@ def enroll_command(checkpoint: str, images: list[str] | None, list_file: str | N
     elif list_file is not None:
         paths.extend(_listed_images(list_file, root))
     refuse_overwrite(output, [checkpoint, list_file, *paths], what="--output")
+    check_paths(paths)  # before the model is loaded
     predictor = Predictor.from_checkpoint(checkpoint, device)
     label = predictor.enroll(paths, name, imprint=imprint)
     predictor.save(output)
