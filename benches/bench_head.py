@@ -192,7 +192,8 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            f"official: a third as many), best of {meta['rounds']} interleaved rounds",
            f"- load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}", "",
            "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index, "
-           "normalised cosine weights, transposed centroids; at B = 1 transposed weights). `official` = the official forward "
+           "normalised cosine weights, transposed centroids; at B = 1 transposed weights). "
+           "`official` = the official forward "
            "(expand + norm + sort distance, "
            "cosine weights normalised per call; skipped where its B×K×D tensor would exceed "
            f"{meta['official_max_gb']:g} GB). `floor (3 mm)` = `torch.mm` of x with the three weight matrices "

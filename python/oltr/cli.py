@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -139,7 +140,8 @@ def format_metrics(report: dict[str, Any]) -> str:
              + (f" + {data['open_list']}" if data.get("open_list") else "")
              + f"  known {report['num_known']}  unknown {report['num_unknown']}"]
     closed = report["closed"]
-    lines.append("closed set   " + "  ".join(f"{k} {_fmt(closed[k])}" for k in ("top1", "macro_f1", "many", "medium", "few")))
+    closed_keys = ("top1", "macro_f1", "many", "medium", "few")
+    lines.append("closed set   " + "  ".join(f"{k} {_fmt(closed[k])}" for k in closed_keys))
     blocks = [("open @0.1   ", report["official"])]
     if "msp" in report["reject"]:
         blocks.append(("open @val   ", report["reject"]["msp"]))
@@ -156,12 +158,13 @@ def format_metrics(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _refuse_train_overwrite(config_arg: str, config: dict[str, Any]) -> None:
+def _refuse_train_overwrite(config_arg: str, config: Mapping[str, Any]) -> None:
     """The files a run writes into out_dir must not be its config, model.init or data lists."""
     from oltr.train.checkpoints import BEST_NAME, LAST_NAME
 
     data = config["data"]
-    inputs = [config_arg, config["model"]["init"]] + [data[k] for k in ("train_list", "val_list", "test_list", "open_list")]
+    lists = ("train_list", "val_list", "test_list", "open_list")
+    inputs = [config_arg, config["model"]["init"]] + [data[k] for k in lists]
     for name in (BEST_NAME, LAST_NAME, "log.jsonl", "config.yaml"):
         refuse_overwrite(Path(config["out_dir"]) / name, inputs, what="out_dir")
 
@@ -247,9 +250,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.output == "-":
             count = write_jsonl(records, sys.stdout)
         else:
-            records = list(records)  # fail before creating the file
+            collected = list(records)  # fail before creating the file
             with open(args.output, "w") as stream:
-                count = write_jsonl(iter(records), stream)
+                count = write_jsonl(iter(collected), stream)
     print(f"predicted {count} input(s)", file=sys.stderr)
     return 0
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 import numpy as np
 import torch
@@ -186,7 +186,7 @@ class Predictor:
             message, self._mismatch = self._mismatch, None
             warnings.warn(message, InputMismatchWarning, stacklevel=4)
 
-    def image_dataset(self, sources: Sequence[Any], names: Sequence[str]) -> Dataset:
+    def image_dataset(self, sources: Sequence[Any], names: Sequence[str]) -> ImageSources:
         """A dataset of images (paths, PIL images, uint8 ``(H, W[, C])`` arrays) through the
         model's evaluation transform; warns (once) on a size or channel mismatch."""
         from oltr.train.transforms import build_transform, image_mode
@@ -203,7 +203,7 @@ class Predictor:
 
     def run_dataset(self, dataset: Dataset) -> Outputs:
         """Outputs of a dataset of ``(image, label, ...)`` items, in order."""
-        if len(dataset) == 0:
+        if len(cast(Sized, dataset)) == 0:  # torch's Dataset declares no __len__; ours have one
             return Outputs.empty(self.model.num_classes, self.model.feat_dim, self.runner.has_reachability)
         outputs = self.runner.run(DataLoader(dataset, batch_size=self.batch_size, shuffle=False))
         self.warn_input_mismatch()
@@ -253,7 +253,8 @@ class Predictor:
             tensor = torch.from_numpy(np.ascontiguousarray(array))
         tensor = tensor.to(torch.float32)
         outputs = self._classify(tensor)
-        return self.decide(outputs, list(names) if names is not None else [f"features[{i}]" for i in range(len(outputs))])
+        labels = list(names) if names is not None else [f"features[{i}]" for i in range(len(outputs))]
+        return self.decide(outputs, labels)
 
     def predict(self, x: Any, names: Optional[Sequence[str]] = None) -> Prediction:
         """Predictions for ``x``:

@@ -44,6 +44,8 @@ class OLTRModel(nn.Module):
     official layout.
     """
 
+    centroids: Tensor  # the buffer registered in __init__ (nn.Module.__getattr__ is typed Tensor | Module)
+
     def __init__(self, feat_model: nn.Module, classifier: nn.Module, backbone_name: str = "custom") -> None:
         super().__init__()
         if isinstance(classifier, MetaEmbeddingClassifier):
@@ -79,14 +81,14 @@ class OLTRModel(nn.Module):
         ``reach_scale`` in the ``"oltr"`` stage, :data:`oltr.memory.index.REACHABILITY_SCALE`
         in the ``"plain"`` stage (whose reachability score uses the class means of its
         features). Every consumer (evaluation, prediction, thresholds) reads it here."""
-        if self.stage == "oltr":
+        if isinstance(self.classifier, MetaEmbeddingClassifier):  # the "oltr" stage
             return float(self.classifier.reach_scale)
         return REACHABILITY_SCALE
 
     def clear_caches(self) -> None:
         """Forget the classifier's inference caches (Rust index, normalised weights); needed
         only after writing weights or centroids in place through ``.data``."""
-        if self.stage == "oltr":
+        if isinstance(self.classifier, MetaEmbeddingClassifier):  # the "oltr" stage
             self.classifier.clear_caches()
 
     def forward(self, images: Tensor, centroids: Optional[Tensor] = None) -> tuple[Tensor, Extras]:
@@ -144,4 +146,5 @@ class OLTRModel(nn.Module):
         return frozen
 
     def extra_repr(self) -> str:
-        return f"stage={self.stage!r}, backbone={self.backbone_name!r}, num_classes={self.num_classes}, feat_dim={self.feat_dim}"
+        return (f"stage={self.stage!r}, backbone={self.backbone_name!r}, num_classes={self.num_classes}, "
+                f"feat_dim={self.feat_dim}")

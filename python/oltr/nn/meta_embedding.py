@@ -44,7 +44,8 @@ class MetaEmbeddingClassifier(nn.Module):
     depends on the weights and memory built once and kept until they change (the Rust index
     of the centroids, a transposed copy of the centroids for the memory read-out, the
     normalised cosine weights, and for single-row batches transposed copies of the
-    hallucinator and cosine weights) and the softmax folded into the memory read-out; training and autograd always run the formulas above as written. The extras
+    hallucinator and cosine weights) and the softmax folded into the memory read-out;
+    training and autograd always run the formulas above as written. The extras
     carry the batch's nearest distance and reachability, so no consumer searches again.
     """
 
@@ -106,7 +107,8 @@ class MetaEmbeddingClassifier(nn.Module):
     def forward(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Extras]:
         if x.dim() != 2 or x.shape[1] != self.feat_dim:
             raise ValueError(f"x must have shape (B, {self.feat_dim}), got {tuple(x.shape)}")
-        if not isinstance(centroids, Tensor) or centroids.dim() != 2 or tuple(centroids.shape) != (self.num_classes, self.feat_dim):
+        if (not isinstance(centroids, Tensor) or centroids.dim() != 2
+                or tuple(centroids.shape) != (self.num_classes, self.feat_dim)):
             shape = tuple(centroids.shape) if isinstance(centroids, Tensor) else type(centroids).__name__
             raise ValueError(f"centroids must have shape ({self.num_classes}, {self.feat_dim}), got {shape}")
         if centroids.device != x.device:

@@ -23,6 +23,7 @@ epoch), ``log.jsonl`` (one JSON object per epoch), ``config.yaml``.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -56,9 +57,9 @@ from oltr.train.checkpoints import (
     remove_stale_temps,
     save_checkpoint,
 )
-from oltr.train.config import ConfigError, apply_overrides, as_config
+from oltr.train.config import Config, ConfigError, apply_overrides, as_config
 from oltr.train.config._checks import CLASSIFIER_STAGES
-from oltr.train.data import DataBundle, build_data, eval_loader, steps_per_epoch, train_loader
+from oltr.train.data import DataBundle, EpochSampler, build_data, eval_loader, steps_per_epoch, train_loader
 from oltr.train.ddp import wrap_model
 from oltr.train.gather import gather_outputs, run_shard
 from oltr.train.memory_init import global_class_means
@@ -102,7 +103,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: dict[str, Any], num_classes: Optional[int] = None) -> OLTRModel:
+def build_model(config: Mapping[str, Any], num_classes: Optional[int] = None) -> OLTRModel:
     """The :class:`oltr.OLTRModel` of ``config`` (fresh weights; no stage-1 loading).
 
     Stages ``plain`` and ``crt`` build the plain model (dot-product ``fc``), ``oltr`` the
@@ -139,7 +140,7 @@ def _read_weights(path: str) -> Any:
             raise CheckpointError(f"model.init: checkpoint not found: {path!r}") from None
 
 
-def _init_weights(model: OLTRModel, config: dict[str, Any]) -> Optional[str]:
+def _init_weights(model: OLTRModel, config: Mapping[str, Any]) -> Optional[str]:
     """Load ``model.init``: stage 2 → official ``utils.init_weights`` from stage 1 (backbone
     keys present + ``fc_hallucinator`` ← ``fc``); stage 1 → backbone keys only (pretrained)."""
     path = config["model"]["init"]
@@ -160,7 +161,7 @@ def _init_weights(model: OLTRModel, config: dict[str, Any]) -> Optional[str]:
 
 
 def build_optimizers(
-    config: dict[str, Any], model: OLTRModel, criterion: Optional[DiscCentroidsLoss]
+    config: Mapping[str, Any], model: OLTRModel, criterion: Optional[DiscCentroidsLoss]
 ) -> tuple[torch.optim.Optimizer, Any, Optional[torch.optim.Optimizer], Any]:
     """``(model_optimizer, model_scheduler, criterion_optimizer, criterion_scheduler)``.
 
@@ -193,14 +194,14 @@ def build_optimizers(
     return model_opt, model_sched, crit_opt, crit_sched
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+def _comparable(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in _RESUMABLE_CHANGES}
 
 
 class _Run:
     """State of one training stage (model, criterion, optimisers, best record)."""
 
-    def __init__(self, config: dict[str, Any], device: torch.device) -> None:
+    def __init__(self, config: Config, device: torch.device) -> None:
         self.config = config
         self.device = device
         self.out_dir = Path(config["out_dir"])
@@ -257,7 +258,7 @@ class _Run:
         self.model.load_state_dict(state["model"])
         self.model_opt.load_state_dict(state["model_optimizer"])
         self.model_sched.load_state_dict(state["model_scheduler"])
-        if self.criterion is not None:
+        if self.criterion is not None and self.crit_opt is not None:  # built together (build_optimizers)
             self.criterion.load_state_dict(state["criterion"])
             self.crit_opt.load_state_dict(state["criterion_optimizer"])
             self.crit_sched.load_state_dict(state["criterion_scheduler"])
@@ -272,7 +273,9 @@ class _Run:
     def train_epoch(self) -> EpochProgress:
         cfg = self.config
         steps = self.steps_per_epoch()
-        self.loader.sampler.set_epoch(self.epoch)
+        sampler = self.loader.sampler
+        assert isinstance(sampler, EpochSampler), "train_loader builds only samplers with set_epoch"
+        sampler.set_epoch(self.epoch)
         dist_seam.reseed_for_epoch(int(cfg["seed"]), self.epoch)  # per-rank augmentation draws (DDP only)
         self.model.train()
         if self.classifier_only:
@@ -384,7 +387,7 @@ class _Run:
             "rng": capture_rng_state(),
             "best": self.best,
         }
-        if self.criterion is not None:
+        if self.criterion is not None and self.crit_opt is not None:  # built together (build_optimizers)
             state.update(criterion=self.criterion.state_dict(),
                          criterion_optimizer=self.crit_opt.state_dict(),
                          criterion_scheduler=self.crit_sched.state_dict())
@@ -402,7 +405,7 @@ class _Run:
         self.write_best(val, feature_means)
 
 
-def train(config: dict[str, Any], resume: bool = False, device: Optional[str] = None) -> TrainResult:
+def train(config: Mapping[str, Any], resume: bool = False, device: Optional[str] = None) -> TrainResult:
     """Train one stage as ``config`` says; see the module docstring.
 
     Args:
