@@ -139,6 +139,10 @@ def test_cli_enroll_then_predict_knows_the_class(runs, tmp_path, capsys):
     empty.write_text("\n# nothing\n")
     assert main(["enroll", str(ckpt), "--list", str(empty), "--name", "x", "-o", str(tmp_path / "e.pt")]) == 1
     assert "no examples given" in capsys.readouterr().err
+    # a missing image is reported before the checkpoint is even read
+    assert main(["enroll", str(tmp_path / "no.pt"), "--images", str(tmp_path / "no.png"), "--name", "x",
+                 "-o", str(tmp_path / "e.pt")]) == 1
+    assert "input not found" in capsys.readouterr().err
     assert main(["enroll", str(ckpt), "--images", str(pngs[0]), "-o", str(tmp_path / "e.pt")]) == 2
     assert not (tmp_path / "e.pt").exists()
     assert load_model_checkpoint(ckpt)["centroids"].shape[0] == 6  # the input is untouched
