@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(the full one: python3 benches/bench_memory.py)",
                    add_help=False)
 
-    p = sub.add_parser("demo", help="plain vs OLTR on the embedded Fashion-MNIST-LT, several seeds")
+    p = sub.add_parser("demo", help="the main job: OLTR against the simple long-tail and open-set baselines on the "
+                       "embedded Fashion-MNIST-LT (oltr compare compare_fashion_lt), several seeds")
     p.add_argument("--out", default="demo_out", metavar="DIR")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="a few epochs only (smoke test)")
