@@ -51,3 +51,14 @@ def test_every_field_and_section_has_a_meaning():
             if is_section_type(field_types(cls)[f.name]):
                 walk(field_types(cls)[f.name])
     walk(Config)
+
+
+def test_the_readme_shows_the_same_reference():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("config_reference", _ROOT / "scripts" / "config_reference.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = (_ROOT / "README.md").read_text(encoding="utf-8")
+    assert script.with_readme_block(readme, markdown()) == readme, \
+        "README's config reference is stale: run python3 scripts/config_reference.py"
