@@ -1,7 +1,7 @@
 """The ``(weight (K, D), bias (K,))`` of a linear classifier head, for ViM and ReAct."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -9,7 +9,7 @@ from torch import nn
 
 from oltr.scores._tensor import real_input
 
-__all__ = ["linear_head"]
+__all__ = ["LinearHeadDetector", "linear_head"]
 
 
 def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -49,3 +49,23 @@ def linear_head(head: Any) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(w).all() and np.isfinite(b).all()):
         raise ValueError("head weight or bias contains NaN or infinite values")
     return w, b
+
+
+class LinearHeadDetector:
+    """Mixin of the detectors that read a linear head (ViM, ReAct): ``self.head`` is
+    ``(weight (K, D), bias (K,))`` given at construction or taken from ``model`` at ``fit``."""
+
+    head: Optional[tuple[np.ndarray, np.ndarray]] = None
+
+    def _take_head(self, model: Optional[nn.Module], usage: str) -> None:
+        if self.head is None:
+            if model is None:
+                raise ValueError(f"{type(self).__name__} needs the linear head: {usage} or fit(..., model=model)")
+            self.head = linear_head(model)
+
+    def _checked_head(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        assert self.head is not None, "fit sets the head first"
+        weight, bias = self.head
+        if weight.shape[1] != features.shape[1]:
+            raise ValueError(f"head weight has D = {weight.shape[1]} but features have D = {features.shape[1]}")
+        return weight, bias

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from oltr.scores._feature_base import FeatureDetector
-from oltr.scores._linear_head import linear_head
+from oltr.scores._linear_head import LinearHeadDetector, linear_head
 from oltr.scores.vim import _logsumexp
 
 __all__ = ["ReAct"]
 
 
-class ReAct(FeatureDetector):
+class ReAct(LinearHeadDetector, FeatureDetector):
     """``ReAct(percentile=90, head=None)``: ``percentile`` in (0, 100]; ``head`` as for
     :class:`oltr.scores.ViM`. ``fit(features (N, D))``; ``predict(features (M, D)) -> (M,)``."""
 
@@ -32,16 +32,11 @@ class ReAct(FeatureDetector):
         self.clip: Optional[float] = None
 
     def fit(self, features: Any, labels: Any = None, *, model: Optional[torch.nn.Module] = None) -> "ReAct":
-        if self.head is None:
-            if model is None:
-                raise ValueError("ReAct needs the linear head: ReAct(head=(weight, bias)) or fit(..., model=model)")
-            self.head = linear_head(model)
+        self._take_head(model, "ReAct(head=(weight, bias))")
         return super().fit(features, labels, model=model)  # type: ignore[return-value]
 
     def _fit(self, features: np.ndarray, labels: Optional[np.ndarray]) -> None:
-        assert self.head is not None
-        if self.head[0].shape[1] != features.shape[1]:
-            raise ValueError(f"head weight has D = {self.head[0].shape[1]} but features have D = {features.shape[1]}")
+        self._checked_head(features)
         self.clip = float(np.percentile(features, self.percentile))
 
     def _score(self, features: np.ndarray) -> np.ndarray:

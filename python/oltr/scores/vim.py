@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from oltr.scores._feature_base import FeatureDetector
-from oltr.scores._linear_head import linear_head
+from oltr.scores._linear_head import LinearHeadDetector, linear_head
 
 __all__ = ["ViM"]
 
@@ -27,7 +27,7 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
     return (top + np.log(np.exp(z - top).sum(axis=1, keepdims=True)))[:, 0]
 
 
-class ViM(FeatureDetector):
+class ViM(LinearHeadDetector, FeatureDetector):
     """``ViM(dim, head=None)``: ``dim`` (1 ≤ dim < D) principal dimensions kept; ``head``: the
     linear classifier, ``(weight (K, D), bias (K,))`` or an ``nn.Linear`` (or, when fitting with
     ``model=``, taken from ``model.classifier.fc``). ``fit(features (N, D))`` on training
@@ -43,17 +43,11 @@ class ViM(FeatureDetector):
         self.alpha: Optional[float] = None
 
     def fit(self, features: Any, labels: Any = None, *, model: Optional[torch.nn.Module] = None) -> "ViM":
-        if self.head is None:
-            if model is None:
-                raise ValueError("ViM needs the linear head: ViM(dim, head=(weight, bias)) or fit(..., model=model)")
-            self.head = linear_head(model)
+        self._take_head(model, "ViM(dim, head=(weight, bias))")
         return super().fit(features, labels, model=model)  # type: ignore[return-value]
 
     def _fit(self, features: np.ndarray, labels: Optional[np.ndarray]) -> None:
-        assert self.head is not None
-        weight, bias = self.head
-        if weight.shape[1] != features.shape[1]:
-            raise ValueError(f"head weight has D = {weight.shape[1]} but features have D = {features.shape[1]}")
+        weight, bias = self._checked_head(features)
         if self.dim >= features.shape[1]:
             raise ValueError(f"dim = {self.dim} must be < D = {features.shape[1]} "
                              "(nothing would be left for the residual)")
