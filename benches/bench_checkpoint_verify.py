@@ -12,23 +12,13 @@ Run: ``python3 benches/bench_checkpoint_verify.py [--mb 100] [--tensors 1 200] [
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from _timing import median_seconds  # benches/ helper (the script's folder is on sys.path)
 from oltr.checkpoint import load_verified, verify_archive
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -44,9 +34,9 @@ def main() -> None:
         for count in args.tensors:
             torch.save({f"w{i}": torch.randn(numel // count) for i in range(count)}, path)
             size = path.stat().st_size / 1e6
-            verify = _median_seconds(lambda: verify_archive(path), args.repeats)
-            plain = _median_seconds(lambda: torch.load(path, map_location="cpu", weights_only=True), args.repeats)
-            both = _median_seconds(lambda: load_verified(path), args.repeats)
+            verify = median_seconds(lambda: verify_archive(path), args.repeats)
+            plain = median_seconds(lambda: torch.load(path, map_location="cpu", weights_only=True), args.repeats)
+            both = median_seconds(lambda: load_verified(path), args.repeats)
             print(f"{size:6.0f} {count:8d} {verify:9.3f} {plain:13.3f} {both:16.3f}")
 
 

@@ -30,18 +30,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle OpenMP threads sleep
 
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import median_seconds  # benches/ helper (the script's folder is on sys.path)
 from bench_train_step import _OfficialMetaEmbedding  # noqa: E402  (the official forward, one copy)
 from oltr.nn import MetaEmbeddingClassifier  # noqa: E402
 
@@ -88,14 +87,6 @@ def _fmt_time(seconds: Optional[float]) -> str:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
 
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def build(batch: int, num_classes: int, dim: int, official_max_gb: float, seed: int = 0) -> dict:
@@ -151,7 +142,7 @@ def measure(batch: int, num_classes: int, dim: int, repeats: int, rounds: int, o
                     continue
                 # the official head is 10-1000x slower: fewer calls keep the run short
                 n = max(3, repeats // 3) if name == "official" else repeats
-                t = _median_time(fn, n)
+                t = median_seconds(fn, n)
                 best[name] = t if best[name] is None else min(best[name], t)
     return best
 

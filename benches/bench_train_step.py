@@ -18,12 +18,11 @@ ratio oltr / official (target <= 1.0); exits 1 when the ratio exceeds 1.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch import nn
 
+from _timing import median_seconds  # benches/ helper (the script's folder is on sys.path)
 from oltr.nn import DiscCentroidsLoss, MetaEmbeddingClassifier
 
 
@@ -133,14 +132,6 @@ def _build(side, batch, dim, num_classes, seed):
     return step
 
 
-def _median_time(step, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -163,7 +154,7 @@ def main(argv=None) -> int:
         timing = {side: [] for side in steps}
         for _ in range(2):  # interleave the two sides against drift on a shared machine
             for side, step in steps.items():
-                timing[side].append(_median_time(step, args.repeats))
+                timing[side].append(median_seconds(step, args.repeats))
         official, ours = min(timing["official"]), min(timing["oltr"])
         worst = max(worst, ours / official)
         print(f"{batch:>5} {official * 1e3:>14.2f} {ours * 1e3:>10.2f} {ours / official:>13.3f}x")
