@@ -79,10 +79,18 @@ impl PyCentroidIndex {
         self.inner.dim()
     }
 
-    /// The engine (candidate pass) in use, one of available_kernels().
+    /// The engine (candidate pass) of searches with small k (k = 1, reachability), one of
+    /// available_kernels(); kernel_for(k) names the one a search for k runs.
     #[getter]
     fn kernel(&self) -> &'static str {
         self.inner.engine().name()
+    }
+
+    /// The engine a search for the k nearest runs (1 <= k <= K): `kernel`, except for an
+    /// "auto" index over "avx512-vnni-i8" at large k (see rust/README.md).
+    fn kernel_for(&self, k: i64) -> PyResult<&'static str> {
+        let k = self.inner.check_k(k)?;
+        Ok(self.inner.engine_for(k).name())
     }
 
     /// Bytes of packed centroid data a one-query search streams (the engine's panels,

@@ -84,6 +84,8 @@ struct Job {
     qblocks: Vec<(usize, usize)>,
     /// Ranges of 16-centroid panels.
     ranges: Vec<(usize, usize)>,
+    /// The engine's packed centroids of this call (`IndexData::pass_for(k)`).
+    large_k: bool,
     /// The bf16 or int8 packing of each query block (made by the caller before any task
     /// runs: a lazily shared packing would make every task wait for a possibly descheduled
     /// packer).
@@ -107,7 +109,12 @@ impl Job {
             .map(|row| QueryState::new(row, self.k, self.x_norms_sq[row]))
             .collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
-        match (self.pass, &index.packed, &self.packs[q]) {
+        let packed = if self.large_k {
+            index.pass_for(usize::MAX).1
+        } else {
+            &index.packed
+        };
+        match (self.pass, packed, &self.packs[q]) {
             (Pass::Exact, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
             (_, Packed::Bf16(packed), QueryPack::Bf16(pack)) => {
                 bf16::scan(packed, pack, &data, &mut states, p0, p1)
@@ -154,7 +161,9 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     let panels = index.num.div_ceil(LANES);
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
-    let bytes_per_value = match (&index.packed, pass) {
+    let (engine, packed) = index.pass_for(k);
+    let large_k = engine != index.engine;
+    let bytes_per_value = match (packed, pass) {
         (Packed::I8(_), Pass::Packed) => 1,
         (Packed::Bf16(_), Pass::Packed) => 2,
         _ => 4,
@@ -187,7 +196,7 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     };
     let packs = qblocks
         .iter()
-        .map(|&(q0, q1)| match (pass, &index.packed) {
+        .map(|&(q0, q1)| match (pass, packed) {
             (Pass::Packed, Packed::Bf16(packed)) => QueryPack::Bf16(bf16::pack_queries(
                 packed,
                 &data,
@@ -213,6 +222,7 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         x_norms_sq,
         pass,
         k,
+        large_k,
         packs,
         qblocks,
         ranges,
