@@ -29,6 +29,7 @@ pub struct ExactData<'a> {
 }
 
 /// One query during a scan over a range of centroids.
+#[derive(Clone)]
 pub struct QueryState {
     /// Row of the query in `ExactData::x`.
     pub row: usize,
@@ -188,6 +189,30 @@ impl QueryState {
             self.t_exact = threshold(self.best.kth().map(|h| h.d2), self.x_norm_sq, self.margin);
             self.t = self.t_scores.min(self.t_exact);
         }
+    }
+
+    /// Ends the scan of one centroid range of several: the candidates (buffer tightened to
+    /// `kth(v) + 2E`, and any exact hits), to be merged with the other ranges' by
+    /// [`QueryState::merge`] and resolved once by [`QueryState::finish`], so a query
+    /// evaluates about k + (its window) distances in all rather than that many per range.
+    pub fn into_candidates(mut self) -> Self {
+        self.tighten_from_scores();
+        self
+    }
+
+    /// Adds the candidates and exact hits of the same query over another centroid range (any
+    /// set's `kth(v) + 2E` bounds the true top-k's scores, so each range's threshold holds for
+    /// the union).
+    pub fn merge(&mut self, other: &QueryState) {
+        debug_assert_eq!((self.row, self.k), (other.row, other.k));
+        self.pending.extend_from_slice(&other.pending);
+        self.best.merge(other.best.clone());
+        self.margin = self.margin.max(other.margin);
+        self.t_scores = self.t_scores.min(other.t_scores);
+        if self.best.is_full() {
+            self.t_exact = threshold(self.best.kth().map(|h| h.d2), self.x_norm_sq, self.margin);
+        }
+        self.t = self.t_scores.min(self.t_exact);
     }
 
     /// Ends the scan: the exact top-k of the candidates.

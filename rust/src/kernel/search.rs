@@ -94,8 +94,9 @@ struct Job {
 
 impl Job {
     /// Task `t` = (query block `t / ranges`, centroid range `t % ranges`): the exact top-k of
-    /// each query of the block over the range.
-    fn run(&self, t: usize) -> Vec<TopK> {
+    /// each query of the block when the call has one range, else their candidates over the
+    /// range (resolved by [`Job::resolve`] once the ranges are done).
+    fn run(&self, t: usize) -> Scanned {
         let index = &*self.index;
         let (q, r) = (t / self.ranges.len(), t % self.ranges.len());
         let (q0, q1) = self.qblocks[q];
@@ -141,8 +142,44 @@ impl Job {
                 j1,
             ),
         }
+        if self.ranges.len() == 1 {
+            Scanned::Done(states.into_iter().map(|s| s.finish(&data)).collect())
+        } else {
+            Scanned::Candidates(
+                states
+                    .into_iter()
+                    .map(QueryState::into_candidates)
+                    .collect(),
+            )
+        }
+    }
+
+    /// The exact top-k of each query of block `q` from its ranges' candidates `parts`.
+    fn resolve(&self, parts: &[Scanned]) -> Vec<TopK> {
+        let data = ExactData {
+            x: &self.x,
+            centroids: &self.index.rows,
+            dim: self.index.dim,
+        };
+        let mut states = match &parts[0] {
+            Scanned::Candidates(states) => states.clone(),
+            Scanned::Done(_) => unreachable!("a call of several ranges returns candidates"),
+        };
+        for part in &parts[1..] {
+            if let Scanned::Candidates(more) = part {
+                for (s, m) in states.iter_mut().zip(more) {
+                    s.merge(m);
+                }
+            }
+        }
         states.into_iter().map(|s| s.finish(&data)).collect()
     }
+}
+
+/// What a scan task returns (see [`Job::run`]).
+enum Scanned {
+    Done(Vec<TopK>),
+    Candidates(Vec<QueryState>),
 }
 
 /// Sorted top-k hits of each of the `b` rows of `x` (row-major `(b, dim)`, finite).
@@ -227,21 +264,26 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         qblocks,
         ranges,
     });
-    let tasks = job.qblocks.len() * num_ranges;
-    let results = run_tasks(tasks, parallel, move |t| job.run(t));
-
-    // Merge the ranges of each query block (tasks are ordered query block, then range).
-    let mut out = Vec::with_capacity(b);
-    let mut parts = results.into_iter();
-    while let Some(mut merged) = parts.next() {
-        for part in parts.by_ref().take(num_ranges - 1) {
-            for (m, p) in merged.iter_mut().zip(part) {
-                m.merge(p);
-            }
-        }
-        out.extend(merged.into_iter().map(TopK::into_sorted));
-    }
-    out
+    let blocks = job.qblocks.len();
+    let scan_job = Arc::clone(&job);
+    let results = run_tasks(blocks * num_ranges, parallel, move |t| scan_job.run(t));
+    let tops: Vec<Vec<TopK>> = if num_ranges == 1 {
+        results
+            .into_iter()
+            .map(|r| match r {
+                Scanned::Done(tops) => tops,
+                Scanned::Candidates(_) => unreachable!("a call of one range finishes its queries"),
+            })
+            .collect()
+    } else {
+        // Second pass: each query block merges its ranges' candidates (tasks are ordered
+        // query block, then range) and resolves them once.
+        let results = Arc::new(results);
+        run_tasks(blocks, parallel, move |q| {
+            job.resolve(&results[q * num_ranges..(q + 1) * num_ranges])
+        })
+    };
+    tops.into_iter().flatten().map(TopK::into_sorted).collect()
 }
 
 /// `[start, end)` query blocks of `block` rows covering `b`.

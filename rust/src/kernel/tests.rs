@@ -466,3 +466,33 @@ fn large_k_from_grows_as_the_square_root_of_the_centroid_count() {
     assert_eq!(large_k_from(100_000), 64);
     assert_eq!(large_k_from(1_000_000), 200);
 }
+
+#[test]
+fn ranges_merge_candidates_and_early_exact_hits_before_one_resolve() {
+    // 3 threads, 30 queries over 42 000 centroids: 3 query blocks × 4 centroid ranges, each
+    // range scanned for candidates and resolved once per query after the merge. 40 000
+    // copies of one centroid overflow each range's buffer (resolved early, so the merge also
+    // combines exact hits) for the query equal to it.
+    let mut rng = Rng(43);
+    let d = 16;
+    let one = rng.matrix(1, d, 1.0);
+    let others = rng.matrix(2000, d, 1.0);
+    let copies = Array2::from_shape_fn((40_000, d), |(_, l)| one[[0, l]]);
+    let c = ndarray::concatenate![ndarray::Axis(0), others, copies];
+    let x = ndarray::concatenate![ndarray::Axis(0), one, rng.matrix(29, d, 1.0)];
+    let _serial = pool::TEST_THREADS_LOCK.lock();
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        for k in [1usize, 7, 300, 2500] {
+            pool::set_num_threads(3).unwrap();
+            let par = index.search(x.view(), k as i64).unwrap();
+            check_batch(&index, x.view(), c.view(), k);
+            pool::set_num_threads(1).unwrap();
+            assert_eq!(
+                par,
+                index.search(x.view(), k as i64).unwrap(),
+                "{e:?} k={k}"
+            );
+        }
+    }
+}
