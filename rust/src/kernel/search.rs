@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::bf16::{self, LANES};
-use super::candidates::{ExactData, QueryState};
+use super::candidates::{finish_block, ExactData, QueryState};
 use super::distance::squared_norm_f64;
 use super::executor::run_tasks;
 use super::index::{IndexData, Packed};
@@ -143,7 +143,7 @@ impl Job {
             ),
         }
         if self.ranges.len() == 1 {
-            Scanned::Done(states.into_iter().map(|s| s.finish(&data)).collect())
+            Scanned::Done(finish_block(states, &data))
         } else {
             Scanned::Candidates(
                 states
@@ -172,7 +172,7 @@ impl Job {
                 }
             }
         }
-        states.into_iter().map(|s| s.finish(&data)).collect()
+        finish_block(states, &data)
     }
 }
 
