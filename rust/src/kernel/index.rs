@@ -33,15 +33,15 @@ pub(crate) struct IndexData {
     pub(crate) engine: Engine,
     pub(crate) packed: Packed,
     /// `auto` over an engine with a wide margin (int8): the engine, and its packing, that
-    /// serves calls with `k >= large_k_from` (see [`Engine::auto_large_k`]).
-    pub(crate) large_k: Option<(Engine, Packed, usize)>,
+    /// serves calls of B queries with `k >= large_k_from(K, B)` (see [`Engine::auto_large_k`]).
+    pub(crate) large_k: Option<(Engine, Packed)>,
 }
 
 impl IndexData {
-    /// The engine and packed centroids that serve a call for the k nearest.
-    pub(crate) fn pass_for(&self, k: usize) -> (Engine, &Packed) {
+    /// The engine and packed centroids that serve a call of `b` queries for the k nearest.
+    pub(crate) fn pass_for(&self, k: usize, b: usize) -> (Engine, &Packed) {
         match &self.large_k {
-            Some((engine, packed, from)) if k >= *from => (*engine, packed),
+            Some((engine, packed)) if k >= large_k_from(self.num, b) => (*engine, packed),
             _ => (self.engine, &self.packed),
         }
     }
@@ -57,11 +57,16 @@ pub(crate) enum Packed {
 }
 
 /// The smallest k at which an `auto` index over the int8 engine runs its large-k engine, for
-/// `num` centroids: `k >= √K / 5` (`25·k² >= K`; K = 1e3: 7, 1e4: 20, 1e5: 64). Measured on a
-/// 2-core Zen 4, D = 512 (`rust/README.md`): the int8 margin, ~6× the bf16 one, costs extra
-/// exact distances in proportion to k, while its faster scan saves in proportion to K.
-pub(crate) fn large_k_from(num: usize) -> usize {
-    ((num as f64).sqrt() / 5.0).ceil().max(2.0) as usize
+/// `num` centroids and a call of `b` queries: `max(⌈√K / 5⌉, ⌈K / (100·B²)⌉)` (B >= 4:
+/// K = 1e3: 7, 1e4: 20, 1e5: 64; one query: K = 1e4: 100, 1e5: 1000). Measured on a 2-core
+/// Zen 4, D = 512 (`rust/README.md`): the int8 margin, ~6× the bf16 one, costs extra exact
+/// distances in proportion to k, while its faster scan (half the bytes) saves in proportion
+/// to K per query, most of the call for a few queries (bound by reading the panels).
+pub(crate) fn large_k_from(num: usize, b: usize) -> usize {
+    let by_k = ((num as f64).sqrt() / 5.0).ceil();
+    let b = b.max(1) as f64;
+    let by_b = (num as f64 / (100.0 * b * b)).ceil();
+    by_k.max(by_b).max(2.0) as usize
 }
 
 /// `rows` `(num, dim)` packed for `engine`'s candidate pass (`norms_sq`: exact `‖c_j‖²`).
@@ -107,9 +112,8 @@ impl CentroidIndex {
         let mut index = Self::with_engine(centroids, Engine::auto(dim))?;
         if let Some(large) = Engine::auto_large_k(index.engine(), dim) {
             let data = Arc::get_mut(&mut index.data).expect("a new index is not shared");
-            let from = large_k_from(data.num);
             let packed = pack(large, &data.rows, data.num, dim, &data.norms_sq);
-            data.large_k = Some((large, packed, from));
+            data.large_k = Some((large, packed));
         }
         Ok(index)
     }
@@ -186,10 +190,11 @@ impl CentroidIndex {
         self.data.engine
     }
 
-    /// The candidate pass a call for the `k` nearest runs: [`CentroidIndex::engine`], except
-    /// for an `auto` index over the int8 engine at `k >= large_k_from(K)`.
-    pub fn engine_for(&self, k: usize) -> Engine {
-        self.data.pass_for(k).0
+    /// The candidate pass a call of `b` queries for the `k` nearest runs:
+    /// [`CentroidIndex::engine`], except for an `auto` index over the int8 engine at
+    /// `k >= large_k_from(K, b)`.
+    pub fn engine_for(&self, k: usize, b: usize) -> Engine {
+        self.data.pass_for(k, b).0
     }
 
     /// Bytes of packed centroid data a search of one query with k = 1 streams (its candidate

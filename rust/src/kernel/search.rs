@@ -84,7 +84,7 @@ struct Job {
     qblocks: Vec<(usize, usize)>,
     /// Ranges of 16-centroid panels.
     ranges: Vec<(usize, usize)>,
-    /// The engine's packed centroids of this call (`IndexData::pass_for(k)`).
+    /// The packed centroids of this call are the large-k engine's (`IndexData::pass_for`).
     large_k: bool,
     /// The bf16 or int8 packing of each query block (made by the caller before any task
     /// runs: a lazily shared packing would make every task wait for a possibly descheduled
@@ -111,7 +111,7 @@ impl Job {
             .collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
         let packed = if self.large_k {
-            index.pass_for(usize::MAX).1
+            index.pass_for(usize::MAX, 1).1
         } else {
             &index.packed
         };
@@ -198,7 +198,7 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     let panels = index.num.div_ceil(LANES);
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
-    let (engine, packed) = index.pass_for(k);
+    let (engine, packed) = index.pass_for(k, b);
     let large_k = engine != index.engine;
     let bytes_per_value = match (packed, pass) {
         (Packed::I8(_), Pass::Packed) => 1,
