@@ -134,6 +134,34 @@ def test_auto_runs_an_available_engine():
     assert CentroidIndex(c, kernel="portable-f32").backend == "rust"
 
 
+@pytest.mark.parametrize("k", [1, 10, 100, 1000])
+def test_auto_is_exact_at_every_k_and_names_the_engine_that_serves_it(k):
+    """An ``auto`` index over the int8 engine runs the next engine of the ranking for
+    k >= max(ceil(sqrt(K) / 5), ceil(K / (100 B^2))) (K = 2500: k >= 10 for B >= 4, k >= 25 for
+    one query); ``kernel`` stays the small-k engine."""
+    import oltr._core as core
+
+    rng = np.random.default_rng(k + 5)
+    c = rng.standard_normal((2500, 96)).astype(np.float32)
+    x = (c[rng.integers(0, 2500, size=40)] + 0.3 * rng.standard_normal((40, 96))).astype(np.float32)
+    index = core.CentroidIndex(c, kernel="auto")
+    assert index.kernel == KERNELS[0] == index.kernel_for(1, 40) == index.kernel_for(9, 40)
+    large = [e for e in KERNELS if e not in (KERNELS[0], "portable-f32")]
+    want = large[0] if KERNELS[0] == "avx512-vnni-i8" and large else KERNELS[0]
+    assert index.kernel_for(k, 40) == (KERNELS[0] if k < 10 else want)
+    assert index.kernel_for(k, 1) == (KERNELS[0] if k < 25 else want)
+    for rows in (40, 1):
+        dist, idx = index.search(x[:rows], k)
+        assert_matches_oracle(dist, idx, x[:rows], c, k)
+    for bad in (0, 2501):
+        with pytest.raises(ValueError, match="k"):
+            index.kernel_for(bad, 1)
+    with pytest.raises(ValueError, match="batch must be >= 1, got 0"):
+        index.kernel_for(1, 0)
+    forced = core.CentroidIndex(c, kernel=KERNELS[-1])
+    assert forced.kernel_for(k, 1) == forced.kernel_for(k, 40) == KERNELS[-1]
+
+
 def test_unknown_engine_raises_naming_the_choices():
     c = np.eye(4, dtype=np.float32)
     with pytest.raises(ValueError, match="kernel must be one of .*'auto'.*'portable-f32'.*got \"avx9\""):

@@ -42,7 +42,13 @@ class CentroidIndex:
         """D, the feature dimension."""
     @property
     def kernel(self) -> str:
-        """The engine (candidate pass) in use, one of :func:`available_kernels`."""
+        """The engine (candidate pass) of searches with small k (k = 1, reachability), one of
+        :func:`available_kernels`; :meth:`kernel_for` names the one a search for k runs."""
+    def kernel_for(self, k: int, batch: int) -> str:
+        """The engine a search of ``batch`` queries for the k nearest runs (1 <= k <= K,
+        batch >= 1, else ValueError): ``kernel``, except for a ``kernel="auto"`` index over
+        ``"avx512-vnni-i8"``, which also packs the next engine of :func:`available_kernels` and
+        runs it for k >= max(ceil(sqrt(K) / 5), ceil(K / (100 batch^2)))."""
     @property
     def packed_nbytes(self) -> int:
         """Bytes of packed centroid data a one-query search streams (the engine's panels,

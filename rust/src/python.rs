@@ -79,10 +79,23 @@ impl PyCentroidIndex {
         self.inner.dim()
     }
 
-    /// The engine (candidate pass) in use, one of available_kernels().
+    /// The engine (candidate pass) of searches with small k (k = 1, reachability), one of
+    /// available_kernels(); kernel_for(k) names the one a search for k runs.
     #[getter]
     fn kernel(&self) -> &'static str {
         self.inner.engine().name()
+    }
+
+    /// The engine a search of `batch` queries for the k nearest runs (1 <= k <= K,
+    /// batch >= 1): `kernel`, except for an "auto" index over "avx512-vnni-i8" at large k
+    /// (see rust/README.md).
+    fn kernel_for(&self, k: i64, batch: i64) -> PyResult<&'static str> {
+        let k = self.inner.check_k(k)?;
+        let b = usize::try_from(batch)
+            .ok()
+            .filter(|&b| b >= 1)
+            .ok_or_else(|| PyValueError::new_err(format!("batch must be >= 1, got {batch}")))?;
+        Ok(self.inner.engine_for(k, b).name())
     }
 
     /// Bytes of packed centroid data a one-query search streams (the engine's panels,

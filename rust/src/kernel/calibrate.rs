@@ -9,8 +9,9 @@
 //! beats all of them by more than [`MARGIN`] (timing noise on a busy machine cannot reorder
 //! engines that are close). `portable-f32` is always last. The ranking is cached for the
 //! process (recomputed only if `OLTR_DISABLE_KERNELS` changes); 20–25 ms in all on a busy
-//! 2-core Zen 4. The problem has k = 1: at k >= 100 the int8 engine, whose margin is the
-//! widest, evaluates more exact distances and bf16/f32 can be faster (force them there).
+//! 2-core Zen 4. The problem has k = 1: at large k the int8 engine, whose margin is the
+//! widest, evaluates more exact distances, so an `auto` index over it also packs the next
+//! engine of the ranking for large k (`CentroidIndex::new`, `index::large_k_from`).
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

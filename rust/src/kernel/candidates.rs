@@ -10,11 +10,13 @@
 //! When the buffer outgrows its capacity (`4k + 64`) one selection pass
 //! (`select_nth_unstable`, O(n)) finds its k-th score, lowers `t` to `kth(v) + 2·E` and drops
 //! the entries above it; if half the buffer survives (a wide margin) the capacity doubles, up
-//! to `16k + 4096`. At the end (or when even that fills up, e.g. thousands of tied centroids)
-//! the buffer is *resolved*: the k best scores are evaluated exactly first, which makes the
-//! exact threshold tight at once, then the other survivors in ascending score order, stopping
-//! at the first score above `t`; so only about k plus the centroids within ~2E of the
-//! k-th score are evaluated. Memory stays O(k) per query whatever the data.
+//! to `16k + 4096`. When even that fills up (e.g. thousands of tied centroids) the buffer is
+//! *resolved*: the k best scores are evaluated exactly first, which makes the exact threshold
+//! tight at once, then the other survivors in ascending score order, stopping at the first
+//! score above `t`. At the end of the scan [`finish_block`] does the same for a block of
+//! queries together, each round in centroid order so that a row is read once for every query
+//! of the block that needs it; so only about k plus the centroids within ~2E of the k-th score
+//! are evaluated. Memory stays O(k) per query whatever the data.
 
 use super::distance::squared_l2_f64;
 use super::margin::{dot_error_f32, score_margin, threshold, threshold_from_score};
@@ -29,6 +31,7 @@ pub struct ExactData<'a> {
 }
 
 /// One query during a scan over a range of centroids.
+#[derive(Clone)]
 pub struct QueryState {
     /// Row of the query in `ExactData::x`.
     pub row: usize,
@@ -190,12 +193,80 @@ impl QueryState {
         }
     }
 
-    /// Ends the scan: the exact top-k of the candidates.
-    pub fn finish(mut self, data: &ExactData<'_>) -> TopK {
+    /// Ends the scan of one centroid range of several: the candidates (buffer tightened to
+    /// `kth(v) + 2E`, and any exact hits), to be merged with the other ranges' by
+    /// [`QueryState::merge`] and resolved once by [`finish_block`], so a query
+    /// evaluates about k + (its window) distances in all rather than that many per range.
+    pub fn into_candidates(mut self) -> Self {
         self.tighten_from_scores();
-        self.resolve(data);
-        self.best
+        self
     }
+
+    /// Adds the candidates and exact hits of the same query over another centroid range (any
+    /// set's `kth(v) + 2E` bounds the true top-k's scores, so each range's threshold holds for
+    /// the union).
+    pub fn merge(&mut self, other: &QueryState) {
+        debug_assert_eq!((self.row, self.k), (other.row, other.k));
+        self.pending.extend_from_slice(&other.pending);
+        self.best.merge(other.best.clone());
+        self.margin = self.margin.max(other.margin);
+        self.t_scores = self.t_scores.min(other.t_scores);
+        if self.best.is_full() {
+            self.t_exact = threshold(self.best.kth().map(|h| h.d2), self.x_norm_sq, self.margin);
+        }
+        self.t = self.t_scores.min(self.t_exact);
+    }
+}
+
+/// Ends the scan of a block of queries: the exact top-k of each from its candidates.
+///
+/// Resolved together so that each centroid row is read once for all the queries of the
+/// block that need it: first each query's k best scores (evaluated whatever the exact
+/// threshold), then, under each query's now exact threshold `t`, the rest of its candidates;
+/// each round is evaluated in centroid order (rows prefetched ahead). Every centroid of a
+/// query's true top-k has `v <= t` whatever the order of evaluation (`t` only decreases and
+/// always holds), so all of them are evaluated.
+pub fn finish_block(mut states: Vec<QueryState>, data: &ExactData<'_>) -> Vec<TopK> {
+    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    let mut rests: Vec<Vec<(f32, u32)>> = Vec::with_capacity(states.len());
+    for (i, st) in states.iter_mut().enumerate() {
+        st.tighten_from_scores();
+        let mut pending = std::mem::take(&mut st.pending);
+        let k = st.k.min(pending.len());
+        if k > 0 && k < pending.len() {
+            pending.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0));
+        }
+        pairs.extend(pending.drain(..k).map(|(_, j)| (j, i as u32)));
+        rests.push(pending);
+    }
+    evaluate_pairs(&mut states, &mut pairs, data);
+    for (i, (st, rest)) in states.iter().zip(&rests).enumerate() {
+        let t = st.t;
+        pairs.extend(
+            rest.iter()
+                .filter(|e| e.0 <= t)
+                .map(|&(_, j)| (j, i as u32)),
+        );
+    }
+    evaluate_pairs(&mut states, &mut pairs, data);
+    states.into_iter().map(|s| s.best).collect()
+}
+
+/// Evaluates the (centroid, query state) `pairs` exactly in centroid order, and empties them.
+fn evaluate_pairs(states: &mut [QueryState], pairs: &mut Vec<(u32, u32)>, data: &ExactData<'_>) {
+    pairs.sort_unstable();
+    for &(j, _) in pairs.iter().take(PREFETCH_AHEAD) {
+        prefetch_row(data, j as usize);
+    }
+    for (n, &(j, i)) in pairs.iter().enumerate() {
+        if let Some(&(next, _)) = pairs.get(n + PREFETCH_AHEAD) {
+            if next != j {
+                prefetch_row(data, next as usize);
+            }
+        }
+        states[i as usize].evaluate(j as usize, data);
+    }
+    pairs.clear();
 }
 
 /// Candidates whose centroid rows are prefetched ahead of their exact evaluation.

@@ -144,6 +144,19 @@ impl Engine {
             .unwrap_or(Self::Portable)
     }
 
+    /// The engine an `auto` index whose small-k engine is `small` also packs for large k:
+    /// for the int8 engine (the widest margin: at large k its extra exact distances outweigh
+    /// its faster scan), the next engine of the ranking that handles `dim`, other than
+    /// `portable-f32`; `None` otherwise (one engine serves every k).
+    pub fn auto_large_k(small: Engine, dim: usize) -> Option<Self> {
+        if small != Self::Avx512VnniI8 {
+            return None;
+        }
+        Self::available()
+            .into_iter()
+            .find(|&e| e != small && e != Self::Portable && dim <= e.max_dim())
+    }
+
     /// The engine named `name` (`"auto"`: [`Engine::detect`]); an unknown name or an engine
     /// this process cannot run is an error naming the valid choices.
     pub fn from_name(name: &str) -> Result<Self, KernelError> {

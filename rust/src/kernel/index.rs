@@ -25,12 +25,26 @@ pub(crate) struct IndexData {
     pub(crate) dim: usize,
     /// Row-major copy of the centroids (exact re-rank).
     pub(crate) rows: Vec<f32>,
-    /// `‖c_j‖²` rounded to f32 (portable pass).
+    /// `‖c_j‖²` (f64), and rounded to f32 (portable pass).
+    pub(crate) norms_sq: Vec<f64>,
     pub(crate) norms_f32: Vec<f32>,
     /// `max_j ‖c_j‖`.
     pub(crate) c_norm_max: f64,
     pub(crate) engine: Engine,
     pub(crate) packed: Packed,
+    /// `auto` over an engine with a wide margin (int8): the engine, and its packing, that
+    /// serves calls of B queries with `k >= large_k_from(K, B)` (see [`Engine::auto_large_k`]).
+    pub(crate) large_k: Option<(Engine, Packed)>,
+}
+
+impl IndexData {
+    /// The engine and packed centroids that serve a call of `b` queries for the k nearest.
+    pub(crate) fn pass_for(&self, k: usize, b: usize) -> (Engine, &Packed) {
+        match &self.large_k {
+            Some((engine, packed)) if k >= large_k_from(self.num, b) => (*engine, packed),
+            _ => (self.engine, &self.packed),
+        }
+    }
 }
 
 /// The centroids packed for the engine's candidate pass.
@@ -40,6 +54,30 @@ pub(crate) enum Packed {
     Bf16(Bf16Centroids),
     F32(F32Centroids),
     I8(I8Centroids),
+}
+
+/// The smallest k at which an `auto` index over the int8 engine runs its large-k engine, for
+/// `num` centroids and a call of `b` queries: `max(⌈√K / 5⌉, ⌈K / (100·B²)⌉)` (B >= 4:
+/// K = 1e3: 7, 1e4: 20, 1e5: 64; one query: K = 1e4: 100, 1e5: 1000). Measured on a 2-core
+/// Zen 4, D = 512 (`rust/README.md`): the int8 margin, ~6× the bf16 one, costs extra exact
+/// distances in proportion to k, while its faster scan (half the bytes) saves in proportion
+/// to K per query, most of the call for a few queries (bound by reading the panels).
+pub(crate) fn large_k_from(num: usize, b: usize) -> usize {
+    let by_k = ((num as f64).sqrt() / 5.0).ceil();
+    let b = b.max(1) as f64;
+    let by_b = (num as f64 / (100.0 * b * b)).ceil();
+    by_k.max(by_b).max(2.0) as usize
+}
+
+/// `rows` `(num, dim)` packed for `engine`'s candidate pass (`norms_sq`: exact `‖c_j‖²`).
+fn pack(engine: Engine, rows: &[f32], num: usize, dim: usize, norms_sq: &[f64]) -> Packed {
+    match engine {
+        Engine::Avx512VnniI8 => Packed::I8(I8Centroids::pack(rows, num, dim, norms_sq)),
+        Engine::Avx512Bf16 => Packed::Bf16(Bf16Centroids::pack(rows, num, dim, norms_sq)),
+        Engine::Avx512F32 => Packed::F32(F32Centroids::pack(Isa::Avx512, rows, num, dim, norms_sq)),
+        Engine::Avx2F32 => Packed::F32(F32Centroids::pack(Isa::Avx2, rows, num, dim, norms_sq)),
+        Engine::Portable => Packed::Rows,
+    }
 }
 
 /// Checks `x` is finite; `argument` names it in the error.
@@ -67,9 +105,17 @@ fn contiguous<'a>(view: &'a ArrayView2<'a, f32>) -> std::borrow::Cow<'a, [f32]> 
 
 impl CentroidIndex {
     /// Copies and packs `centroids` (K >= 1 rows, D >= 1, finite) for the engine `auto` picks.
+    /// When that engine's margin is wide (int8), the index also packs the engine `auto` picks
+    /// for large k and each call runs the one that serves its k ([`Engine::auto_large_k`]).
     pub fn new(centroids: ArrayView2<'_, f32>) -> Result<Self, KernelError> {
         let dim = centroids.ncols();
-        Self::with_engine(centroids, Engine::auto(dim))
+        let mut index = Self::with_engine(centroids, Engine::auto(dim))?;
+        if let Some(large) = Engine::auto_large_k(index.engine(), dim) {
+            let data = Arc::get_mut(&mut index.data).expect("a new index is not shared");
+            let packed = pack(large, &data.rows, data.num, dim, &data.norms_sq);
+            data.large_k = Some((large, packed));
+        }
+        Ok(index)
     }
 
     /// As [`CentroidIndex::new`] with an explicit engine; one this CPU cannot run is an error
@@ -103,25 +149,17 @@ impl CentroidIndex {
                 dim,
             });
         }
-        let packed = match engine {
-            Engine::Avx512VnniI8 => Packed::I8(I8Centroids::pack(&rows, num, dim, &norms_sq)),
-            Engine::Avx512Bf16 => Packed::Bf16(Bf16Centroids::pack(&rows, num, dim, &norms_sq)),
-            Engine::Avx512F32 => {
-                Packed::F32(F32Centroids::pack(Isa::Avx512, &rows, num, dim, &norms_sq))
-            }
-            Engine::Avx2F32 => {
-                Packed::F32(F32Centroids::pack(Isa::Avx2, &rows, num, dim, &norms_sq))
-            }
-            Engine::Portable => Packed::Rows,
-        };
+        let packed = pack(engine, &rows, num, dim, &norms_sq);
         let data = IndexData {
             num,
             dim,
             rows,
+            norms_sq,
             norms_f32,
             c_norm_max,
             engine,
             packed,
+            large_k: None,
         };
         Ok(Self {
             data: Arc::new(data),
@@ -147,13 +185,20 @@ impl CentroidIndex {
         Self::with_engine(centroids, Engine::from_name(kernel)?)
     }
 
-    /// The candidate pass in use.
+    /// The candidate pass of calls with small k (k = 1); see [`CentroidIndex::engine_for`].
     pub fn engine(&self) -> Engine {
         self.data.engine
     }
 
-    /// Bytes of packed centroid data a search of one query streams (its candidate pass's
-    /// panels; the f32 rows for the portable engine), padding included.
+    /// The candidate pass a call of `b` queries for the `k` nearest runs:
+    /// [`CentroidIndex::engine`], except for an `auto` index over the int8 engine at
+    /// `k >= large_k_from(K, b)`.
+    pub fn engine_for(&self, k: usize, b: usize) -> Engine {
+        self.data.pass_for(k, b).0
+    }
+
+    /// Bytes of packed centroid data a search of one query with k = 1 streams (its candidate
+    /// pass's panels; the f32 rows for the portable engine), padding included.
     pub fn packed_nbytes(&self) -> usize {
         let data = &*self.data;
         match &data.packed {
@@ -162,6 +207,16 @@ impl CentroidIndex {
             Packed::F32(p) => p.nbytes(1),
             Packed::Rows => std::mem::size_of_val(data.rows.as_slice()),
         }
+    }
+
+    /// `k` as a count when `1 <= k <= K`, else [`KernelError::BadK`].
+    pub fn check_k(&self, k: i64) -> Result<usize, KernelError> {
+        let num = self.num_classes();
+        let k_ok = usize::try_from(k).ok().filter(|&k| k >= 1 && k <= num);
+        k_ok.ok_or(KernelError::BadK {
+            k,
+            num_classes: num,
+        })
     }
 
     /// Validates a query batch and returns it C-contiguous with its row count.
@@ -188,12 +243,7 @@ impl CentroidIndex {
         x: ArrayView2<'_, f32>,
         k: i64,
     ) -> Result<(Array2<f32>, Array2<i64>), KernelError> {
-        let num = self.num_classes();
-        let k_ok = usize::try_from(k).ok().filter(|&k| k >= 1 && k <= num);
-        let k = k_ok.ok_or(KernelError::BadK {
-            k,
-            num_classes: num,
-        })?;
+        let k = self.check_k(k)?;
         let data = self.queries(&x)?;
         let b = x.nrows();
         let hits = search_hits(&self.data, &data, b, k);

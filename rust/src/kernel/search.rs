@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::bf16::{self, LANES};
-use super::candidates::{ExactData, QueryState};
+use super::candidates::{finish_block, ExactData, QueryState};
 use super::distance::squared_norm_f64;
 use super::executor::run_tasks;
 use super::index::{IndexData, Packed};
@@ -84,6 +84,8 @@ struct Job {
     qblocks: Vec<(usize, usize)>,
     /// Ranges of 16-centroid panels.
     ranges: Vec<(usize, usize)>,
+    /// The packed centroids of this call are the large-k engine's (`IndexData::pass_for`).
+    large_k: bool,
     /// The bf16 or int8 packing of each query block (made by the caller before any task
     /// runs: a lazily shared packing would make every task wait for a possibly descheduled
     /// packer).
@@ -92,8 +94,9 @@ struct Job {
 
 impl Job {
     /// Task `t` = (query block `t / ranges`, centroid range `t % ranges`): the exact top-k of
-    /// each query of the block over the range.
-    fn run(&self, t: usize) -> Vec<TopK> {
+    /// each query of the block when the call has one range, else their candidates over the
+    /// range (resolved by [`Job::resolve`] once the ranges are done).
+    fn run(&self, t: usize) -> Scanned {
         let index = &*self.index;
         let (q, r) = (t / self.ranges.len(), t % self.ranges.len());
         let (q0, q1) = self.qblocks[q];
@@ -107,7 +110,12 @@ impl Job {
             .map(|row| QueryState::new(row, self.k, self.x_norms_sq[row]))
             .collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
-        match (self.pass, &index.packed, &self.packs[q]) {
+        let packed = if self.large_k {
+            index.pass_for(usize::MAX, 1).1
+        } else {
+            &index.packed
+        };
+        match (self.pass, packed, &self.packs[q]) {
             (Pass::Exact, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
             (_, Packed::Bf16(packed), QueryPack::Bf16(pack)) => {
                 bf16::scan(packed, pack, &data, &mut states, p0, p1)
@@ -134,8 +142,44 @@ impl Job {
                 j1,
             ),
         }
-        states.into_iter().map(|s| s.finish(&data)).collect()
+        if self.ranges.len() == 1 {
+            Scanned::Done(finish_block(states, &data))
+        } else {
+            Scanned::Candidates(
+                states
+                    .into_iter()
+                    .map(QueryState::into_candidates)
+                    .collect(),
+            )
+        }
     }
+
+    /// The exact top-k of each query of block `q` from its ranges' candidates `parts`.
+    fn resolve(&self, parts: &[Scanned]) -> Vec<TopK> {
+        let data = ExactData {
+            x: &self.x,
+            centroids: &self.index.rows,
+            dim: self.index.dim,
+        };
+        let mut states = match &parts[0] {
+            Scanned::Candidates(states) => states.clone(),
+            Scanned::Done(_) => unreachable!("a call of several ranges returns candidates"),
+        };
+        for part in &parts[1..] {
+            if let Scanned::Candidates(more) = part {
+                for (s, m) in states.iter_mut().zip(more) {
+                    s.merge(m);
+                }
+            }
+        }
+        finish_block(states, &data)
+    }
+}
+
+/// What a scan task returns (see [`Job::run`]).
+enum Scanned {
+    Done(Vec<TopK>),
+    Candidates(Vec<QueryState>),
 }
 
 /// Sorted top-k hits of each of the `b` rows of `x` (row-major `(b, dim)`, finite).
@@ -154,7 +198,9 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     let panels = index.num.div_ceil(LANES);
     let threads = pool::num_threads();
     let work = b.saturating_mul(index.num).saturating_mul(dim);
-    let bytes_per_value = match (&index.packed, pass) {
+    let (engine, packed) = index.pass_for(k, b);
+    let large_k = engine != index.engine;
+    let bytes_per_value = match (packed, pass) {
         (Packed::I8(_), Pass::Packed) => 1,
         (Packed::Bf16(_), Pass::Packed) => 2,
         _ => 4,
@@ -187,7 +233,7 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     };
     let packs = qblocks
         .iter()
-        .map(|&(q0, q1)| match (pass, &index.packed) {
+        .map(|&(q0, q1)| match (pass, packed) {
             (Pass::Packed, Packed::Bf16(packed)) => QueryPack::Bf16(bf16::pack_queries(
                 packed,
                 &data,
@@ -213,25 +259,31 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         x_norms_sq,
         pass,
         k,
+        large_k,
         packs,
         qblocks,
         ranges,
     });
-    let tasks = job.qblocks.len() * num_ranges;
-    let results = run_tasks(tasks, parallel, move |t| job.run(t));
-
-    // Merge the ranges of each query block (tasks are ordered query block, then range).
-    let mut out = Vec::with_capacity(b);
-    let mut parts = results.into_iter();
-    while let Some(mut merged) = parts.next() {
-        for part in parts.by_ref().take(num_ranges - 1) {
-            for (m, p) in merged.iter_mut().zip(part) {
-                m.merge(p);
-            }
-        }
-        out.extend(merged.into_iter().map(TopK::into_sorted));
-    }
-    out
+    let blocks = job.qblocks.len();
+    let scan_job = Arc::clone(&job);
+    let results = run_tasks(blocks * num_ranges, parallel, move |t| scan_job.run(t));
+    let tops: Vec<Vec<TopK>> = if num_ranges == 1 {
+        results
+            .into_iter()
+            .map(|r| match r {
+                Scanned::Done(tops) => tops,
+                Scanned::Candidates(_) => unreachable!("a call of one range finishes its queries"),
+            })
+            .collect()
+    } else {
+        // Second pass: each query block merges its ranges' candidates (tasks are ordered
+        // query block, then range) and resolves them once.
+        let results = Arc::new(results);
+        run_tasks(blocks, parallel, move |q| {
+            job.resolve(&results[q * num_ranges..(q + 1) * num_ranges])
+        })
+    };
+    tops.into_iter().flatten().map(TopK::into_sorted).collect()
 }
 
 /// `[start, end)` query blocks of `block` rows covering `b`.

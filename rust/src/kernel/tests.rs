@@ -421,3 +421,90 @@ fn an_engine_limited_in_d_refuses_larger_d_and_auto_avoids_it() {
     assert!(d <= auto.engine().max_dim());
     check(&auto, c.slice(ndarray::s![1..2, ..]), c.view(), 2);
 }
+
+#[test]
+fn auto_dispatches_on_k_and_batch_and_stays_exact() {
+    // K = 2500: large_k_from = 10 for B >= 4 (√K / 5), 25 for B = 1 (K / 100). An `auto`
+    // index over the int8 engine serves larger k with the next engine of the ranking; every
+    // k is exact whichever engine serves it.
+    use super::index::large_k_from;
+    let mut rng = Rng(41);
+    let (num, d) = (2500usize, 96usize);
+    let c = rng.matrix(num, d, 1.0);
+    let owners = rng.matrix(40, d, 0.3);
+    let x = Array2::from_shape_fn((40, d), |(i, l)| c[[(i * 61) % num, l]] + owners[[i, l]]);
+    let auto = CentroidIndex::new(c.view()).unwrap();
+    assert_eq!((large_k_from(num, 40), large_k_from(num, 1)), (10, 25));
+    let small = auto.engine();
+    assert_eq!(small, Engine::auto(d));
+    assert_eq!(auto.engine_for(1, 40), small);
+    assert_eq!(auto.engine_for(9, 40), small);
+    assert_eq!(auto.engine_for(24, 1), small);
+    match Engine::auto_large_k(small, d) {
+        Some(large) => {
+            assert_eq!(small, Engine::Avx512VnniI8);
+            assert_ne!(large, small);
+            assert_eq!(auto.engine_for(10, 40), large);
+            assert_eq!(auto.engine_for(10, 4), large);
+            assert_eq!(auto.engine_for(10, 2), large);
+            assert_eq!(auto.engine_for(25, 1), large);
+            assert_eq!(auto.engine_for(num, 1), large);
+        }
+        None => assert_eq!(auto.engine_for(num, 40), small),
+    }
+    for k in [1usize, 9, 10, 24, 25, 100, 1000] {
+        check(&auto, x.view(), c.view(), k);
+    }
+    // A forced engine serves every call itself.
+    for e in engines() {
+        let forced = CentroidIndex::with_engine(c.view(), e).unwrap();
+        assert_eq!(
+            (forced.engine_for(1, 1), forced.engine_for(1000, 64)),
+            (e, e)
+        );
+    }
+}
+
+#[test]
+fn large_k_from_grows_with_the_centroids_and_for_few_queries() {
+    use super::index::large_k_from;
+    let many: Vec<usize> = [1, 1000, 10_000, 100_000, 1_000_000]
+        .iter()
+        .map(|&n| large_k_from(n, 64))
+        .collect();
+    assert_eq!(many, vec![2, 7, 20, 64, 200]);
+    assert_eq!(large_k_from(10_000, 1), 100);
+    assert_eq!(large_k_from(100_000, 1), 1000);
+    assert_eq!(large_k_from(100_000, 2), 250);
+    assert_eq!(large_k_from(10_000, 4), 20);
+}
+
+#[test]
+fn ranges_merge_candidates_and_early_exact_hits_before_one_resolve() {
+    // 3 threads, 30 queries over 42 000 centroids: 3 query blocks × 4 centroid ranges, each
+    // range scanned for candidates and resolved once per query after the merge. 40 000
+    // copies of one centroid overflow each range's buffer (resolved early, so the merge also
+    // combines exact hits) for the query equal to it.
+    let mut rng = Rng(43);
+    let d = 16;
+    let one = rng.matrix(1, d, 1.0);
+    let others = rng.matrix(2000, d, 1.0);
+    let copies = Array2::from_shape_fn((40_000, d), |(_, l)| one[[0, l]]);
+    let c = ndarray::concatenate![ndarray::Axis(0), others, copies];
+    let x = ndarray::concatenate![ndarray::Axis(0), one, rng.matrix(29, d, 1.0)];
+    let _serial = pool::TEST_THREADS_LOCK.lock();
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        for k in [1usize, 7, 300, 2500] {
+            pool::set_num_threads(3).unwrap();
+            let par = index.search(x.view(), k as i64).unwrap();
+            check_batch(&index, x.view(), c.view(), k);
+            pool::set_num_threads(1).unwrap();
+            assert_eq!(
+                par,
+                index.search(x.view(), k as i64).unwrap(),
+                "{e:?} k={k}"
+            );
+        }
+    }
+}
