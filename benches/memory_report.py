@@ -117,11 +117,17 @@ def load_misses(results: dict) -> list[str]:
     return out
 
 
-def _engine_cell(times: dict, case: Case, engine: str, peer: Optional[float]) -> str:
+def _engine_cell(times: dict, case: Case, engine: str, peer: Optional[float], ran: Optional[str] = None) -> str:
     seconds = times.get((case, engine))
     if seconds is None:
         return "–"
-    return format_time(seconds) + (f" ({peer / seconds:.2f}×)" if peer else "")
+    return (format_time(seconds) + (f" ({peer / seconds:.2f}×)" if peer else "")
+            + (f" [{ran}]" if ran else ""))
+
+
+def _engines_ran(group: dict) -> dict[tuple[Case, str], str]:
+    """The engine each timed call ran (``index.kernel_for``; ``auto`` switches by k and B)."""
+    return {(Case(*row["case"]), row["method"]): row["engine"] for row in group["times"] if "engine" in row}
 
 
 def _group_table(results: dict, group: dict, misses: dict[Case, list[str]], first: bool) -> list[str]:
@@ -132,7 +138,9 @@ def _group_table(results: dict, group: dict, misses: dict[Case, list[str]], firs
     head = ["B × K, k", *PEERS]
     if first:
         head += ["torch.mm", "read floor"]
-    head += [f"{e} → {group['kernels'].get(e, '?')}" if e == "auto" else e for e in engines]
+    ran = _engines_ran(group)
+    head += [("auto [engine it ran]" if ran else f"auto → {group['kernels'].get(e, '?')}") if e == "auto" else e
+             for e in engines]
     if first:
         head += ["auto throughput ÷ torch.mm", "auto time ÷ read floor"]
     head += ["target misses"]
@@ -145,7 +153,7 @@ def _group_table(results: dict, group: dict, misses: dict[Case, list[str]], firs
         if first:
             mm, read = _per_shape(native, case, "torch.mm"), _per_shape(native, case, "read")
             cells += [format_time(mm), format_time(read)]
-        cells += [_engine_cell(times, case, e, peer) for e in engines]
+        cells += [_engine_cell(times, case, e, peer, ran.get((case, e)) if e == "auto" else None) for e in engines]
         if first:
             cells += [_ratio(mm / auto if mm and auto else None),
                       _ratio(auto / read if read and auto else None)]

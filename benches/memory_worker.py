@@ -192,8 +192,10 @@ def _run_classes(spec: dict, cases: list, out: dict, timer: Callable, log: Calla
                                     f"numpy's GEMM form for {wrong} of {case.batch} queries")
         for name, fn in methods.items():
             seconds = timer(fn)
-            out["times"].append({"case": [case.batch, num_classes, case.k], "method": name,
-                                 "seconds": seconds})
+            row = {"case": [case.batch, num_classes, case.k], "method": name, "seconds": seconds}
+            if name in indexes and hasattr(indexes[name], "kernel_for"):  # the engine this call ran
+                row["engine"] = indexes[name].kernel_for(case.k, case.batch)
+            out["times"].append(row)
             log(f"[{spec['group']}] {format_case(case)} {name:14s} {format_time(seconds)}")
         if first and case.batch == 1 and "auto" in indexes:
             nbytes, source = stored_bytes(indexes["auto"], indexes["auto"].kernel, num_classes, c.shape[1])

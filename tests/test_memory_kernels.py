@@ -195,3 +195,17 @@ def test_kernel_is_rust_only(backend):
         CentroidIndex(c, backend=backend, kernel="portable-f32")
     index = CentroidIndex(c, backend=backend, kernel="auto")
     assert index.kernel is None
+
+
+def test_the_python_index_tells_which_engine_a_call_runs():
+    import oltr
+
+    c = np.random.default_rng(3).standard_normal((2000, 32)).astype(np.float32)
+    index = oltr.CentroidIndex(c, backend="rust")
+    core = index._impl._index
+    for k, batch in ((1, 1), (10, 64), (100, 64), (1000, 1)):
+        assert index.kernel_for(k, batch) == core.kernel_for(k, batch)
+        assert index.kernel_for(k, batch) in oltr.memory.available_kernels()
+    assert oltr.CentroidIndex(c, backend="torch").kernel_for(5) is None
+    with pytest.raises(ValueError):
+        index.kernel_for(0, 1)

@@ -81,6 +81,10 @@ class RustBackend:
         """The engine that runs (one of :func:`available_kernels`)."""
         return self._index.kernel
 
+    def kernel_for(self, k: int, batch: int) -> str:
+        """The engine a search of ``batch`` queries for ``k`` neighbours runs."""
+        return self._index.kernel_for(k, batch)
+
     def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """x: float32 (B, D) C-contiguous -> (dist float32 (B, k), idx int64 (B, k))."""
         return self._index.search(x, k)

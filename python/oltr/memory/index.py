@@ -289,6 +289,13 @@ class CentroidIndex:
         or None with the faiss and torch backends."""
         return getattr(self._impl, "kernel", None)
 
+    def kernel_for(self, k: int, batch: int = 1) -> Optional[str]:
+        """The Rust core's engine a search of ``batch`` queries for ``k`` neighbours runs (with
+        ``kernel="auto"`` the core picks per call by k and B, see rust/README.md); None with the
+        faiss and torch backends. ValueError for k < 1 or batch < 1."""
+        impl = getattr(self._impl, "kernel_for", None)
+        return None if impl is None else impl(k, batch)
+
     def __repr__(self) -> str:
         return f"CentroidIndex(num_classes={self._num_classes}, dim={self._dim}, backend={self.backend!r})"
 
