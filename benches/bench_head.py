@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -42,29 +41,13 @@ import torch  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds  # benches/ helper (the script's folder is on sys.path)
 from bench_train_step import _OfficialMetaEmbedding  # noqa: E402  (the official forward, one copy)
+from oltr._platform import cpu_info  # noqa: E402
+from oltr.memory.bench import Case, format_case  # noqa: E402
 from oltr.nn import MetaEmbeddingClassifier  # noqa: E402
 
 SECTION_TITLE = "# Benchmark: meta-embedding head at inference"
 OFFICIAL_SPEEDUP_TARGET = 3.0   # at B = 1, K >= 1e4
 FLOOR_RATIO_TARGET = 1.5        # at every shape
-
-
-def cpu_model() -> str:
-    """The CPU model name (``/proc/cpuinfo``, else lscpu, else platform)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def load_average() -> str:
@@ -74,11 +57,8 @@ def load_average() -> str:
         return "n/a"
 
 
-def _shape(b: int, k: int) -> str:
-    return f"{b} × {k:.0e}".replace("e+0", "e")
-
-
 def _fmt_time(seconds: Optional[float]) -> str:
+    """Seconds as µs (whole), ms or s (two decimals); "–" for None (this table's fixed format)."""
     if seconds is None:
         return "–"
     if seconds < 1e-3:
@@ -87,6 +67,10 @@ def _fmt_time(seconds: Optional[float]) -> str:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
 
+
+def _shape(batch: int, num_classes: int) -> str:
+    """64, 10000 -> "64 × 1e4" (the memory benchmark's case format, without k)."""
+    return format_case(Case(batch, num_classes), with_k=False)
 
 
 def build(batch: int, num_classes: int, dim: int, official_max_gb: float, seed: int = 0) -> dict:
@@ -153,8 +137,8 @@ def table(rows: Sequence[dict]) -> str:
     for r in rows:
         t = r["times"]
         speedup = f"{t['official'] / t['oltr']:.2f}×" if t["official"] else "–"
-        lines.append(f"| {_shape(r['batch'], r['classes'])} | {_fmt_time(t['oltr'])} | {_fmt_time(t['official'])} | "
-                     f"{_fmt_time(t['floor'])} | {_fmt_time(t['products'])} | {speedup} | "
+        times = " | ".join(_fmt_time(t[m]) for m in ("oltr", "official", "floor", "products"))
+        lines.append(f"| {_shape(r['batch'], r['classes'])} | {times} | {speedup} | "
                      f"{t['oltr'] / t['floor']:.2f}× | {t['oltr'] / t['products']:.2f}× |")
     return "\n".join(lines)
 
@@ -241,7 +225,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    meta = {"cpu": cpu_model(), "dim": args.dim, "repeats": args.repeats, "rounds": args.rounds,
+    meta = {"cpu": cpu_info().model_name, "dim": args.dim, "repeats": args.repeats, "rounds": args.rounds,
             "official_max_gb": args.official_max_gb, "load_start": load_average(),
             "command": "python3 " + " ".join([Path(sys.argv[0]).as_posix() if argv is None else "benches/bench_head.py",
                                               *(sys.argv[1:] if argv is None else argv)])}

@@ -52,16 +52,9 @@ TIMING = {"full": {"repeats": 15, "budget_s": 0.6, "warmup_s": 0.3, "load_second
 
 def cpu_info() -> dict:
     """Model name, family/model numbers and flags from /proc/cpuinfo; the section label."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor is enough
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    from oltr._platform import read_cpuinfo
+
+    fields = read_cpuinfo()
     model = fields.get("model name") or platform.processor() or platform.machine()
     ids = ([f"family {fields['cpu family']}, model {fields['model']}"]
            if "cpu family" in fields and "model" in fields else [])

@@ -9,7 +9,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CpuInfo", "cpu_info"]
+__all__ = ["CpuInfo", "cpu_info", "read_cpuinfo"]
 
 #: the instruction-set flags that decide which code paths run (the memory core's engines, BLAS)
 _FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -41,7 +41,12 @@ class CpuInfo:
         return f"{self.model_name} | family {self.family} | model {self.model}"
 
 
-def _cpuinfo_fields(text: str) -> dict[str, str]:
+def read_cpuinfo() -> dict[str, str]:
+    """The first processor's ``key: value`` fields of /proc/cpuinfo (empty where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return {}
     fields: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -63,10 +68,7 @@ def cpu_info() -> CpuInfo:
     import os
 
     cores = os.cpu_count() or 1
-    try:
-        fields = _cpuinfo_fields(Path("/proc/cpuinfo").read_text(errors="replace"))
-    except OSError:
-        fields = {}
+    fields = read_cpuinfo()
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     return CpuInfo(
         model_name=fields.get("model name") or platform.processor() or platform.machine() or "unknown CPU",
