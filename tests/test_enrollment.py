@@ -226,3 +226,89 @@ def test_the_edited_index_is_reused_for_an_equal_copy_of_the_centroids():
     with torch.no_grad():
         model.classifier(queries, copy_)
     assert nearest.builds == 2 and nearest._index._edits is None  # rebuilt on the changed values
+
+
+def _batches(model):
+    """A single-row and a multi-row batch: they read different caches (the transposed ones)."""
+    g = torch.Generator().manual_seed(5)
+    return [torch.rand(1, model.feat_dim, generator=g) * 4, torch.rand(9, model.feat_dim, generator=g) * 4]
+
+
+def test_enroll_keeps_every_inference_cache_and_equals_a_rebuilt_model():
+    """Enrolling appends to the warm caches instead of dropping them (no rebuild on the next
+    batch), over enough classes to outgrow the first room, and the enlarged model answers as
+    a model built from its state dict does."""
+    model = _model(k=12)
+    for batch in _batches(model):
+        _forward_features(model, batch)  # every cache warm
+    builds = dict(model.classifier.cache_builds)
+    for seed in range(40):  # 12 -> 52 classes: past the first buffer's room
+        model.enroll(_cluster(model, n=3, seed=100 + seed))
+    outputs = [_forward_features(model, batch) for batch in _batches(model)]
+    assert model.classifier.cache_builds == builds  # nothing was rebuilt
+    fresh = create_model("cnn28", 52, "oltr").eval()
+    fresh.load_state_dict(model.state_dict())
+    for batch, (logits, extras) in zip(_batches(model), outputs):
+        ref_logits, ref_extras = _forward_features(fresh, batch)
+        torch.testing.assert_close(logits, ref_logits, rtol=1e-6, atol=1e-6)
+        assert torch.equal(extras.nearest, ref_extras.nearest)
+        torch.testing.assert_close(extras.meta_embedding, ref_extras.meta_embedding, rtol=1e-6, atol=1e-6)
+    # the grown caches hold what a rebuild computes
+    classifier, cosnorm = model.classifier, model.classifier.cosnorm_classifier
+    assert torch.equal(classifier._bank_t.peek(model.centroids), model.centroids.t())
+    assert torch.equal(classifier._hallucinator_t.peek(classifier.fc_hallucinator.weight),
+                       classifier.fc_hallucinator.weight.detach().t())
+    torch.testing.assert_close(cosnorm._unit_weight.peek(cosnorm.weight), _normalise_rows(cosnorm.weight.detach()),
+                               rtol=0, atol=1e-7)
+    torch.testing.assert_close(cosnorm._unit_weight_t.peek(cosnorm.weight),
+                               _normalise_rows(cosnorm.weight.detach()).t(), rtol=0, atol=1e-7)
+
+
+def test_enrolled_state_dicts_hold_no_spare_room_and_keep_their_keys():
+    model = _model(k=200)
+    keys = list(model.state_dict())
+    model.enroll(_cluster(model))
+    state = model.state_dict()
+    assert list(state) == keys
+    live = dict(model.named_parameters())
+    live.update(model.named_buffers())
+    for name in ("centroids", "classifier.fc_hallucinator.weight", "classifier.fc_hallucinator.bias",
+                 "classifier.cosnorm_classifier.weight"):
+        assert live[name].untyped_storage().nbytes() > state[name].numel() * 4  # the model has room
+        assert torch.equal(live[name], state[name])
+        assert state[name].untyped_storage().nbytes() == state[name].numel() * 4, name
+        assert state[name].shape[0] == 201
+
+
+@pytest.mark.parametrize("stage", ["oltr", "plain"])
+def test_imprint_statistics_follow_enrollments_and_in_place_changes(stage):
+    """The sums the imprint rules average are updated per enrolled class and recomputed when a
+    weight changed in place (an optimizer step): each enroll sees the statistics of the model
+    as it is then."""
+    from oltr.model._class_rows import ImprintStats, imprint_stats
+
+    def recomputed(m):
+        saved = m._imprint_stats
+        m._imprint_stats = ImprintStats()
+        try:
+            return imprint_stats(m)
+        finally:
+            m._imprint_stats = saved
+
+    model = _model(stage, k=20)
+    for seed in range(3):
+        model.enroll(_cluster(model, seed=30 + seed))
+        kept, fresh = imprint_stats(model), recomputed(model)
+        assert kept["count"] == fresh["count"] == 21 + seed and kept["memory"] == fresh["memory"]
+        for key in ("hallucinator", "own", "cosine"):
+            if fresh[key] is None:
+                assert kept[key] is None
+            else:
+                assert kept[key] == pytest.approx(fresh[key], rel=1e-5), key
+    layer = model.classifier.fc_hallucinator if stage == "oltr" else model.classifier.fc
+    with torch.no_grad():
+        layer.weight.mul_(3.0)
+    assert imprint_stats(model)["hallucinator"] == pytest.approx(recomputed(model)["hallucinator"], rel=1e-6)
+    label = model.enroll(_cluster(model, seed=40))
+    mean_norm = float(layer.weight.detach()[:label].norm(dim=1).mean())
+    assert float(layer.weight.detach()[label].norm()) == pytest.approx(mean_norm, rel=1e-5)

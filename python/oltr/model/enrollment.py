@@ -49,6 +49,14 @@ import torch
 from torch import Tensor, nn
 
 from oltr.inference.class_means import ClassMeanAccumulator
+from oltr.model._class_rows import (
+    add_class_to_stats,
+    append_cosine_row,
+    append_memory_rows,
+    drop_row,
+    imprint_stats,
+    set_num_classes,
+)
 
 __all__ = ["IMPRINTS", "enroll_class", "example_features", "forget_class"]
 
@@ -128,55 +136,19 @@ def _unit(v: Tensor) -> Tensor:
     return v / norm if float(norm) > 0 else torch.zeros_like(v)
 
 
-def _set_rows(owner: nn.Module, name: str, value: Tensor) -> None:
-    """Replace parameter or buffer ``name`` of ``owner`` by ``value`` (same name, grad flag)."""
-    old = getattr(owner, name)
-    if name in owner._parameters:
-        setattr(owner, name, nn.Parameter(value.to(old.dtype).contiguous(), requires_grad=old.requires_grad))
-    else:
-        setattr(owner, name, value.to(old.dtype).contiguous())
-
-
-def _append_row(owner: nn.Module, name: str, row: Tensor) -> None:
-    old = getattr(owner, name).detach()
-    _set_rows(owner, name, torch.cat([old, row.to(old.device, old.dtype).reshape(1, *old.shape[1:])]))
-
-
-def _drop_row(owner: nn.Module, name: str, label: int) -> None:
-    old = getattr(owner, name).detach()
-    _set_rows(owner, name, torch.cat([old[:label], old[label + 1:]]))
-
-
 def _imprinted_linear_row(layer: nn.Linear, features: Tensor, mean: Tensor,
-                          memory: Tensor) -> tuple[Tensor, Tensor]:
+                          sums: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """(weight row (D,), bias ()) of a linear classifier of direct features for a new class
-    with class mean ``mean`` (D,), given the existing classes' means ``memory`` (K, D) (see
-    the module docstring)."""
-    weight = layer.weight.detach().float()
-    row = weight.norm(dim=1).mean() * _unit(mean)
+    with class mean ``mean`` (D,), from the existing classes' sums ``sums``
+    (:func:`oltr.model._class_rows.imprint_stats`; see the module docstring)."""
+    row = (sums["hallucinator"] / sums["count"]) * _unit(mean)
     if layer.bias is None:
         return row, torch.zeros(())
-    bias = layer.bias.detach().float()
-    memory = memory.detach().float()
-    if bool(memory.any()):
-        # each class's logit at its own mean, row by row (no (K, D) temporary)
-        own = torch.bmm(memory.unsqueeze(1), weight.unsqueeze(2)).reshape(-1) + bias
-        return row, own.mean() - row @ mean
-    logits = torch.addmm(bias, features, weight.t())  # no class means: its examples instead
+    if sums["memory"]:
+        return row, sums["own"] / sums["count"] - row @ mean
+    # no class means: its examples instead
+    logits = torch.addmm(layer.bias.detach().float(), features, layer.weight.detach().float().t())
     return row, logits.max(dim=1).values.mean() - (features @ row).mean()
-
-
-def _set_num_classes(model: Any, count: int) -> None:
-    """K of the model and its classifier's layers (from their first dimensions, which the
-    caller has set; the cosine rows may follow a moment later)."""
-    model.num_classes = count
-    classifier = model.classifier
-    classifier.num_classes = count
-    if model.stage == "oltr":
-        classifier.fc_hallucinator.out_features = count
-        classifier.cosnorm_classifier.out_dims = count
-    else:
-        classifier.fc.out_features = count
 
 
 def _check_classifier(model: Any) -> None:
@@ -209,21 +181,15 @@ def enroll_class(model: Any, x: Any, class_name: Optional[str] = None, *, imprin
     label = int(model.num_classes)
     classifier = model.classifier
     hallucinator = classifier.fc_hallucinator if model.stage == "oltr" else classifier.fc
-    row, bias = _imprinted_linear_row(hallucinator, features, mean, model.centroids)
-    old_centroids = model.centroids
-    _append_row(model, "centroids", mean)
-    _append_row(hallucinator, "weight", row)
-    if hallucinator.bias is not None:
-        _append_row(hallucinator, "bias", bias)
-    _set_num_classes(model, label + 1)
+    sums = imprint_stats(model)
+    row, bias = _imprinted_linear_row(hallucinator, features, mean, sums)
+    # the memory and hallucinator rows first, with the index and caches that depend on them:
+    # the meta-embeddings the cosine row is imprinted from do not depend on the cosine rows
+    append_memory_rows(model, mean, row, bias)
     if model.stage == "oltr":
-        # the weight caches see the new Parameter objects; the nearest index takes an edit.
-        # The meta-embeddings do not depend on the cosine rows: the row is appended after.
-        _extend_nearest(classifier.nearest, old_centroids, model.centroids)
         direction = _cosine_direction(model, features, label, imprint)
-        cosnorm = classifier.cosnorm_classifier
-        existing = cosnorm.weight.detach().float().norm(dim=1).mean()
-        _append_row(cosnorm, "weight", existing * direction)
+        append_cosine_row(classifier.cosnorm_classifier, (sums["cosine"] / sums["count"]) * direction)
+    add_class_to_stats(model, sums)
     names = getattr(model, "class_names", None)
     if not isinstance(names, list):
         names = [f"class_{i}" for i in range(label)]
@@ -232,11 +198,10 @@ def enroll_class(model: Any, x: Any, class_name: Optional[str] = None, *, imprin
 
 
 def _meta_directions(model: Any, features: Tensor) -> Tensor:
-    """Unit meta-embeddings (B, D) of direct features, without autograd. The classifier runs
-    its reference formulas (train mode; it has no layer that behaves differently in training):
-    the inference path would first rebuild its O(K·D) weight caches for one small batch."""
+    """Unit meta-embeddings (B, D) of direct features, through the classifier's inference
+    path (eval mode, no autograd), whose caches enrollment keeps current."""
     modes = [(m, m.training) for m in model.classifier.modules()]
-    model.classifier.train()
+    model.classifier.eval()
     try:
         with torch.no_grad():
             _, extras = model.classifier(features.to(model.centroids.dtype), model.centroids)
@@ -263,14 +228,6 @@ def _cosine_direction(model: Any, features: Tensor, label: int, imprint: str) ->
     return target * mean + (1.0 - target * target) ** 0.5 * away
 
 
-def _extend_nearest(nearest: Any, old: Tensor, new: Tensor) -> None:
-    """Let the classifier's cached nearest-centroid index take the appended rows as an edit
-    (O(D) per row) instead of a rebuild, when it has one (:mod:`oltr.nn._nearest`)."""
-    extend = getattr(nearest, "extend", None)
-    if extend is not None:
-        extend(old, new)
-
-
 @torch.no_grad()
 def forget_class(model: Any, label: int) -> None:
     """Remove class ``label`` from ``model``: its centroid and its classifier rows; every later
@@ -291,7 +248,7 @@ def forget_class(model: Any, label: int) -> None:
     if count == 1:
         raise ValueError("cannot forget the only class of the model (K would be 0)")
     classifier = model.classifier
-    _drop_row(model, "centroids", label)
+    drop_row(model, "centroids", label)
     if model.stage == "oltr":
         layers = [(classifier.fc_hallucinator, "weight"), (classifier.fc_hallucinator, "bias"),
                   (classifier.cosnorm_classifier, "weight")]
@@ -299,8 +256,8 @@ def forget_class(model: Any, label: int) -> None:
         layers = [(classifier.fc, "weight"), (classifier.fc, "bias")]
     for owner, name in layers:
         if getattr(owner, name) is not None:
-            _drop_row(owner, name, label)
-    _set_num_classes(model, count - 1)
+            drop_row(owner, name, label)
+    set_num_classes(model, count - 1)
     if model.stage == "oltr":
         classifier.clear_caches()  # labels shift: the cached index is rebuilt on next use
     names = getattr(model, "class_names", None)

@@ -29,7 +29,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["NearestCentroidDispatch", "BACKENDS", "rust_core_available"]
+__all__ = ["NearestCentroidDispatch", "BACKENDS", "rust_core_available", "source_key"]
 
 #: ``backend`` values accepted by :class:`NearestCentroidDispatch`.
 BACKENDS = ("auto", "torch", "rust")
@@ -122,15 +122,18 @@ class NearestCentroidDispatch:
         dist, idx = index.search(x.detach().to(torch.float32), k=1)
         return dist[:, 0].to(x.dtype), idx[:, 0].to(torch.long)
 
-    def extend(self, old: Tensor, new: Tensor) -> None:
+    def extend(self, old: Tensor, new: Tensor, old_key: Optional[tuple] = None) -> None:
         """``new`` is ``old`` with rows appended (a class enrolled): when the cached index was
         built from ``old``, unchanged, the appended rows are added to it as an edit
         (:meth:`oltr.memory.CentroidIndex.add`, O(rows·D) instead of a rebuild on the next
         call) and ``new`` becomes its source; otherwise nothing happens (the next call
-        rebuilds as usual)."""
+        rebuilds as usual). ``old_key``: :func:`source_key` of ``old`` taken before ``new``
+        was written, when that write bumped ``old``'s version counter (``new`` a view of the
+        same buffer, :mod:`oltr.nn._growable`); default: ``old`` as it is now."""
         with self._lock:
+            key = source_key(old) if old_key is None else old_key
             if self._index is None or self._source is None or self._source() is not old \
-                    or self._source_key != _source_key(old):
+                    or self._source_key != key:
                 return
             count = new.shape[0] - old.shape[0]
             if count < 1 or tuple(new.shape[1:]) != tuple(old.shape[1:]):
@@ -138,7 +141,7 @@ class NearestCentroidDispatch:
             rows = new.detach()[old.shape[0]:].to(torch.float32).cpu().contiguous()
             self._index.add(rows)
             self._appended.append(rows)  # the snapshot's later rows: no O(K·D) copy
-            self._source, self._source_key = weakref.ref(new), _source_key(new)
+            self._source, self._source_key = weakref.ref(new), source_key(new)
 
     def _matches_snapshot(self, centroids: Tensor) -> bool:
         """Whether ``centroids`` equal, by value, the rows the cached index holds."""
@@ -161,7 +164,7 @@ class NearestCentroidDispatch:
             return self._cached_index(centroids)
 
     def _cached_index(self, centroids: Tensor):
-        key = _source_key(centroids)
+        key = source_key(centroids)
         version = key[1]
         if self._index is not None:
             if version is not None and self._source is not None and self._source() is centroids \
@@ -180,7 +183,7 @@ class NearestCentroidDispatch:
         return self._index
 
 
-def _source_key(centroids: Tensor) -> tuple:
+def source_key(centroids: Tensor) -> tuple:
     """What identifies the state of a centroid tensor for the cache: data pointer, version
     counter (None for an inference tensor, which keeps none: compared by value), shape, dtype."""
     try:

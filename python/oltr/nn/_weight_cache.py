@@ -46,14 +46,37 @@ class DerivedCache:
     def __setstate__(self, state: dict) -> None:
         self.clear()
 
-    def get(self, weight: Tensor, build: Callable[[Tensor], Any]) -> Any:
-        """``build(weight.detach())``, computed without autograd, from the cache when valid."""
+    @staticmethod
+    def _key(weight: Tensor) -> Optional[tuple]:
         try:
             version = weight._version
         except RuntimeError:  # an inference tensor: no version counter, nothing to key on
+            return None
+        return (weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape), weight.stride())
+
+    def peek(self, weight: Tensor) -> Any:
+        """The cached value when it was built from ``weight`` as ``weight`` is now, else None
+        (builds nothing)."""
+        entry = self._entry
+        if entry is None or entry[0] is not weight:
+            return None
+        key = self._key(weight)
+        return entry[3] if key is not None and entry[1] == key else None
+
+    def adopt(self, weight: Tensor, value: Any) -> None:
+        """Make ``value`` the cached value of ``weight`` as ``weight`` is now, without building:
+        for a caller that derived it from an earlier value, such as enrollment appending a
+        class's row to both a weight and its cached normalised copy (``value`` must equal
+        ``build(weight)``)."""
+        key = self._key(weight)
+        self._entry = None if key is None else (weight, key, weight.detach(), value)
+
+    def get(self, weight: Tensor, build: Callable[[Tensor], Any]) -> Any:
+        """``build(weight.detach())``, computed without autograd, from the cache when valid."""
+        key = self._key(weight)
+        if key is None:
             with torch.no_grad():
                 return build(weight.detach())
-        key = (weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape), weight.stride())
         entry = self._entry  # one read: other threads may replace it meanwhile
         if entry is not None and entry[0] is weight and entry[1] == key:
             return entry[3]

@@ -1,0 +1,208 @@
+"""Appending a class's rows to a model, its inference caches and its imprint statistics, in
+O(D) per class (amortised), for :mod:`oltr.model.enrollment`.
+
+A class is a row of several (K, ...) tensors (the ``centroids`` buffer, the hallucinator or
+``fc`` weight and bias, the cosine weight) and a row or column of each inference cache derived
+from them (the Rust index of the centroids, the transposed centroids and hallucinator weight,
+the normalised cosine weight and its transpose). Concatenating would copy every tensor and
+drop every cache, so the first batch after an enrollment would rebuild them: O(K·D) per class,
+about one index rebuild at K = 1e5. Here:
+
+* the tensors grow into spare room (:func:`oltr.nn._growable.append_along`; one O(K·D) copy
+  per ~K/4 classes) and keep their names, so ``state_dict`` keys stay the same (the model's
+  state-dict hook stores them without the room);
+* each cache that was current for the old tensor gets the new row appended the same way (its
+  value equals a rebuild: rows are normalised one by one, transposes are copies) and is kept
+  for the new tensor (:meth:`oltr.nn._weight_cache.DerivedCache.adopt`); the Rust index takes
+  an edit (:meth:`oltr.nn._nearest.NearestCentroidDispatch.extend`). A cache that was not
+  current is left to be built on first use, as before;
+* :class:`ImprintStats` keeps the sums over the existing classes that the imprint rules
+  average (row norms, each class's logit at its own mean), updated per class instead of
+  recomputed.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+
+from oltr.nn._growable import append_along, compact_state_dict_hook
+from oltr.nn._nearest import source_key
+from oltr.nn._weight_cache import DerivedCache
+from oltr.nn.cosnorm import _normalise_rows
+
+__all__ = ["ImprintStats", "add_class_to_stats", "append_cosine_row", "append_memory_rows", "drop_row",
+           "imprint_stats", "set_num_classes"]
+
+
+def _replace(owner: nn.Module, name: str, value: Tensor) -> None:
+    """Make ``value`` parameter or buffer ``name`` of ``owner`` (same name, grad flag, and the
+    spare room ``value`` grows into)."""
+    old = getattr(owner, name)
+    room = getattr(value, "_oltr_room", None)
+    if room is not None and not getattr(owner, "_oltr_compact_state", False):
+        owner.register_state_dict_post_hook(compact_state_dict_hook)
+        owner._oltr_compact_state = True
+    if name in owner._parameters:
+        param = nn.Parameter(value, requires_grad=old.requires_grad)
+        if room is not None:
+            param._oltr_room = room  # type: ignore[attr-defined]
+        setattr(owner, name, param)
+    else:
+        setattr(owner, name, value)
+
+
+def _append(owner: nn.Module, name: str, row: Tensor) -> Tensor:
+    """Append ``row`` to ``owner.<name>`` (K, ...) -> (K + 1, ...); returns the row as stored."""
+    old = getattr(owner, name)
+    value = append_along(old, row.to(old.device, old.dtype).reshape(1, *old.shape[1:]))
+    _replace(owner, name, value)
+    return value[-1]
+
+
+def drop_row(owner: nn.Module, name: str, label: int) -> None:
+    """Remove row ``label`` of ``owner.<name>`` (an O(K·D) copy; the caches rebuild)."""
+    old = getattr(owner, name).detach()
+    _replace(owner, name, torch.cat([old[:label], old[label + 1:]]).contiguous())
+
+
+def set_num_classes(model: Any, count: int) -> None:
+    """K of the model and its classifier's layers (from their first dimensions, which the
+    caller has set; the cosine rows may follow a moment later)."""
+    model.num_classes = count
+    classifier = model.classifier
+    classifier.num_classes = count
+    if model.stage == "oltr":
+        classifier.fc_hallucinator.out_features = count
+        classifier.cosnorm_classifier.out_dims = count
+    else:
+        classifier.fc.out_features = count
+
+
+def _grow_cache(cache: DerivedCache, current: Optional[Tensor], weight: Tensor, rows: Tensor, dim: int) -> None:
+    """Keep ``cache`` for the grown ``weight``: ``current`` (its value for the old weight, or
+    None when it was not current) with ``rows`` appended along ``dim``."""
+    if current is not None:
+        cache.adopt(weight, append_along(current, rows.to(current.dtype), dim=dim))
+
+
+def append_memory_rows(model: Any, centroid: Tensor, weight_row: Tensor, bias: Tensor) -> None:
+    """Append a class's centroid (D,) to ``model.centroids`` and its hallucinator (``fc``)
+    weight row (D,) and bias () to that layer, with the nearest-centroid index and the
+    transposed caches of an ``"oltr"`` classifier; sets the model's class count."""
+    classifier = model.classifier
+    layer = classifier.fc_hallucinator if model.stage == "oltr" else classifier.fc
+    old_centroids, old_weight = model.centroids, layer.weight
+    if model.stage == "oltr":  # what is current for the old tensors, before any write
+        centroids_key = source_key(old_centroids)
+        bank_t = classifier._bank_t.peek(old_centroids)
+        weight_t = classifier._hallucinator_t.peek(old_weight)
+    stored_centroid = _append(model, "centroids", centroid)
+    stored_row = _append(layer, "weight", weight_row)
+    if layer.bias is not None:
+        _append(layer, "bias", bias)
+    set_num_classes(model, int(model.centroids.shape[0]))
+    if model.stage == "oltr":
+        classifier.nearest.extend(old_centroids, model.centroids, centroids_key)
+        _grow_cache(classifier._bank_t, bank_t, model.centroids, stored_centroid.reshape(-1, 1), dim=1)
+        _grow_cache(classifier._hallucinator_t, weight_t, layer.weight, stored_row.reshape(-1, 1), dim=1)
+
+
+def append_cosine_row(cosnorm: Any, row: Tensor) -> None:
+    """Append ``row`` (D,) to a :class:`~oltr.nn.CosNormClassifier`'s weight and to its cached
+    normalised weight and its transpose."""
+    old = cosnorm.weight
+    unit, unit_t = cosnorm._unit_weight.peek(old), cosnorm._unit_weight_t.peek(old)
+    stored = _append(cosnorm, "weight", row)
+    unit_row = _normalise_rows(stored.reshape(1, -1))
+    _grow_cache(cosnorm._unit_weight, unit, cosnorm.weight, unit_row, dim=0)
+    _grow_cache(cosnorm._unit_weight_t, unit_t, cosnorm.weight, unit_row.t(), dim=1)
+
+
+class ImprintStats:
+    """Sums over a model's classes that the imprint rules average, float64: ``"hallucinator"``
+    Σ‖w_k‖ of the hallucinator (``fc``) rows, ``"own"`` Σ (w_k·c_k + b_k) (each class's logit
+    at its own memory centroid), ``"cosine"`` Σ‖v_k‖ of the cosine rows (``"oltr"`` stage),
+    and ``"memory"`` whether any centroid is nonzero. Valid while the tensors they were taken
+    from are unchanged (object, storage, version counter); :func:`imprint_stats` recomputes
+    them (O(K·D)) otherwise and :meth:`add` updates them per enrolled class (O(D)). Copies and
+    pickles start empty."""
+
+    def __init__(self) -> None:
+        self._entry: Optional[tuple[list, dict[str, Any]]] = None
+
+    def __getstate__(self) -> dict:
+        return {}
+
+    def __setstate__(self, state: dict) -> None:
+        self._entry = None
+
+    def __deepcopy__(self, memo: dict) -> "ImprintStats":
+        return ImprintStats()
+
+    @staticmethod
+    def _keys(tensors: list[Optional[Tensor]]) -> list:
+        return [None if t is None else (weakref.ref(t), DerivedCache._key(t)) for t in tensors]
+
+    def get(self, tensors: list[Optional[Tensor]]) -> Optional[dict[str, Any]]:
+        if self._entry is None:
+            return None
+        keys, sums = self._entry
+        for tensor, key in zip(tensors, keys):
+            if (tensor is None) != (key is None):
+                return None
+            if tensor is not None and (key[0]() is not tensor or key[1] is None or key[1] != DerivedCache._key(tensor)):
+                return None
+        return sums
+
+    def put(self, tensors: list[Optional[Tensor]], sums: dict[str, Any]) -> None:
+        self._entry = (self._keys(tensors), sums)
+
+
+def _tensors(model: Any) -> list[Optional[Tensor]]:
+    classifier = model.classifier
+    layer = classifier.fc_hallucinator if model.stage == "oltr" else classifier.fc
+    cosine = classifier.cosnorm_classifier.weight if model.stage == "oltr" else None
+    return [model.centroids, layer.weight, layer.bias, cosine]
+
+
+def _row_norm_sum(weight: Tensor) -> float:
+    return float(torch.linalg.vector_norm(weight.detach(), dim=1).double().sum())
+
+
+def _own_logit_sum(memory: Tensor, weight: Tensor, bias: Optional[Tensor]) -> float:
+    # each row's dot product in the tensors' dtype, row by row (no (K, D) temporary)
+    own = torch.bmm(memory.detach().unsqueeze(1), weight.detach().to(memory.dtype).unsqueeze(2)).reshape(-1)
+    return float(own.double().sum()) + (0.0 if bias is None else float(bias.detach().double().sum()))
+
+
+def imprint_stats(model: Any) -> dict[str, Any]:
+    """The :class:`ImprintStats` sums of ``model`` now (kept in ``model._imprint_stats``)."""
+    stats = getattr(model, "_imprint_stats", None)
+    if not isinstance(stats, ImprintStats):
+        stats = model._imprint_stats = ImprintStats()
+    tensors = _tensors(model)
+    sums = stats.get(tensors)
+    if sums is None:
+        memory, weight, bias, cosine = tensors
+        sums = {"hallucinator": _row_norm_sum(weight), "own": _own_logit_sum(memory, weight, bias),
+                "memory": bool(torch.count_nonzero(memory)), "count": int(memory.shape[0]),
+                "cosine": None if cosine is None else _row_norm_sum(cosine)}
+        stats.put(tensors, sums)
+    return sums
+
+
+def add_class_to_stats(model: Any, sums: dict[str, Any]) -> None:
+    """``sums`` (the stats before the last class was appended to every tensor) updated with
+    that class's rows and stored for the grown tensors."""
+    memory, weight, bias, cosine = _tensors(model)
+    new = dict(sums)  # the new rows through the same helpers as the full sums
+    new["hallucinator"] += _row_norm_sum(weight[-1:])
+    new["own"] += _own_logit_sum(memory[-1:], weight[-1:], None if bias is None else bias[-1:])
+    new["memory"] = sums["memory"] or bool(torch.count_nonzero(memory[-1]))
+    new["count"] += 1
+    if cosine is not None:
+        new["cosine"] += _row_norm_sum(cosine[-1:])
+    model._imprint_stats.put([memory, weight, bias, cosine], new)
