@@ -312,3 +312,32 @@ def test_imprint_statistics_follow_enrollments_and_in_place_changes(stage):
     label = model.enroll(_cluster(model, seed=40))
     mean_norm = float(layer.weight.detach()[:label].norm(dim=1).mean())
     assert float(layer.weight.detach()[label].norm()) == pytest.approx(mean_norm, rel=1e-5)
+
+
+def test_reserve_classes_makes_enrolls_append_in_place_and_changes_nothing_else():
+    from oltr.nn._growable import has_room
+
+    model = _model(k=30)
+    for batch in _batches(model):
+        _forward_features(model, batch)
+    before = [_forward_features(model, batch)[0] for batch in _batches(model)]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    builds = dict(model.classifier.cache_builds)
+    model.reserve_classes(3)
+    assert model.classifier.cache_builds == builds
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+    assert all(torch.equal(a, _forward_features(model, b)[0]) for a, b in zip(before, _batches(model)))
+    tensors = [model.centroids, model.classifier.fc_hallucinator.weight, model.classifier.fc_hallucinator.bias,
+               model.classifier.cosnorm_classifier.weight]
+    assert all(has_room(t, 3) and not has_room(t, 4) for t in tensors)
+    storages = [t.untyped_storage().data_ptr() for t in tensors]
+    for seed in range(3):
+        model.enroll(_cluster(model, seed=60 + seed))
+    tensors = [model.centroids, model.classifier.fc_hallucinator.weight, model.classifier.fc_hallucinator.bias,
+               model.classifier.cosnorm_classifier.weight]
+    assert [t.untyped_storage().data_ptr() for t in tensors] == storages  # appended in place
+    assert model.classifier.cache_builds == builds
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="extra"):
+            model.reserve_classes(bad)

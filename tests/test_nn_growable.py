@@ -83,3 +83,20 @@ def test_compact_drops_the_room_and_saving_a_compacted_state_dict_is_small():
     buffer = io.BytesIO()
     torch.save({k: v for k, v in state.items() if k == "0.memory"}, buffer)
     assert buffer.tell() < 1001 * 8 * 4 * 1.1  # not the 1.25x buffer
+
+
+@pytest.mark.parametrize("dim", [0, 1])
+def test_reserve_along_makes_exactly_the_room_asked_for_once(dim):
+    from oltr.nn._growable import reserve_along
+
+    base = torch.randn(4, 6)
+    reserved = reserve_along(base, 5, dim=dim)
+    assert torch.equal(reserved, base) and has_room(reserved, 5, dim) and not has_room(reserved, 6, dim)
+    assert reserve_along(reserved, 5, dim=dim) is reserved  # room enough: no copy
+    grown = reserved
+    for _ in range(5):
+        shape = (1, 6) if dim == 0 else (4, 1)
+        grown = append_along(grown, torch.ones(*shape), dim=dim)
+        assert grown.data_ptr() == reserved.data_ptr()
+    with pytest.raises(ValueError, match="extra"):
+        reserve_along(base, -1)

@@ -23,18 +23,18 @@ about one index rebuild at K = 1e5. Here:
 from __future__ import annotations
 
 import weakref
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor, nn
 
-from oltr.nn._growable import append_along, compact_state_dict_hook
+from oltr.nn._growable import append_along, compact_state_dict_hook, reserve_along
 from oltr.nn._nearest import source_key
 from oltr.nn._weight_cache import DerivedCache
 from oltr.nn.cosnorm import _normalise_rows
 
-__all__ = ["ImprintStats", "add_class_to_stats", "append_cosine_row", "append_memory_rows", "drop_row",
-           "imprint_stats", "set_num_classes"]
+__all__ = ["ImprintStats", "add_class_to_stats", "append_class_rows", "drop_row", "imprint_stats", "reserve_classes",
+           "set_num_classes"]
 
 
 def _replace(owner: nn.Module, name: str, value: Tensor) -> None:
@@ -52,14 +52,6 @@ def _replace(owner: nn.Module, name: str, value: Tensor) -> None:
         setattr(owner, name, param)
     else:
         setattr(owner, name, value)
-
-
-def _append(owner: nn.Module, name: str, row: Tensor) -> Tensor:
-    """Append ``row`` to ``owner.<name>`` (K, ...) -> (K + 1, ...); returns the row as stored."""
-    old = getattr(owner, name)
-    value = append_along(old, row.to(old.device, old.dtype).reshape(1, *old.shape[1:]))
-    _replace(owner, name, value)
-    return value[-1]
 
 
 def drop_row(owner: nn.Module, name: str, label: int) -> None:
@@ -81,44 +73,93 @@ def set_num_classes(model: Any, count: int) -> None:
         classifier.fc.out_features = count
 
 
-def _grow_cache(cache: DerivedCache, current: Optional[Tensor], weight: Tensor, rows: Tensor, dim: int) -> None:
-    """Keep ``cache`` for the grown ``weight``: ``current`` (its value for the old weight, or
-    None when it was not current) with ``rows`` appended along ``dim``."""
-    if current is not None:
-        cache.adopt(weight, append_along(current, rows.to(current.dtype), dim=dim))
+#: (cache, dimension its rows grow along, rows of the cache from stored rows (m, D) of the weight)
+_CacheRows = tuple[DerivedCache, int, Callable[[Tensor], Tensor]]
 
 
-def append_memory_rows(model: Any, centroid: Tensor, weight_row: Tensor, bias: Tensor) -> None:
-    """Append a class's centroid (D,) to ``model.centroids`` and its hallucinator (``fc``)
-    weight row (D,) and bias () to that layer, with the nearest-centroid index and the
-    transposed caches of an ``"oltr"`` classifier; sets the model's class count."""
+def _transpose(rows: Tensor) -> Tensor:
+    return rows.t()
+
+
+def _unit_transpose(rows: Tensor) -> Tensor:
+    return _normalise_rows(rows).t()
+
+
+def _tracked(model: Any) -> list[tuple[str, nn.Module, str, list[_CacheRows]]]:
+    """Each class-indexed tensor of ``model`` as (key, owner, attribute name, the caches
+    derived from it), in the order enrollment appends them (the cosine rows last). Keys:
+    ``"centroids"``, ``"weight"`` / ``"bias"`` (the hallucinator's; ``fc``'s in the plain
+    stage) and ``"cosine"``."""
     classifier = model.classifier
-    layer = classifier.fc_hallucinator if model.stage == "oltr" else classifier.fc
-    old_centroids, old_weight = model.centroids, layer.weight
-    if model.stage == "oltr":  # what is current for the old tensors, before any write
-        centroids_key = source_key(old_centroids)
-        bank_t = classifier._bank_t.peek(old_centroids)
-        weight_t = classifier._hallucinator_t.peek(old_weight)
-    stored_centroid = _append(model, "centroids", centroid)
-    stored_row = _append(layer, "weight", weight_row)
-    if layer.bias is not None:
-        _append(layer, "bias", bias)
+    if model.stage != "oltr":
+        return [("centroids", model, "centroids", []), ("weight", classifier.fc, "weight", []),
+                ("bias", classifier.fc, "bias", [])]
+    layer, cosnorm = classifier.fc_hallucinator, classifier.cosnorm_classifier
+    return [("centroids", model, "centroids", [(classifier._bank_t, 1, _transpose)]),
+            ("weight", layer, "weight", [(classifier._hallucinator_t, 1, _transpose)]),
+            ("bias", layer, "bias", []),
+            ("cosine", cosnorm, "weight",
+             [(cosnorm._unit_weight, 0, _normalise_rows), (cosnorm._unit_weight_t, 1, _unit_transpose)])]
+
+
+def _grow(owner: nn.Module, name: str, caches: list[_CacheRows], rows: Optional[Tensor], extra: int = 0) -> None:
+    """Append ``rows`` (m, ...) to ``owner.<name>`` and to each of its ``caches`` that is
+    current, or (``rows`` None) make room for ``extra`` more rows in both. A cache that was
+    not current is left to be built on first use. The Rust index of the centroids is the
+    caller's (it is keyed on the tensor before the write)."""
+    old = getattr(owner, name)
+    if old is None:
+        return
+    current = [(cache, dim, derive, cache.peek(old)) for cache, dim, derive in caches]
+    if rows is None:
+        value = reserve_along(old, extra)
+        if value is old:
+            return
+    else:
+        value = append_along(old, rows.to(old.device, old.dtype).reshape(-1, *old.shape[1:]))
+    _replace(owner, name, value)
+    new = getattr(owner, name)
+    for cache, dim, derive, value in current:
+        if value is None:
+            continue
+        if rows is None:
+            cache.adopt(new, reserve_along(value, extra, dim=dim))
+        else:
+            added = derive(new.detach()[old.shape[0]:]).to(value.dtype)
+            cache.adopt(new, append_along(value, added, dim=dim))
+
+
+def append_class_rows(model: Any, rows: dict[str, Tensor]) -> None:
+    """Append one class's rows to ``model``: ``rows`` maps keys of :func:`_tracked`
+    (``"centroids"``, ``"weight"``, ``"bias"``, ``"cosine"``) to the new row (D,) or bias
+    value (); a key left out is appended by a later call (enrollment appends the cosine row
+    once the memory rows are in). Sets the class count from the centroids; the cached
+    nearest-centroid index of an ``"oltr"`` classifier takes an edit."""
+    for key, owner, name, caches in _tracked(model):
+        if key not in rows:
+            continue
+        if key == "centroids" and model.stage == "oltr":
+            old, old_key = model.centroids, source_key(model.centroids)
+            _grow(owner, name, caches, rows[key])
+            model.classifier.nearest.extend(old, model.centroids, old_key)
+        else:
+            _grow(owner, name, caches, rows[key])
     set_num_classes(model, int(model.centroids.shape[0]))
+
+
+def reserve_classes(model: Any, extra: int) -> None:
+    """Room for ``extra`` more classes in every class-indexed tensor of ``model`` and in its
+    current inference caches (one O(K·D) copy each now, none at the next ``extra``
+    enrollments). Values, the index and the imprint statistics stay as they are."""
+    stats = getattr(model, "_imprint_stats", None)
+    sums = stats.get(_tensors(model)) if isinstance(stats, ImprintStats) else None
+    old_centroids, old_key = model.centroids, source_key(model.centroids)
+    for _, owner, name, caches in _tracked(model):
+        _grow(owner, name, caches, None, extra)
     if model.stage == "oltr":
-        classifier.nearest.extend(old_centroids, model.centroids, centroids_key)
-        _grow_cache(classifier._bank_t, bank_t, model.centroids, stored_centroid.reshape(-1, 1), dim=1)
-        _grow_cache(classifier._hallucinator_t, weight_t, layer.weight, stored_row.reshape(-1, 1), dim=1)
-
-
-def append_cosine_row(cosnorm: Any, row: Tensor) -> None:
-    """Append ``row`` (D,) to a :class:`~oltr.nn.CosNormClassifier`'s weight and to its cached
-    normalised weight and its transpose."""
-    old = cosnorm.weight
-    unit, unit_t = cosnorm._unit_weight.peek(old), cosnorm._unit_weight_t.peek(old)
-    stored = _append(cosnorm, "weight", row)
-    unit_row = _normalise_rows(stored.reshape(1, -1))
-    _grow_cache(cosnorm._unit_weight, unit, cosnorm.weight, unit_row, dim=0)
-    _grow_cache(cosnorm._unit_weight_t, unit_t, cosnorm.weight, unit_row.t(), dim=1)
+        model.classifier.nearest.extend(old_centroids, model.centroids, old_key)
+    if sums is not None:
+        stats.put(_tensors(model), sums)
 
 
 class ImprintStats:

@@ -49,14 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from oltr.inference.class_means import ClassMeanAccumulator
-from oltr.model._class_rows import (
-    add_class_to_stats,
-    append_cosine_row,
-    append_memory_rows,
-    drop_row,
-    imprint_stats,
-    set_num_classes,
-)
+from oltr.model._class_rows import add_class_to_stats, append_class_rows, drop_row, imprint_stats, set_num_classes
 
 __all__ = ["IMPRINTS", "enroll_class", "example_features", "forget_class"]
 
@@ -185,10 +178,10 @@ def enroll_class(model: Any, x: Any, class_name: Optional[str] = None, *, imprin
     row, bias = _imprinted_linear_row(hallucinator, features, mean, sums)
     # the memory and hallucinator rows first, with the index and caches that depend on them:
     # the meta-embeddings the cosine row is imprinted from do not depend on the cosine rows
-    append_memory_rows(model, mean, row, bias)
+    append_class_rows(model, {"centroids": mean, "weight": row, "bias": bias})
     if model.stage == "oltr":
         direction = _cosine_direction(model, features, label, imprint)
-        append_cosine_row(classifier.cosnorm_classifier, (sums["cosine"] / sums["count"]) * direction)
+        append_class_rows(model, {"cosine": (sums["cosine"] / sums["count"]) * direction})
     add_class_to_stats(model, sums)
     names = getattr(model, "class_names", None)
     if not isinstance(names, list):

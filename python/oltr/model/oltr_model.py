@@ -127,6 +127,20 @@ class OLTRModel(nn.Module):
 
         return enroll_class(self, x, class_name, imprint=imprint)
 
+    def reserve_classes(self, extra: int) -> None:
+        """Make room for ``extra`` more classes, so the next ``extra`` :meth:`enroll` calls
+        append in O(D) each (as ``Vec::reserve``): one O(K·D) copy now of each class-indexed
+        tensor and of each warm inference cache, instead of at the first enroll (which
+        otherwise makes room for a quarter more classes by itself). Values, state-dict keys
+        and saved state dicts are unchanged (a state dict holds no room). ValueError for
+        ``extra`` < 0."""
+        from oltr.model._class_rows import reserve_classes
+
+        if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+            raise ValueError(f"extra must be an integer >= 0, got {extra!r}")
+        with torch.no_grad():
+            reserve_classes(self, extra)
+
     def forget(self, label: int) -> None:
         """Remove class ``label`` (memory row and classifier rows); later labels move down by
         one. ValueError for a label outside ``[0, K)`` or the model's only class."""

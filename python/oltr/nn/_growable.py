@@ -26,7 +26,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["append_along", "compact", "compact_state_dict_hook", "has_room"]
+__all__ = ["append_along", "compact", "compact_state_dict_hook", "has_room", "reserve_along"]
 
 _MIN_ROOM = 16  # rows of room at least, whatever the length
 
@@ -84,6 +84,23 @@ def append_along(tensor: Tensor, rows: Tensor, dim: int = 0) -> Tensor:
     room.used = length + extra
     view = room.buffer.narrow(dim, 0, length + extra)
     view._oltr_room = room  # type: ignore[attr-defined]
+    return view
+
+
+def reserve_along(tensor: Tensor, extra: int, dim: int = 0) -> Tensor:
+    """``tensor`` itself when :func:`append_along` can append ``extra`` rows to it in place,
+    else a view of a new buffer with room for exactly that many (same values)."""
+    if extra < 0:
+        raise ValueError(f"extra must be >= 0, got {extra}")
+    if has_room(tensor, extra, dim):
+        return tensor
+    length = tensor.shape[dim]
+    shape = list(tensor.shape)
+    shape[dim] = length + extra
+    buffer = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
+    buffer.narrow(dim, 0, length).copy_(tensor.detach())
+    view = buffer.narrow(dim, 0, length)
+    view._oltr_room = _Room(buffer, dim, length)  # type: ignore[attr-defined]
     return view
 
 
