@@ -168,7 +168,7 @@ class ImprintStats:
     at its own memory centroid), ``"cosine"`` Σ‖v_k‖ of the cosine rows (``"oltr"`` stage),
     and ``"memory"`` whether any centroid is nonzero. Valid while the tensors they were taken
     from are unchanged (object, storage, version counter); :func:`imprint_stats` recomputes
-    them (O(K·D)) otherwise and :meth:`add` updates them per enrolled class (O(D)). Copies and
+    them (O(K·D)) otherwise and :func:`add_class_to_stats` updates them per enrolled class (O(D)). Copies and
     pickles start empty."""
 
     def __init__(self) -> None:
