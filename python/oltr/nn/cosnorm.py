@@ -5,9 +5,11 @@ import math
 import warnings
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from oltr.nn import _products
 from oltr.nn._weight_cache import DerivedCache
 
 __all__ = ["CosNormClassifier", "LOGIT_SCALE", "inference_fast_path"]
@@ -111,21 +113,53 @@ class CosNormClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_dims:
             raise ValueError(f"x must have shape (B, {self.in_dims}), got {tuple(x.shape)}")
-        norm = x.norm(p=2, dim=1, keepdim=True)
         if inference_fast_path(self, x):
-            # one (B, D) multiply by the per-row factor, and the cached unit weight
-            if self.squash == "code":
-                factor = norm.add_(1.0).reciprocal_().mul_(self.logit_scale)
-            else:
-                factor = norm.mul(self.logit_scale).div_(norm.square().add_(1.0))
-            if x.shape[0] == 1:
-                return torch.mm(x * factor, self._unit_weight_t.get(self.weight, _normalised_transposed))
-            return torch.mm(x * factor, self.unit_weight().t())
+            if _products.available(x, self.weight):
+                with _products.single_threaded_blas():
+                    return torch.from_numpy(self.inference_logits(_products.view(x)))
+            return self._torch_inference(x)
+        norm = x.norm(p=2, dim=1, keepdim=True)
         if self.squash == "code":
             squashed = x / (1.0 + norm)
         else:
             squashed = x * (norm / (1.0 + norm * norm))
         return torch.mm(self.logit_scale * squashed, _normalise_rows(self.weight).t())
+
+    def _torch_inference(self, x: Tensor) -> Tensor:
+        # one (B, D) multiply by the per-row factor, and the cached unit weight
+        norm = x.norm(p=2, dim=1, keepdim=True)
+        if self.squash == "code":
+            factor = norm.add_(1.0).reciprocal_().mul_(self.logit_scale)
+        else:
+            factor = norm.mul(self.logit_scale).div_(norm.square().add_(1.0))
+        if x.shape[0] == 1:
+            return torch.mm(x * factor, self._unit_weight_t.get(self.weight, _normalised_transposed))
+        return torch.mm(x * factor, self.unit_weight().t())
+
+    def inference_logits(self, v: np.ndarray) -> np.ndarray:
+        """The logits of ``v`` (B, in_dims) at inference, on numpy's BLAS: ``v`` is scaled
+        by its rows' squash factor and multiplied by the cached unit weight, column ranges
+        split over threads (:mod:`oltr.nn._products`). Same dtype as the weight; no autograd.
+        Call inside :class:`oltr.nn._products.single_threaded_blas`."""
+        norm = np.sqrt(np.einsum("ij,ij->i", v, v))
+        scale = v.dtype.type(self.logit_scale)
+        if self.squash == "code":
+            factor = np.reciprocal(norm + 1, out=norm)
+            factor *= scale
+        else:
+            factor = norm * scale
+            factor /= norm * norm + 1
+        scaled = v * factor[:, None]
+        batch, single = v.shape[0], v.shape[0] == 1
+        if single:  # a single row reads the transposed copy ~2x faster
+            weight = _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed))
+        else:
+            weight = _products.view(self.unit_weight())
+        classes = weight.shape[1 if single else 0]  # the weight's rows (out_dims may run ahead while enrolling)
+        logits = np.empty((batch, classes), dtype=v.dtype)
+        _products.run([(_products.product_into, (scaled, weight, logits, single),
+                        _products.tiles(batch, classes, v.shape[1]))], batch * classes * v.shape[1])
+        return logits
 
     def extra_repr(self) -> str:
         return (f"in_dims={self.in_dims}, out_dims={self.out_dims}, logit_scale={self.logit_scale}, "

@@ -3,16 +3,21 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from oltr.memory.index import REACHABILITY_EPS, REACHABILITY_SCALE
+from oltr.nn import _products
 from oltr.nn._nearest import NearestCentroidDispatch
 from oltr.nn._weight_cache import DerivedCache
 from oltr.nn.cosnorm import CosNormClassifier, inference_fast_path, resolve_logit_scale
 from oltr.nn.extras import Extras
 
 __all__ = ["MetaEmbeddingClassifier"]
+
+#: An exponential's cost in multiply-adds, for splitting the softmax's work (roughly).
+_EXP_COST = 8
 
 
 class MetaEmbeddingClassifier(nn.Module):
@@ -114,6 +119,10 @@ class MetaEmbeddingClassifier(nn.Module):
         if centroids.device != x.device:
             raise ValueError(f"centroids are on {centroids.device} but x is on {x.device}")
         nearest_dist, nearest_idx = self.nearest(x, centroids)
+        if inference_fast_path(self, x) and _products.available(
+                x, centroids, self.fc_hallucinator.weight, self.fc_selector.weight, self.cosnorm_classifier.weight):
+            with _products.single_threaded_blas():
+                return self._numpy_inference(x, centroids, nearest_dist, nearest_idx)
         reachability = self.reach_scale / nearest_dist.clamp_min(REACHABILITY_EPS)
         if inference_fast_path(self, x):
             if centroids.dtype == x.dtype:
@@ -139,6 +148,52 @@ class MetaEmbeddingClassifier(nn.Module):
                         nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=meta_embedding)
         return logits, extras
 
+    def _numpy_inference(self, x: Tensor, centroids: Tensor, nearest_dist: Tensor,
+                         nearest_idx: Tensor) -> tuple[Tensor, Extras]:
+        """The inference forward on numpy's BLAS (:mod:`oltr.nn._products`): the hallucinator
+        scores and the selector, then the softmax read-out of the memory, then the cosine
+        logits, each product cut into column ranges that the threads share."""
+        xa, dist = _products.view(x), _products.view(nearest_dist)
+        dtype, (batch, dim) = xa.dtype, xa.shape
+        # reach_scale / max(d, eps) rounded as torch's scalar / tensor (a reciprocal, then a product)
+        reach = np.reciprocal(np.maximum(dist, dtype.type(REACHABILITY_EPS)))
+        reach *= dtype.type(self.reach_scale)
+        if batch == 1:  # a single row reads the transposed copy ~2x faster
+            hallucinator = _products.view(self._hallucinator_t.get(self.fc_hallucinator.weight, _transposed))
+        else:
+            hallucinator = _products.view(self.fc_hallucinator.weight)
+        classes = hallucinator.shape[1 if batch == 1 else 0]
+        score_tiles = _products.tiles(batch, classes, dim)
+        scores = np.empty((batch, classes), dtype)
+        width = score_tiles[0][3]  # of every column range but the last
+        maxima = np.empty((-(-classes // width), batch), dtype)
+        selector = np.empty((batch, dim), dtype)
+        _products.run([(_selector_into, (xa, _products.view(self.fc_selector.weight),
+                                         _products.view(self.fc_selector.bias), selector),
+                        _products.tiles(batch, dim, dim, min_width=128)),
+                       (_scores_into, (xa, hallucinator, _products.view(self.fc_hallucinator.bias), scores,
+                                       maxima, width, batch == 1), score_tiles)],
+                      batch * dim * (classes + dim))
+        top = maxima.max(axis=0)
+        sums = np.empty(batch, dtype)
+        _products.run([(_exp_rows, (scores, top, sums), _products.tiles(batch, 1, classes * _EXP_COST, min_width=1))],
+                      batch * classes * _EXP_COST)
+        memory = np.empty((batch, dim), dtype)
+        bank_t = _products.view(self._bank_t.get(centroids, _transposed))
+        _products.run([(_products.product_into, (scores, bank_t, memory, False),
+                        _products.tiles(batch, dim, classes, min_width=128))], batch * classes * dim)
+        memory /= sums[:, None]
+        infused = selector * memory
+        meta = xa + infused
+        meta *= reach[:, None]
+        # the cosine layer's inference method, not its module call (as nn.MultiheadAttention
+        # uses its out_proj's weight): forward hooks on the cosine layer do not run here
+        logits = torch.from_numpy(self.cosnorm_classifier.inference_logits(meta))
+        extras = Extras(direct=x, infused=torch.from_numpy(infused), memory=torch.from_numpy(memory),
+                        selector=torch.from_numpy(selector), reachability=torch.from_numpy(reach),
+                        nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=torch.from_numpy(meta))
+        return logits, extras
+
     def extra_repr(self) -> str:
         return (f"feat_dim={self.feat_dim}, num_classes={self.num_classes}, reach_scale={self.reach_scale}, "
                 f"logit_scale={self.logit_scale}")
@@ -151,6 +206,37 @@ def _transposed(matrix: Tensor) -> Tensor:
     # weight: torch.addmm(b, x, .) for a single row (~0.8 vs ~2 ms at K = 1e4); batches of
     # more rows keep W.t(), with which a row's logits do not depend on its batch.
     return matrix.t().contiguous()
+
+
+def _selector_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.ndarray, tile: _products.Tile) -> None:
+    """``out = tanh(x @ W.T + b)`` of the selector on ``tile`` (a task of the numpy path)."""
+    _products.product_into(x, weight, out, False, tile)
+    r0, r1, c0, c1 = tile
+    block = out[r0:r1, c0:c1]
+    block += bias[c0:c1]
+    np.tanh(block, out=block)
+
+
+def _scores_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, scores: np.ndarray, maxima: np.ndarray,
+                 width: int, transposed: bool, tile: _products.Tile) -> None:
+    """The hallucinator scores ``x @ W.T + b`` on ``tile`` of ``scores`` (B, K), and the
+    tile's row maxima into row ``c0 // width`` of ``maxima`` (C, B), C column ranges of
+    ``width`` columns (the last one narrower) (a task of the numpy path)."""
+    _products.product_into(x, weight, scores, transposed, tile)
+    r0, r1, c0, c1 = tile
+    block = scores[r0:r1, c0:c1]
+    block += bias[c0:c1]
+    block.max(axis=1, out=maxima[c0 // width, r0:r1])
+
+
+def _exp_rows(scores: np.ndarray, top: np.ndarray, sums: np.ndarray, tile: _products.Tile) -> None:
+    """Rows ``r0:r1`` of ``scores`` (B, K) become ``exp(scores - top)``, in place, and their
+    sums go to ``sums[r0:r1]`` (a task of the numpy path)."""
+    r0, r1 = tile[0], tile[1]
+    block = scores[r0:r1]
+    block -= top[r0:r1, None]
+    np.exp(block, out=block)
+    block.sum(axis=1, out=sums[r0:r1])
 
 
 def _softmax_readout(scores: Tensor, bank_t: Tensor) -> Tensor:

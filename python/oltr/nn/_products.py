@@ -1,0 +1,252 @@
+"""Matrix products of the inference heads on numpy's BLAS, split over threads by work stealing.
+
+At CPU inference the cosine and meta-embedding heads compute their products through numpy
+(zero-copy views of the tensors) instead of ``torch.mm``: the OpenBLAS that numpy ships runs
+these shapes ~1.2-2x faster than torch's MKL on the CPUs measured (AMD Zen 4, where MKL takes
+its AVX2 path; benches/bench_head.py), and numpy's per-call cost on small arrays is a fraction
+of torch's. Each product is cut into tiles of its output (:func:`tiles`, fixed by the shape
+alone, so results do not depend on the thread count or on which thread ran a tile); the caller
+and ``torch.get_num_threads() - 1`` helper threads take tiles from a shared counter
+(:func:`run`), with OpenBLAS single-threaded meanwhile (:class:`single_threaded_blas`). The
+split is ours rather than OpenBLAS's because OpenBLAS's threads spin-wait for each other: on a
+machine where another process holds a core, a 2-thread OpenBLAS product waits for the busy
+core's time slice (64 x 1e3 x 512: 24 ms instead of 0.4 ms, measured), whereas here a free
+thread takes the tiles the other one has not started, and a waiting thread sleeps.
+
+:func:`available` says whether this path can run: numpy's BLAS is an OpenBLAS whose thread
+count this module can set (found among the libraries loaded in the process), and
+:data:`enabled` is true (tests switch it off to compare with the torch path). The thread
+count is process-wide: another thread's numpy product that runs during a head call runs on
+one thread (slower, same result).
+"""
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import queue
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Tile", "available", "enabled", "product_into", "run", "single_threaded_blas", "tiles", "view"]
+
+#: (r0, r1, c0, c1): rows r0:r1 and columns c0:c1 of a product's output.
+Tile = Tuple[int, int, int, int]
+
+#: Switch for tests and diagnostics: False sends every head call to the torch path.
+enabled = True
+
+#: A tile gets at least this many multiply-adds (~40 µs on one core): less would cost more
+#: in hand-offs than it saves.
+TILE_WORK = 1 << 21
+#: At most this many tiles per product (enough for work stealing between a few threads).
+MAX_TILES = 16
+#: Tiles are at least this many columns wide and rows high by default: each tile re-packs
+#: its operands, and smaller ones spend their time copying (see :func:`tiles`).
+MIN_WIDTH = 256
+MIN_ROWS = 256
+#: Tile bounds are multiples of this (64-byte aligned float32 views).
+ALIGN = 16
+
+_SET_NAMES = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+              "openblas_set_num_threads64_", "openblas_set_num_threads")
+_GET_NAMES = ("scipy_openblas_get_num_threads64_", "scipy_openblas_get_num_threads",
+              "openblas_get_num_threads64_", "openblas_get_num_threads")
+
+
+class _BlasThreads:
+    """Get and set the thread count of the OpenBLAS numpy uses (``None`` handles: not found)."""
+
+    def __init__(self) -> None:
+        self.get: Optional[Callable[[], int]] = None
+        self.set: Optional[Callable[[int], None]] = None
+        for path in _openblas_paths():
+            try:
+                lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
+            except OSError:
+                continue
+            getter = next((getattr(lib, n) for n in _GET_NAMES if hasattr(lib, n)), None)
+            setter = next((getattr(lib, n) for n in _SET_NAMES if hasattr(lib, n)), None)
+            if getter is not None and setter is not None:
+                getter.restype, getter.argtypes = ctypes.c_int, []
+                setter.restype, setter.argtypes = None, [ctypes.c_int]
+                self.get, self.set = getter, setter
+                return
+
+
+def _openblas_paths() -> list[str]:
+    """The OpenBLAS libraries mapped into this process, numpy's own first."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return []
+    paths = {fields[5] for fields in (line.split(None, 5) for line in maps.splitlines())
+             if len(fields) == 6 and "openblas" in Path(fields[5]).name.lower()}
+    numpy_dir = str(Path(np.__file__).resolve().parent)
+    return sorted(paths, key=lambda p: (not p.startswith(numpy_dir + ".libs") and numpy_dir not in p, p))
+
+
+_blas: Optional[_BlasThreads] = None
+_depth_lock = threading.Lock()
+_depth = 0
+_saved_threads = 1
+
+
+def _blas_threads() -> _BlasThreads:
+    global _blas
+    if _blas is None:
+        _blas = _BlasThreads()
+    return _blas
+
+
+def available(*tensors: Tensor) -> bool:
+    """Whether the numpy path can compute with ``tensors``: every one on the CPU, float32 or
+    float64, all one dtype; numpy's OpenBLAS found; :data:`enabled`."""
+    if not enabled or (_blas if _blas is not None else _blas_threads()).set is None:
+        return False
+    dtype = tensors[0].dtype
+    if dtype is not torch.float32 and dtype is not torch.float64:
+        return False
+    for t in tensors:
+        if t.dtype is not dtype or t.device.type != "cpu":
+            return False
+    return True
+
+
+def view(tensor: Tensor) -> np.ndarray:
+    """``tensor`` as a numpy array sharing its memory (any strides; no autograd)."""
+    return tensor.detach().numpy()
+
+
+class single_threaded_blas:
+    """Context: numpy's OpenBLAS runs on one thread inside (nested and concurrent uses count;
+    the outermost exit restores the count found on entry)."""
+
+    def __enter__(self) -> None:
+        global _depth, _saved_threads
+        blas = _blas_threads()
+        with _depth_lock:
+            if _depth == 0:
+                _saved_threads = blas.get()  # type: ignore[misc]
+                if _saved_threads != 1:
+                    blas.set(1)  # type: ignore[misc]
+            _depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        global _depth
+        with _depth_lock:
+            _depth -= 1
+            if _depth == 0 and _saved_threads != 1:
+                _blas_threads().set(_saved_threads)  # type: ignore[misc]
+
+
+def product_into(a: np.ndarray, weight: np.ndarray, out: np.ndarray, transposed: bool, tile: Tile) -> None:
+    """``out[r0:r1, c0:c1] = a[r0:r1] @ W[c0:c1].T`` for ``tile`` = (r0, r1, c0, c1), with
+    ``weight`` = W (N, D), or W.T (D, N) when ``transposed`` (a task of :func:`run`)."""
+    r0, r1, c0, c1 = tile
+    np.matmul(a[r0:r1], weight[:, c0:c1] if transposed else weight[c0:c1].T, out=out[r0:r1, c0:c1])
+
+
+def tiles(rows: int, columns: int, inner: int, min_width: int = MIN_WIDTH) -> list[Tile]:
+    """Tiles ``(r0, r1, c0, c1)`` covering a (rows, columns) output whose entries cost
+    ``inner`` multiply-adds each, in row-major order: at least :data:`TILE_WORK`
+    multiply-adds each, at most :data:`MAX_TILES`, at least ``min_width`` columns and
+    :data:`MIN_ROWS` rows unless the output is smaller, bounds multiples of :data:`ALIGN`.
+    A function of the shape only."""
+    count = min(MAX_TILES, rows * columns * inner // TILE_WORK)
+    if count < 2:
+        return [(0, rows, 0, columns)]
+    across = min(count, max(1, columns // min_width))
+    down = min(max(1, count // across), max(1, rows // MIN_ROWS))
+    return [(r0, r1, c0, c1) for r0, r1 in _split(rows, down) for c0, c1 in _split(columns, across)]
+
+
+def _split(length: int, count: int) -> list[tuple[int, int]]:
+    """``range(length)`` in ``count`` or fewer pieces, bounds multiples of :data:`ALIGN`."""
+    width = -(-length // count)
+    width = -(-width // ALIGN) * ALIGN
+    return [(lo, min(length, lo + width)) for lo in range(0, length, width)]
+
+
+class _Job:
+    """Tasks shared by the caller and the helpers: each takes the next unclaimed one."""
+
+    __slots__ = ("tasks", "claim", "finished", "done", "error")
+
+    def __init__(self, tasks: Sequence[Callable[[], None]]) -> None:
+        self.tasks = tasks
+        self.claim = itertools.count()  # next() is atomic under the GIL
+        self.finished = itertools.count()
+        self.done = threading.Event()
+        self.error: Optional[BaseException] = None
+
+    def work(self) -> None:
+        count = len(self.tasks)
+        while (i := next(self.claim)) < count:
+            try:
+                self.tasks[i]()
+            except BaseException as error:  # re-raised by the caller
+                if self.error is None:
+                    self.error = error
+            if next(self.finished) == count - 1:
+                self.done.set()
+
+
+class _Helpers:
+    """Daemon helper threads fed through one queue (started on first use; after a fork the
+    child starts its own)."""
+
+    def __init__(self) -> None:
+        self._reset()
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._queue: "queue.SimpleQueue[_Job]" = queue.SimpleQueue()
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def offer(self, job: _Job, helpers: int) -> None:
+        if self._count < helpers:
+            with self._lock:
+                while self._count < helpers:
+                    threading.Thread(target=self._loop, args=(self._queue,), daemon=True,
+                                     name=f"oltr-products-{self._count}").start()
+                    self._count += 1
+        for _ in range(helpers):
+            self._queue.put(job)
+
+    @staticmethod
+    def _loop(jobs: "queue.SimpleQueue[_Job]") -> None:
+        while True:
+            jobs.get().work()
+
+
+_helpers = _Helpers()
+
+
+def run(passes: Sequence[tuple[Callable[..., None], tuple, Sequence[Tile]]], work: int) -> None:
+    """``fn(*args, tile)`` for every ``(fn, args, tiles)`` of ``passes`` and every tile,
+    on the calling thread and up to ``torch.get_num_threads() - 1`` helpers: no more helpers
+    than tasks - 1, and one per :data:`TILE_WORK` of ``work`` (the multiply-adds in all)
+    beyond the first, since a hand-off costs tens of µs. Returns when all are done, raising
+    the first error. Call inside :class:`single_threaded_blas`."""
+    count = sum(len(pass_tiles) for _, _, pass_tiles in passes)
+    helpers = min(torch.get_num_threads() - 1, count - 1, work // TILE_WORK - 1)
+    if helpers < 1:
+        for fn, args, pass_tiles in passes:
+            for tile in pass_tiles:
+                fn(*args, tile)
+        return
+    job = _Job([partial(fn, *args, tile) for fn, args, pass_tiles in passes for tile in pass_tiles])
+    _helpers.offer(job, helpers)
+    job.work()
+    job.done.wait()
+    if job.error is not None:
+        raise job.error
