@@ -5,7 +5,9 @@ Per shape (B queries, K classes, D = 512), all in one process, on the same weigh
 
 * ``oltr``: :class:`oltr.nn.MetaEmbeddingClassifier` in eval mode under ``torch.no_grad()``
   (the cached Rust index of the memory, normalised cosine weights, transposed centroids and,
-  for B = 1, transposed weights; all built by the warm-up call, as in any run over more than one batch).
+  for B = 1, transposed weights; all built by the warm-up call, as in any run over more than
+  one batch). Its products run on numpy's OpenBLAS in tiles shared by ``torch.get_num_threads()``
+  threads (:mod:`oltr.nn._products`) where numpy has an OpenBLAS, with torch otherwise.
 * ``official``: the official forward, re-stated in ``benches/bench_train_step.py``: the
   (B, K, D) expand + ``torch.norm`` + sort distance, ``10 / d``, softmax, and the cosine
   weights normalised on every call. Skipped where its (B, K, D) tensor exceeds
@@ -50,6 +52,17 @@ OFFICIAL_SPEEDUP_TARGET = 3.0   # at B = 1, K >= 1e4
 FLOOR_RATIO_TARGET = 1.5        # at every shape
 
 
+def numpy_blas() -> str:
+    """numpy's BLAS as its build configuration names it (e.g. "scipy-openblas 0.3.31")."""
+    try:
+        import numpy
+
+        blas = numpy.__config__.CONFIG["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas.get('version', '')}".strip()
+    except (AttributeError, KeyError, TypeError):
+        return "unknown"
+
+
 def load_average() -> str:
     try:
         return f"{os.getloadavg()[0]:.2f}"
@@ -66,6 +79,13 @@ def _fmt_time(seconds: Optional[float]) -> str:
     if seconds < 1.0:
         return f"{seconds * 1e3:.2f} ms"
     return f"{seconds:.2f} s"
+
+
+def products_on_numpy() -> bool:
+    """Whether the head's products run on numpy here (else torch)."""
+    from oltr.nn import _products
+
+    return _products.available(torch.zeros(1))
 
 
 def _shape(batch: int, num_classes: int) -> str:
@@ -162,12 +182,14 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            "Machine and settings:", "",
            f"- cpu: {meta['cpu']}; logical cores: {os.cpu_count()}",
            f"- torch {torch.__version__}, {torch.get_num_threads()} threads; OMP_WAIT_POLICY "
-           f"{os.environ.get('OMP_WAIT_POLICY')}; python {platform.python_version()}",
+           f"{os.environ.get('OMP_WAIT_POLICY')}; python {platform.python_version()}; numpy BLAS "
+           f"{numpy_blas()} (oltr's products: {'numpy' if products_on_numpy() else 'torch'})",
            f"- D = {meta['dim']}; medians of {meta['repeats']} calls ({max(3, meta['repeats'] // 3)} where B·K ≥ 1e7; "
            f"official: a third as many), best of {meta['rounds']} interleaved rounds",
            f"- load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}", "",
            "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index, "
-           "normalised cosine weights, transposed centroids; at B = 1 transposed weights). "
+           "normalised cosine weights, transposed centroids; at B = 1 transposed weights; products on numpy's "
+           "OpenBLAS in tiles shared by the threads, `oltr.nn._products`). "
            "`official` = the official forward "
            "(expand + norm + sort distance, "
            "cosine weights normalised per call; skipped where its B×K×D tensor would exceed "
@@ -175,8 +197,11 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            "(K×D hallucinator, D×D selector, K×D cosine). `products (5)` = the floor plus the memory read-out "
            "`softmax @ C` (`torch.mm`, B×K×D) and the Rust nearest-centroid search: the head's unavoidable "
            "products. The floor leaves out two of those five products (the read-out has the flops of a floor "
-           "product, the search about half), so where the products are compute-bound (B ≥ 64) the head cannot "
-           "come within ~1.5× of the floor; `oltr ÷ products` is the head's cost over the work it has to do. "
+           "product, the search about half), so where the products are compute-bound (B ≥ 64) a head whose "
+           "products ran at `torch.mm`'s speed would take ~1.7× the floor or more; oltr's products run faster "
+           "than `torch.mm` (numpy's OpenBLAS) but not by that much everywhere. At K = 1e3 the search costs about "
+           "as much as a float product and the floor's D×D selector is half a K×D product. "
+           "`oltr ÷ products` is the head's cost over the work it has to do. "
            "The machine is shared: read ratios, rerun before trusting one figure.", "",
            table(rows), "",
            f"Targets: official ÷ oltr ≥ {OFFICIAL_SPEEDUP_TARGET:g}× at B = 1 for K ≥ 1e4; "

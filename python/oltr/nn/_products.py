@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Tile", "available", "enabled", "product_into", "run", "single_threaded_blas", "tiles", "view"]
+__all__ = ["Phase", "Tasks", "Tile", "available", "enabled", "product_into", "run", "run_phases",
+           "single_threaded_blas", "tiles", "view"]
 
 #: (r0, r1, c0, c1): rows r0:r1 and columns c0:c1 of a product's output.
 Tile = Tuple[int, int, int, int]
@@ -174,28 +175,57 @@ def _split(length: int, count: int) -> list[tuple[int, int]]:
     return [(lo, min(length, lo + width)) for lo in range(0, length, width)]
 
 
-class _Job:
-    """Tasks shared by the caller and the helpers: each takes the next unclaimed one."""
+#: One product's tasks: ``(fn, args, tiles)`` stands for ``fn(*args, tile)`` for every tile.
+Tasks = Tuple[Callable[..., None], tuple, Sequence[Tile]]
+#: A phase: tasks, and what to run once all are done, before the next phase (or None).
+Phase = Tuple[Sequence[Tasks], Optional[Callable[[], None]]]
 
-    __slots__ = ("tasks", "claim", "finished", "done", "error")
 
-    def __init__(self, tasks: Sequence[Callable[[], None]]) -> None:
-        self.tasks = tasks
+class _Step:
+    """One phase of a :class:`_Job`: its tasks, a claim and a completion counter, and the
+    event set once its ``after`` has run."""
+
+    __slots__ = ("tasks", "after", "claim", "finished", "done")
+
+    def __init__(self, tasks: list[Callable[[], None]], after: Optional[Callable[[], None]]) -> None:
+        self.tasks, self.after = tasks, after
         self.claim = itertools.count()  # next() is atomic under the GIL
         self.finished = itertools.count()
         self.done = threading.Event()
+
+
+class _Job:
+    """Phases of tasks shared by the caller and the helpers: each thread takes the next
+    unclaimed task of the current phase; the thread that completes a phase's last task runs
+    its ``after`` and goes on to the next phase at once (a thread that runs out of tasks
+    first waits for it), so no phase waits for a sleeping thread to wake."""
+
+    __slots__ = ("steps", "error")
+
+    def __init__(self, phases: Sequence[Phase]) -> None:
+        self.steps = [_Step([partial(fn, *args, tile) for fn, args, tiles in tasks for tile in tiles], after)
+                      for tasks, after in phases]
         self.error: Optional[BaseException] = None
 
     def work(self) -> None:
-        count = len(self.tasks)
-        while (i := next(self.claim)) < count:
-            try:
-                self.tasks[i]()
-            except BaseException as error:  # re-raised by the caller
-                if self.error is None:
-                    self.error = error
-            if next(self.finished) == count - 1:
-                self.done.set()
+        for step in self.steps:
+            count = len(step.tasks)
+            while (i := next(step.claim)) < count:
+                self._call(step.tasks[i])
+                if next(step.finished) == count - 1:
+                    if step.after is not None:
+                        self._call(step.after)
+                    step.done.set()
+            step.done.wait()
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        if self.error is not None:  # the call fails: the rest is skipped
+            return
+        try:
+            fn()
+        except BaseException as error:  # re-raised by the caller
+            if self.error is None:
+                self.error = error
 
 
 class _Helpers:
@@ -231,22 +261,31 @@ class _Helpers:
 _helpers = _Helpers()
 
 
-def run(passes: Sequence[tuple[Callable[..., None], tuple, Sequence[Tile]]], work: int) -> None:
-    """``fn(*args, tile)`` for every ``(fn, args, tiles)`` of ``passes`` and every tile,
-    on the calling thread and up to ``torch.get_num_threads() - 1`` helpers: no more helpers
-    than tasks - 1, and one per :data:`TILE_WORK` of ``work`` (the multiply-adds in all)
-    beyond the first, since a hand-off costs tens of µs. Returns when all are done, raising
-    the first error. Call inside :class:`single_threaded_blas`."""
-    count = sum(len(pass_tiles) for _, _, pass_tiles in passes)
-    helpers = min(torch.get_num_threads() - 1, count - 1, work // TILE_WORK - 1)
+def run(tasks: Sequence[Tasks], work: int) -> None:
+    """``fn(*args, tile)`` for every ``(fn, args, tiles)`` of ``tasks`` and every tile: one
+    phase of :func:`run_phases`."""
+    run_phases([(tasks, None)], work)
+
+
+def run_phases(phases: Sequence[Phase], work: int) -> None:
+    """Every phase's tasks (``fn(*args, tile)`` for every ``(fn, args, tiles)`` and every
+    tile), then its ``after``, phase by phase, on the calling thread and up to
+    ``torch.get_num_threads() - 1`` helpers: no more helpers than the largest phase's tasks
+    - 1, and one per :data:`TILE_WORK` of ``work`` (the multiply-adds in all) beyond the
+    first, since a hand-off costs tens of µs. Returns when all are done, raising the first
+    error. Call inside :class:`single_threaded_blas`. Every phase has at least one task."""
+    widest = max(sum(len(tiles) for _, _, tiles in tasks) for tasks, _ in phases)
+    helpers = min(torch.get_num_threads() - 1, widest - 1, work // TILE_WORK - 1)
     if helpers < 1:
-        for fn, args, pass_tiles in passes:
-            for tile in pass_tiles:
-                fn(*args, tile)
+        for tasks, after in phases:
+            for fn, args, tiles in tasks:
+                for tile in tiles:
+                    fn(*args, tile)
+            if after is not None:
+                after()
         return
-    job = _Job([partial(fn, *args, tile) for fn, args, pass_tiles in passes for tile in pass_tiles])
+    job = _Job(phases)
     _helpers.offer(job, helpers)
     job.work()
-    job.done.wait()
     if job.error is not None:
         raise job.error

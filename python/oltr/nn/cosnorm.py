@@ -59,8 +59,10 @@ class CosNormClassifier(nn.Module):
     At inference (eval mode, autograd off) the row-normalised weight is cached (one
     (out_dims, in_dims) copy; a transposed one too once a single-row batch is seen) and
     rebuilt only when ``weight`` changes (:mod:`oltr.nn._weight_cache`); call :meth:`clear_cache`
-    after writing the weight in place through ``weight.data``. Training and autograd always
-    normalise on the fly.
+    after writing the weight in place through ``weight.data``. With CPU float32 or float64
+    tensors the product runs on numpy's OpenBLAS in tiles shared by threads
+    (:meth:`inference_logits`, :mod:`oltr.nn._products`), otherwise with ``torch.mm``. Training
+    and autograd always normalise on the fly.
     """
 
     def __init__(self, in_dims: int, out_dims: int, logit_scale: Optional[float] = None, squash: str = "code",
@@ -137,10 +139,19 @@ class CosNormClassifier(nn.Module):
         return torch.mm(x * factor, self.unit_weight().t())
 
     def inference_logits(self, v: np.ndarray) -> np.ndarray:
-        """The logits of ``v`` (B, in_dims) at inference, on numpy's BLAS: ``v`` is scaled
-        by its rows' squash factor and multiplied by the cached unit weight, column ranges
-        split over threads (:mod:`oltr.nn._products`). Same dtype as the weight; no autograd.
-        Call inside :class:`oltr.nn._products.single_threaded_blas`."""
+        """The logits of ``v`` (B, in_dims) at inference, on numpy's BLAS (same dtype as the
+        weight, no autograd): :meth:`squash_into`, then the product with the cached unit
+        weight (:meth:`inference_product`). Call inside
+        :class:`oltr.nn._products.single_threaded_blas`."""
+        scaled = np.empty_like(v)
+        self.squash_into(v, scaled)
+        logits, tasks = self.inference_product(scaled)
+        _products.run([tasks], scaled.shape[0] * logits.shape[1] * scaled.shape[1])
+        return logits
+
+    def squash_into(self, v: np.ndarray, out: np.ndarray) -> None:
+        """``out = logit_scale * squash(v)`` for ``v`` (B, in_dims): each row times its
+        factor (code: ``1 / (1 + ||v||)``; paper: ``||v|| / (1 + ||v||^2)``)."""
         norm = np.sqrt(np.einsum("ij,ij->i", v, v))
         scale = v.dtype.type(self.logit_scale)
         if self.squash == "code":
@@ -149,17 +160,22 @@ class CosNormClassifier(nn.Module):
         else:
             factor = norm * scale
             factor /= norm * norm + 1
-        scaled = v * factor[:, None]
-        batch, single = v.shape[0], v.shape[0] == 1
-        if single:  # a single row reads the transposed copy ~2x faster
+        np.multiply(v, factor[:, None], out=out)
+
+    def inference_product(self, scaled: np.ndarray) -> tuple[np.ndarray, _products.Tasks]:
+        """``(logits, tasks)``: the (B, K) logits array and the tasks that fill it with
+        ``scaled @ unit_weight.T`` (:func:`oltr.nn._products.run`), from the cached unit
+        weight (its transposed copy for a single row, which reads ~2x faster). K is the
+        cached weight's row count: ``out_dims`` may run ahead of it while a class is enrolled."""
+        batch, single = scaled.shape[0], scaled.shape[0] == 1
+        if single:
             weight = _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed))
         else:
             weight = _products.view(self.unit_weight())
-        classes = weight.shape[1 if single else 0]  # the weight's rows (out_dims may run ahead while enrolling)
-        logits = np.empty((batch, classes), dtype=v.dtype)
-        _products.run([(_products.product_into, (scaled, weight, logits, single),
-                        _products.tiles(batch, classes, v.shape[1]))], batch * classes * v.shape[1])
-        return logits
+        classes = weight.shape[1 if single else 0]
+        logits = np.empty((batch, classes), dtype=scaled.dtype)
+        return logits, (_products.product_into, (scaled, weight, logits, single),
+                        _products.tiles(batch, classes, scaled.shape[1]))
 
     def extra_repr(self) -> str:
         return (f"in_dims={self.in_dims}, out_dims={self.out_dims}, logit_scale={self.logit_scale}, "

@@ -1,6 +1,7 @@
 """Meta-embedding classifier (official ``MetaEmbedding_Classifier``)."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Optional
 
 import numpy as np
@@ -49,8 +50,15 @@ class MetaEmbeddingClassifier(nn.Module):
     depends on the weights and memory built once and kept until they change (the Rust index
     of the centroids, a transposed copy of the centroids for the memory read-out, the
     normalised cosine weights, and for single-row batches transposed copies of the
-    hallucinator and cosine weights) and the softmax folded into the memory read-out;
-    training and autograd always run the formulas above as written. The extras
+    hallucinator and cosine weights), the softmax folded into the memory read-out (the
+    exponentials times the memory, then divided by their sums). With CPU float32 or float64
+    tensors and numpy on an OpenBLAS it can drive, the products run on numpy, cut into tiles
+    that the caller and ``torch.get_num_threads() - 1`` helper threads share
+    (:mod:`oltr.nn._products`), and the cosine logits come from the cosine layer's inference
+    methods (its forward hooks do not run); otherwise the same caches feed torch products.
+    Results equal the formulas to float32 rounding and do not depend on the thread count nor
+    on the other rows' values (the rounding may depend on the batch size, which sets the
+    tiles). Training and autograd always run the formulas above as written. The extras
     carry the batch's nearest distance and reachability, so no consumer searches again.
     """
 
@@ -150,9 +158,11 @@ class MetaEmbeddingClassifier(nn.Module):
 
     def _numpy_inference(self, x: Tensor, centroids: Tensor, nearest_dist: Tensor,
                          nearest_idx: Tensor) -> tuple[Tensor, Extras]:
-        """The inference forward on numpy's BLAS (:mod:`oltr.nn._products`): the hallucinator
-        scores and the selector, then the softmax read-out of the memory, then the cosine
-        logits, each product cut into column ranges that the threads share."""
+        """The inference forward on numpy's BLAS (:mod:`oltr.nn._products`), in three phases
+        of tiles that the threads share: the selector and the hallucinator scores (with each
+        tile's row maxima); the exponentials, their sums and their products with the memory,
+        per column range of the scores (summed in range order: deterministic), then the
+        meta-embedding and its squash; the cosine product."""
         xa, dist = _products.view(x), _products.view(nearest_dist)
         dtype, (batch, dim) = xa.dtype, xa.shape
         # reach_scale / max(d, eps) rounded as torch's scalar / tensor (a reciprocal, then a product)
@@ -164,35 +174,40 @@ class MetaEmbeddingClassifier(nn.Module):
             hallucinator = _products.view(self.fc_hallucinator.weight)
         classes = hallucinator.shape[1 if batch == 1 else 0]
         score_tiles = _products.tiles(batch, classes, dim)
-        scores = np.empty((batch, classes), dtype)
         width = score_tiles[0][3]  # of every column range but the last
-        maxima = np.empty((-(-classes // width), batch), dtype)
-        selector = np.empty((batch, dim), dtype)
-        _products.run([(_selector_into, (xa, _products.view(self.fc_selector.weight),
-                                         _products.view(self.fc_selector.bias), selector),
-                        _products.tiles(batch, dim, dim, min_width=128)),
-                       (_scores_into, (xa, hallucinator, _products.view(self.fc_hallucinator.bias), scores,
-                                       maxima, width, batch == 1), score_tiles)],
-                      batch * dim * (classes + dim))
-        top = maxima.max(axis=0)
-        sums = np.empty(batch, dtype)
-        _products.run([(_exp_rows, (scores, top, sums), _products.tiles(batch, 1, classes * _EXP_COST, min_width=1))],
-                      batch * classes * _EXP_COST)
-        memory = np.empty((batch, dim), dtype)
+        ranges = -(-classes // width)
+        scores = np.empty((batch, classes), dtype)
+        maxima, sums = np.empty((ranges, batch), dtype), np.empty((ranges, batch), dtype)
+        top = np.empty(batch, dtype)
+        selector, parts = np.empty((batch, dim), dtype), np.empty((ranges, batch, dim), dtype)
+        memory, infused, meta, scaled = (np.empty((batch, dim), dtype) for _ in range(4))
         bank_t = _products.view(self._bank_t.get(centroids, _transposed))
-        _products.run([(_products.product_into, (scores, bank_t, memory, False),
-                        _products.tiles(batch, dim, classes, min_width=128))], batch * classes * dim)
-        memory /= sums[:, None]
-        infused = selector * memory
-        meta = xa + infused
-        meta *= reach[:, None]
-        # the cosine layer's inference method, not its module call (as nn.MultiheadAttention
+        cosine = self.cosnorm_classifier
+        logits, cosine_tasks = cosine.inference_product(scaled)
+
+        def meta_embedding() -> None:  # between the read-out and the cosine product
+            np.sum(parts, axis=0, out=memory)  # in order: deterministic
+            np.divide(memory, sums.sum(axis=0)[:, None], out=memory)
+            np.multiply(selector, memory, out=infused)
+            np.add(xa, infused, out=meta)
+            np.multiply(meta, reach[:, None], out=meta)
+            cosine.squash_into(meta, scaled)
+
+        # the cosine layer's inference methods, not its module call (as nn.MultiheadAttention
         # uses its out_proj's weight): forward hooks on the cosine layer do not run here
-        logits = torch.from_numpy(self.cosnorm_classifier.inference_logits(meta))
+        _products.run_phases([
+            ([(_selector_into, (xa, _products.view(self.fc_selector.weight), _products.view(self.fc_selector.bias),
+                                selector), _products.tiles(batch, dim, dim, min_width=128)),
+              (_scores_into, (xa, hallucinator, _products.view(self.fc_hallucinator.bias), scores, maxima, width,
+                              batch == 1), score_tiles)],
+             partial(np.max, maxima, axis=0, out=top)),
+            ([(_readout_into, (scores, top, bank_t, sums, parts, width), score_tiles)], meta_embedding),
+            ([cosine_tasks], None)],
+            batch * classes * (3 * dim + _EXP_COST))
         extras = Extras(direct=x, infused=torch.from_numpy(infused), memory=torch.from_numpy(memory),
                         selector=torch.from_numpy(selector), reachability=torch.from_numpy(reach),
                         nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=torch.from_numpy(meta))
-        return logits, extras
+        return torch.from_numpy(logits), extras
 
     def extra_repr(self) -> str:
         return (f"feat_dim={self.feat_dim}, num_classes={self.num_classes}, reach_scale={self.reach_scale}, "
@@ -229,14 +244,20 @@ def _scores_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, scores: np
     block.max(axis=1, out=maxima[c0 // width, r0:r1])
 
 
-def _exp_rows(scores: np.ndarray, top: np.ndarray, sums: np.ndarray, tile: _products.Tile) -> None:
-    """Rows ``r0:r1`` of ``scores`` (B, K) become ``exp(scores - top)``, in place, and their
-    sums go to ``sums[r0:r1]`` (a task of the numpy path)."""
-    r0, r1 = tile[0], tile[1]
-    block = scores[r0:r1]
+def _readout_into(scores: np.ndarray, top: np.ndarray, bank_t: np.ndarray, sums: np.ndarray, parts: np.ndarray,
+                  width: int, tile: _products.Tile) -> None:
+    """The softmax read-out's share of ``tile`` of ``scores`` (B, K), in place:
+    ``e = exp(scores - top)`` on the tile, its row sums into ``sums[c, r0:r1]`` and
+    ``e @ bank[c0:c1]`` into ``parts[c, r0:r1]`` (C, B, D), c = c0 // width, from ``bank_t``
+    = bank.T (D, K). The memory is the parts' sum over c divided by the sums' (a task of the
+    numpy path)."""
+    r0, r1, c0, c1 = tile
+    column = c0 // width
+    block = scores[r0:r1, c0:c1]
     block -= top[r0:r1, None]
     np.exp(block, out=block)
-    block.sum(axis=1, out=sums[r0:r1])
+    block.sum(axis=1, out=sums[column, r0:r1])
+    np.matmul(block, bank_t[:, c0:c1].T, out=parts[column, r0:r1])
 
 
 def _softmax_readout(scores: Tensor, bank_t: Tensor) -> Tensor:
