@@ -67,6 +67,8 @@ class _BlasThreads:
     def __init__(self) -> None:
         self.get: Optional[Callable[[], int]] = None
         self.set: Optional[Callable[[int], None]] = None
+        if not _numpy_uses_openblas():
+            return
         for path in _openblas_paths():
             try:
                 lib = ctypes.CDLL(path, mode=getattr(os, "RTLD_NOLOAD", 0) | ctypes.RTLD_GLOBAL)
@@ -79,6 +81,15 @@ class _BlasThreads:
                 setter.restype, setter.argtypes = None, [ctypes.c_int]
                 self.get, self.set = getter, setter
                 return
+
+
+def _numpy_uses_openblas() -> bool:
+    """Whether numpy's build configuration names an OpenBLAS as its BLAS."""
+    try:
+        name = np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]
+    except (AttributeError, KeyError, TypeError):
+        return False
+    return "openblas" in str(name).lower()
 
 
 def _openblas_paths() -> list[str]:

@@ -126,11 +126,11 @@ class MetaEmbeddingClassifier(nn.Module):
             raise ValueError(f"centroids must have shape ({self.num_classes}, {self.feat_dim}), got {shape}")
         if centroids.device != x.device:
             raise ValueError(f"centroids are on {centroids.device} but x is on {x.device}")
-        nearest_dist, nearest_idx = self.nearest(x, centroids)
         if inference_fast_path(self, x) and _products.available(
                 x, centroids, self.fc_hallucinator.weight, self.fc_selector.weight, self.cosnorm_classifier.weight):
             with _products.single_threaded_blas():
-                return self._numpy_inference(x, centroids, nearest_dist, nearest_idx)
+                return self._numpy_inference(x, centroids)
+        nearest_dist, nearest_idx = self.nearest(x, centroids)
         reachability = self.reach_scale / nearest_dist.clamp_min(REACHABILITY_EPS)
         if inference_fast_path(self, x):
             if centroids.dtype == x.dtype:
@@ -156,18 +156,16 @@ class MetaEmbeddingClassifier(nn.Module):
                         nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=meta_embedding)
         return logits, extras
 
-    def _numpy_inference(self, x: Tensor, centroids: Tensor, nearest_dist: Tensor,
-                         nearest_idx: Tensor) -> tuple[Tensor, Extras]:
+    def _numpy_inference(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Extras]:
         """The inference forward on numpy's BLAS (:mod:`oltr.nn._products`), in three phases
         of tiles that the threads share: the selector and the hallucinator scores (with each
         tile's row maxima); the exponentials, their sums and their products with the memory,
         per column range of the scores (summed in range order: deterministic), then the
         meta-embedding and its squash; the cosine product."""
-        xa, dist = _products.view(x), _products.view(nearest_dist)
+        xa = _products.view(x)
         dtype, (batch, dim) = xa.dtype, xa.shape
-        # reach_scale / max(d, eps) rounded as torch's scalar / tensor (a reciprocal, then a product)
-        reach = np.reciprocal(np.maximum(dist, dtype.type(REACHABILITY_EPS)))
-        reach *= dtype.type(self.reach_scale)
+        nearest: list[Tensor] = []  # (distance, index), from the search task
+        reach = np.empty(batch, dtype)
         if batch == 1:  # a single row reads the transposed copy ~2x faster
             hallucinator = _products.view(self._hallucinator_t.get(self.fc_hallucinator.weight, _transposed))
         else:
@@ -185,7 +183,13 @@ class MetaEmbeddingClassifier(nn.Module):
         cosine = self.cosnorm_classifier
         logits, cosine_tasks = cosine.inference_product(scaled)
 
+        def search(tile: _products.Tile) -> None:  # a task: runs beside the first products
+            nearest.extend(self.nearest(x, centroids))
+
         def meta_embedding() -> None:  # between the read-out and the cosine product
+            # reach_scale / max(d, eps) rounded as torch's scalar / tensor (a reciprocal, then a product)
+            np.reciprocal(np.maximum(_products.view(nearest[0]), dtype.type(REACHABILITY_EPS)), out=reach)
+            np.multiply(reach, dtype.type(self.reach_scale), out=reach)
             np.sum(parts, axis=0, out=memory)  # in order: deterministic
             np.divide(memory, sums.sum(axis=0)[:, None], out=memory)
             np.multiply(selector, memory, out=infused)
@@ -196,7 +200,8 @@ class MetaEmbeddingClassifier(nn.Module):
         # the cosine layer's inference methods, not its module call (as nn.MultiheadAttention
         # uses its out_proj's weight): forward hooks on the cosine layer do not run here
         _products.run_phases([
-            ([(_selector_into, (xa, _products.view(self.fc_selector.weight), _products.view(self.fc_selector.bias),
+            ([(search, (), [(0, batch, 0, 0)]),
+              (_selector_into, (xa, _products.view(self.fc_selector.weight), _products.view(self.fc_selector.bias),
                                 selector), _products.tiles(batch, dim, dim, min_width=128)),
               (_scores_into, (xa, hallucinator, _products.view(self.fc_hallucinator.bias), scores, maxima, width,
                               batch == 1), score_tiles)],
@@ -206,7 +211,7 @@ class MetaEmbeddingClassifier(nn.Module):
             batch * classes * (3 * dim + _EXP_COST))
         extras = Extras(direct=x, infused=torch.from_numpy(infused), memory=torch.from_numpy(memory),
                         selector=torch.from_numpy(selector), reachability=torch.from_numpy(reach),
-                        nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=torch.from_numpy(meta))
+                        nearest=nearest[1], nearest_distance=nearest[0], meta_embedding=torch.from_numpy(meta))
         return torch.from_numpy(logits), extras
 
     def extra_repr(self) -> str:
