@@ -85,7 +85,7 @@ def products_on_numpy() -> bool:
     """Whether the head's products run on numpy here (else torch)."""
     from oltr.nn import _products
 
-    return _products.available(torch.zeros(1))
+    return _products.available(_products.RANGE_WORK, 2, torch.zeros(1))
 
 
 def _shape(batch: int, num_classes: int) -> str:

@@ -17,16 +17,17 @@ from oltr.nn._nearest import rust_core_available
 # as tests/test_head_inference.py: float32 rounding of logits bounded by 16
 CLOSE = {"rtol": 1e-6, "atol": 8e-6}
 
-needs_openblas = pytest.mark.skipif(not _products.available(torch.zeros(1)),
+needs_openblas = pytest.mark.skipif(_products._blas_threads().set is None,
                                     reason="numpy's BLAS is not an OpenBLAS this module can drive")
 
 
 @pytest.fixture
 def small_tiles(monkeypatch):
-    """Tiles of a few thousand multiply-adds, so small heads are cut into many tiles."""
+    """Tiles of a few thousand multiply-adds, so small heads take the numpy path, cut into
+    many tiles."""
     monkeypatch.setattr(_products, "TILE_WORK", 2048)
+    monkeypatch.setattr(_products, "RANGE_WORK", 2048)
     monkeypatch.setattr(_products, "MIN_ROWS", 16)
-    monkeypatch.setattr(_products.tiles, "__defaults__", (32,))
 
 
 @pytest.fixture
@@ -51,27 +52,34 @@ def _inference(head, x, centroids):
 
 
 # -- tiles and the threads that run them ------------------------------------------------------
-@pytest.mark.parametrize("rows,columns,inner,min_width", [
-    (1, 1000, 512, 256), (64, 1000, 512, 256), (1024, 1000, 512, 256), (1024, 100_000, 512, 256),
-    (1, 512, 100_000, 128), (1024, 512, 10_000, 128), (1024, 1, 80_000, 1), (0, 50, 8, 256), (3, 7, 1, 256)])
-def test_tiles_cover_the_output_once(rows, columns, inner, min_width):
-    tiles = _products.tiles(rows, columns, inner, min_width)
+@pytest.mark.parametrize("rows,columns,inner", [
+    (1, 1000, 512), (64, 1000, 512), (1024, 1000, 512), (1024, 100_000, 512), (2, 100_000, 512),
+    (1, 512, 100_000), (1024, 512, 10_000), (300, 512, 512), (97, 1000, 512), (0, 50, 8), (3, 7, 1)])
+def test_tiles_cover_the_output_once(rows, columns, inner):
+    tiles = _products.tiles(rows, columns, inner)
     covered = np.zeros((rows, columns), np.int64)
     for r0, r1, c0, c1 in tiles:
         covered[r0:r1, c0:c1] += 1
         assert r0 % _products.ALIGN == 0 and c0 % _products.ALIGN == 0
+        assert (c1 - c0) * inner >= _products.RANGE_WORK or c1 - c0 == columns
+        assert r1 - r0 >= min(_products.MIN_ROWS // 2, _products.ALIGN) or r1 - r0 == rows
     assert (covered == 1).all()
     assert 1 <= len(tiles) <= _products.MAX_TILES
-    if len(tiles) > 1:  # each tile is worth a hand-off
-        assert min((r1 - r0) * (c1 - c0) * inner for r0, r1, c0, c1 in tiles[:1]) >= _products.TILE_WORK
-    assert tiles == _products.tiles(rows, columns, inner, min_width)  # a function of the shape
+    assert tiles == _products.tiles(rows, columns, inner)  # a function of the shape
 
 
-def test_small_products_are_one_tile_and_wide_ones_are_cut_by_columns():
-    assert _products.tiles(1, 1000, 512) == [(0, 1, 0, 1000)]
-    assert len(_products.tiles(64, 10_000, 512)) == _products.MAX_TILES
-    assert {t[:2] for t in _products.tiles(64, 10_000, 512)} == {(0, 64)}  # too few rows to split
-    assert {t[:2] for t in _products.tiles(1024, 1000, 512)} == {(0, 256), (256, 512), (512, 768), (768, 1024)}
+def test_column_ranges_depend_on_the_columns_only():
+    """An entry's product is computed over the same columns whatever the batch."""
+    for columns, inner in ((1000, 512), (10_000, 512), (100_000, 512), (512, 512)):
+        ranges = {(c0, c1) for _, _, c0, c1 in _products.tiles(1024, columns, inner)}
+        for rows in (1, 2, 3, 64, 300):
+            assert {(c0, c1) for _, _, c0, c1 in _products.tiles(rows, columns, inner)} == ranges
+    assert len({t[2:] for t in _products.tiles(64, 1000, 512)}) == 1  # 1000 x 512 is one range
+    assert len({t[2:] for t in _products.tiles(64, 10_000, 512)}) == 10
+    assert {t[:2] for t in _products.tiles(64, 10_000, 512)} == {(0, 64)}  # enough column ranges
+    assert {t[:2] for t in _products.tiles(64, 1000, 512)} == {(0, 32), (32, 64)}
+    assert len(_products.tiles(1024, 1000, 512)) == _products.MAX_TILES
+    assert [t[:2] for t in _products.tiles(97, 1000, 512)] == [(0, 48), (48, 97)]  # no 1-row sliver
 
 
 def test_run_shares_the_tasks_with_a_helper_and_runs_each_once(two_threads):
@@ -119,14 +127,16 @@ def test_single_threaded_blas_nests_and_restores_the_thread_count():
     assert inside == [1, 1, 1] and blas.get() == before
 
 
-def test_available_takes_cpu_float32_and_float64_of_one_dtype(monkeypatch):
-    a32, a64 = torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.float64)
+def test_available_takes_wide_cpu_float32_and_float64_heads_of_one_dtype(monkeypatch):
+    a32, a64, wide = torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.float64), _products.RANGE_WORK
     expected = _products._blas_threads().set is not None
-    assert _products.available(a32, a32) is expected and _products.available(a64) is expected
-    assert not _products.available(a32, a64)
-    assert not _products.available(a32.half())
+    assert _products.available(wide, 2, a32, a32) is expected and _products.available(wide, 9, a64) is expected
+    assert not _products.available(wide - 1, 2, a32)  # narrow heads: torch (batch-stable there)
+    assert _products.available(wide - 1, 1, a32) is expected  # but a single row has its own path
+    assert not _products.available(wide, 2, a32, a64)
+    assert not _products.available(wide, 2, a32.half())
     monkeypatch.setattr(_products, "enabled", False)
-    assert not _products.available(a32)
+    assert not _products.available(wide, 2, a32)
 
 
 # -- the heads computed on numpy ---------------------------------------------------------------
@@ -136,7 +146,7 @@ def test_available_takes_cpu_float32_and_float64_of_one_dtype(monkeypatch):
 def test_numpy_head_equals_the_formulas_and_the_torch_path(small_tiles, two_threads, monkeypatch,
                                                            batch, classes, dim, squash):
     head, x, centroids = _head(batch, classes, dim, squash)
-    assert len(_products.tiles(batch, classes, dim)) > 1 or batch == 1
+    assert len(_products.tiles(batch, classes, dim)) > 1
     logits, extras = _inference(head, x, centroids)
     with torch.enable_grad():
         ref_logits, ref = head(x, centroids)
@@ -180,6 +190,27 @@ def test_a_rows_result_does_not_depend_on_the_other_rows(small_tiles, two_thread
 
 
 @needs_openblas
+def test_a_rows_bits_do_not_depend_on_the_batch_size():
+    """A head wide enough for the numpy path (K x D >= RANGE_WORK) gives each row the same
+    bits in batches of 3 rows and more (single rows read transposed weights: float32 rounding)."""
+    head, x, centroids = _head(300, 1000, 512)
+    logits, extras = _inference(head, x, centroids)
+    for batch in (3, 7, 64):
+        part, part_extras = _inference(head, x[:batch], centroids)
+        assert torch.equal(part, logits[:batch]) and torch.equal(part_extras.memory, extras.memory[:batch])
+    alone, _ = _inference(head, x[:1], centroids)
+    torch.testing.assert_close(alone, logits[:1], **CLOSE)
+
+
+@needs_openblas
+def test_narrow_heads_take_the_torch_path(monkeypatch):
+    head, x, centroids = _head(5, 30, 16)
+    monkeypatch.setattr(_products, "run_phases", None)  # the numpy path would fail
+    logits, _ = _inference(head, x, centroids)
+    assert logits.shape == (5, 30)
+
+
+@needs_openblas
 def test_numpy_head_takes_strided_inputs(small_tiles):
     head, x, centroids = _head(40, 300, 32)
     wide_x = torch.zeros(40, 80)
@@ -197,7 +228,7 @@ def test_the_torch_path_runs_where_openblas_is_not_found(monkeypatch):
     blas = _products._BlasThreads.__new__(_products._BlasThreads)
     blas.get, blas.set = None, None
     monkeypatch.setattr(_products, "_blas", blas)
-    assert not _products.available(x)
+    assert not _products.available(_products.RANGE_WORK, 9, x)
     logits, extras = _inference(head, x, centroids)
     with torch.enable_grad():
         ref_logits, ref = head(x, centroids)

@@ -48,10 +48,16 @@ enabled = True
 TILE_WORK = 1 << 21
 #: At most this many tiles per product (enough for work stealing between a few threads).
 MAX_TILES = 16
-#: Tiles are at least this many columns wide and rows high by default: each tile re-packs
-#: its operands, and smaller ones spend their time copying (see :func:`tiles`).
-MIN_WIDTH = 256
-MIN_ROWS = 256
+#: A column range of a product has ``width * inner`` >= this. With 2 rows or more, such
+#: products take OpenBLAS's blocked kernels, which compute an entry the same way whatever the
+#: row count; smaller ones may take its small-matrix kernels, whose rounding changes with the
+#: shape (measured with OpenBLAS 0.3.31, D = 512: 2 rows x 600 columns differ from the same
+#: rows in a larger batch, 2 x 700 do not). Heads narrower than this use torch for batches
+#: of 2 rows or more.
+RANGE_WORK = 500_000
+#: Row blocks are at least this many rows high (see :func:`tiles`): each one packs the
+#: whole right operand again.
+MIN_ROWS = 32
 #: Tile bounds are multiples of this (64-byte aligned float32 views).
 ALIGN = 16
 
@@ -117,10 +123,13 @@ def _blas_threads() -> _BlasThreads:
     return _blas
 
 
-def available(*tensors: Tensor) -> bool:
-    """Whether the numpy path can compute with ``tensors``: every one on the CPU, float32 or
-    float64, all one dtype; numpy's OpenBLAS found; :data:`enabled`."""
-    if not enabled or (_blas if _blas is not None else _blas_threads()).set is None:
+def available(width: int, rows: int, *tensors: Tensor) -> bool:
+    """Whether the numpy path computes ``rows`` rows of a head of ``width`` = columns x inner
+    dimension (K x D) with ``tensors``: ``width`` >= :data:`RANGE_WORK` or a single row (which
+    has its own products either way); every tensor on the CPU, float32 or float64, all one
+    dtype; numpy's OpenBLAS found; :data:`enabled`."""
+    if not enabled or (width < RANGE_WORK and rows != 1) or \
+            (_blas if _blas is not None else _blas_threads()).set is None:
         return False
     dtype = tensors[0].dtype
     if dtype is not torch.float32 and dtype is not torch.float64:
@@ -165,25 +174,30 @@ def product_into(a: np.ndarray, weight: np.ndarray, out: np.ndarray, transposed:
     np.matmul(a[r0:r1], weight[:, c0:c1] if transposed else weight[c0:c1].T, out=out[r0:r1, c0:c1])
 
 
-def tiles(rows: int, columns: int, inner: int, min_width: int = MIN_WIDTH) -> list[Tile]:
+def tiles(rows: int, columns: int, inner: int) -> list[Tile]:
     """Tiles ``(r0, r1, c0, c1)`` covering a (rows, columns) output whose entries cost
-    ``inner`` multiply-adds each, in row-major order: at least :data:`TILE_WORK`
-    multiply-adds each, at most :data:`MAX_TILES`, at least ``min_width`` columns and
-    :data:`MIN_ROWS` rows unless the output is smaller, bounds multiples of :data:`ALIGN`.
-    A function of the shape only."""
+    ``inner`` multiply-adds each, in row-major order. The column ranges depend on
+    ``columns`` and ``inner`` only (at most :data:`MAX_TILES`, each with ``width * inner``
+    >= :data:`RANGE_WORK`), so an entry is computed the same way whatever the row count;
+    rows are split only into blocks of :data:`MIN_ROWS` or more, where there is work for
+    more tiles (:data:`TILE_WORK` each). Bounds are multiples of :data:`ALIGN`."""
+    across = max(1, min(MAX_TILES, columns * inner // RANGE_WORK))
     count = min(MAX_TILES, rows * columns * inner // TILE_WORK)
-    if count < 2:
-        return [(0, rows, 0, columns)]
-    across = min(count, max(1, columns // min_width))
-    down = min(max(1, count // across), max(1, rows // MIN_ROWS))
+    down = max(1, min(count // across, rows // MIN_ROWS))
     return [(r0, r1, c0, c1) for r0, r1 in _split(rows, down) for c0, c1 in _split(columns, across)]
 
 
 def _split(length: int, count: int) -> list[tuple[int, int]]:
-    """``range(length)`` in ``count`` or fewer pieces, bounds multiples of :data:`ALIGN`."""
+    """``range(length)`` in ``count`` or fewer pieces, bounds multiples of :data:`ALIGN`, the
+    last one at least :data:`ALIGN` long unless it is the only one."""
+    if length == 0:
+        return [(0, 0)]
     width = -(-length // count)
     width = -(-width // ALIGN) * ALIGN
-    return [(lo, min(length, lo + width)) for lo in range(0, length, width)]
+    pieces = [(lo, min(length, lo + width)) for lo in range(0, length, width)]
+    if len(pieces) > 1 and pieces[-1][1] - pieces[-1][0] < ALIGN:  # no sliver (a 1-row product is a GEMV)
+        pieces[-2:] = [(pieces[-2][0], length)]
+    return pieces
 
 
 #: One product's tasks: ``(fn, args, tiles)`` stands for ``fn(*args, tile)`` for every tile.

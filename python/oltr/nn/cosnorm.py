@@ -116,7 +116,7 @@ class CosNormClassifier(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.in_dims:
             raise ValueError(f"x must have shape (B, {self.in_dims}), got {tuple(x.shape)}")
         if inference_fast_path(self, x):
-            if _products.available(x, self.weight):
+            if _products.available(self.weight.shape[0] * self.weight.shape[1], x.shape[0], x, self.weight):
                 with _products.single_threaded_blas():
                     return torch.from_numpy(self.inference_logits(_products.view(x)))
             return self._torch_inference(x)

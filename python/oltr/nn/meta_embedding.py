@@ -126,8 +126,10 @@ class MetaEmbeddingClassifier(nn.Module):
             raise ValueError(f"centroids must have shape ({self.num_classes}, {self.feat_dim}), got {shape}")
         if centroids.device != x.device:
             raise ValueError(f"centroids are on {centroids.device} but x is on {x.device}")
+        weight = self.fc_hallucinator.weight
         if inference_fast_path(self, x) and _products.available(
-                x, centroids, self.fc_hallucinator.weight, self.fc_selector.weight, self.cosnorm_classifier.weight):
+                weight.shape[0] * weight.shape[1], x.shape[0], x, centroids, weight, self.fc_selector.weight,
+                self.cosnorm_classifier.weight):
             with _products.single_threaded_blas():
                 return self._numpy_inference(x, centroids)
         nearest_dist, nearest_idx = self.nearest(x, centroids)
@@ -202,7 +204,7 @@ class MetaEmbeddingClassifier(nn.Module):
         _products.run_phases([
             ([(search, (), [(0, batch, 0, 0)]),
               (_selector_into, (xa, _products.view(self.fc_selector.weight), _products.view(self.fc_selector.bias),
-                                selector), _products.tiles(batch, dim, dim, min_width=128)),
+                                selector), _products.tiles(batch, dim, dim)),
               (_scores_into, (xa, hallucinator, _products.view(self.fc_hallucinator.bias), scores, maxima, width,
                               batch == 1), score_tiles)],
              partial(np.max, maxima, axis=0, out=top)),
