@@ -234,19 +234,39 @@ def _batches(model):
     return [torch.rand(1, model.feat_dim, generator=g) * 4, torch.rand(9, model.feat_dim, generator=g) * 4]
 
 
-def test_enroll_keeps_every_inference_cache_and_equals_a_rebuilt_model():
+def _wide_model(k: int, dim: int = 512):
+    """A head as wide as the real ones (K x D products large enough for the BLAS tiles of
+    the inference path), behind a small backbone."""
+    from oltr.model import OLTRModel
+    from oltr.nn import MetaEmbeddingClassifier
+    from oltr.nn.small_cnn import cnn8_feature
+
+    torch.manual_seed(0)
+    feat = cnn8_feature(use_attention=False, use_fc_add=True, feat_dim=dim)
+    model = OLTRModel(feat, MetaEmbeddingClassifier(dim, k)).eval()
+    with torch.no_grad():
+        model.set_memory(torch.randn(k, dim).abs())
+    return model
+
+
+@pytest.mark.parametrize("k, wide", [(12, False), (1100, True)])
+def test_enroll_keeps_every_inference_cache_and_equals_a_rebuilt_model(k, wide):
     """Enrolling appends to the warm caches instead of dropping them (no rebuild on the next
     batch), over enough classes to outgrow the first room, and the enlarged model answers as
     a model built from its state dict does."""
-    model = _model(k=12)
+    model = _wide_model(k) if wide else _model(k=k)
     for batch in _batches(model):
         _forward_features(model, batch)  # every cache warm
     builds = dict(model.classifier.cache_builds)
-    for seed in range(40):  # 12 -> 52 classes: past the first buffer's room
+    enrolled = 300 if wide else 40  # past the first buffer's room (K/4, at least 16)
+    for seed in range(enrolled):
         model.enroll(_cluster(model, n=3, seed=100 + seed))
     outputs = [_forward_features(model, batch) for batch in _batches(model)]
     assert model.classifier.cache_builds == builds  # nothing was rebuilt
-    fresh = create_model("cnn28", 52, "oltr").eval()
+    if wide:
+        fresh = _wide_model(k + enrolled)
+    else:
+        fresh = create_model("cnn28", k + enrolled, "oltr").eval()
     fresh.load_state_dict(model.state_dict())
     for batch, (logits, extras) in zip(_batches(model), outputs):
         ref_logits, ref_extras = _forward_features(fresh, batch)
