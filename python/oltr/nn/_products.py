@@ -55,9 +55,10 @@ MAX_TILES = 16
 #: rows in a larger batch, 2 x 700 do not). Heads narrower than this use torch for batches
 #: of 2 rows or more.
 RANGE_WORK = 500_000
-#: Row blocks are at least this many rows high (see :func:`tiles`): each one packs the
-#: whole right operand again.
+#: Row blocks are at least MIN_ROWS rows high, BLOCK_ROWS where the batch allows (see
+#: :func:`tiles`): each one packs the whole right operand again.
 MIN_ROWS = 32
+BLOCK_ROWS = 256
 #: Tile bounds are multiples of this (64-byte aligned float32 views).
 ALIGN = 16
 
@@ -179,11 +180,12 @@ def tiles(rows: int, columns: int, inner: int) -> list[Tile]:
     ``inner`` multiply-adds each, in row-major order. The column ranges depend on
     ``columns`` and ``inner`` only (at most :data:`MAX_TILES`, each with ``width * inner``
     >= :data:`RANGE_WORK`), so an entry is computed the same way whatever the row count;
-    rows are split only into blocks of :data:`MIN_ROWS` or more, where there is work for
-    more tiles (:data:`TILE_WORK` each). Bounds are multiples of :data:`ALIGN`."""
+    rows are split into blocks of :data:`BLOCK_ROWS` (or two halves of :data:`MIN_ROWS` or
+    more), where there is work for more tiles (:data:`TILE_WORK` each). Bounds are multiples of :data:`ALIGN`."""
     across = max(1, min(MAX_TILES, columns * inner // RANGE_WORK))
     count = min(MAX_TILES, rows * columns * inner // TILE_WORK)
-    down = max(1, min(count // across, rows // MIN_ROWS))
+    # blocks of ~BLOCK_ROWS (fewer re-packs of the right operand), or two halves of a small batch
+    down = max(1, min(count // across, max(rows // BLOCK_ROWS, min(2, rows // MIN_ROWS))))
     return [(r0, r1, c0, c1) for r0, r1 in _split(rows, down) for c0, c1 in _split(columns, across)]
 
 
