@@ -1,23 +1,26 @@
 """Matrix products of the inference heads on numpy's BLAS, split over threads by work stealing.
 
 At CPU inference the cosine and meta-embedding heads compute their products through numpy
-(zero-copy views of the tensors) instead of ``torch.mm``: the OpenBLAS that numpy ships runs
-these shapes ~1.2-2x faster than torch's MKL on the CPUs measured (AMD Zen 4, where MKL takes
-its AVX2 path; benches/bench_head.py), and numpy's per-call cost on small arrays is a fraction
-of torch's. Each product is cut into tiles of its output (:func:`tiles`, fixed by the shape
-alone, so results do not depend on the thread count or on which thread ran a tile); the caller
-and ``torch.get_num_threads() - 1`` helper threads take tiles from a shared counter
-(:func:`run`), with OpenBLAS single-threaded meanwhile (:class:`single_threaded_blas`). The
-split is ours rather than OpenBLAS's because OpenBLAS's threads spin-wait for each other: on a
-machine where another process holds a core, a 2-thread OpenBLAS product waits for the busy
-core's time slice (64 x 1e3 x 512: 24 ms instead of 0.4 ms, measured), whereas here a free
-thread takes the tiles the other one has not started, and a waiting thread sleeps.
+(zero-copy views of the tensors) instead of ``torch.mm``: the OpenBLAS that numpy ships ran
+these shapes faster than torch's MKL on the CPU measured (AMD Zen 4, D = 512: ~1.1-1.3x for
+64-1024 rows, ~1.5-2x for single rows; benches/bench_head.py), and numpy's per-call cost on
+small arrays is a fraction of torch's. Each product is cut into tiles of its output
+(:func:`tiles`): the column ranges follow from K and D alone and the row blocks are large, so
+an entry is computed the same way whatever the batch (a row's bits do not depend on the batch
+size from 3 rows up, nor on the thread count or on which thread ran a tile); the caller and
+``torch.get_num_threads() - 1`` helper threads take tiles from a shared counter
+(:func:`run_phases`), with OpenBLAS single-threaded meanwhile (:class:`single_threaded_blas`).
+The split is ours rather than OpenBLAS's because OpenBLAS's own threads stall when another
+process holds a core (a 2-thread 64 x 1e3 x 512 product: 24 ms instead of 0.4 ms, measured,
+seemingly waiting for the busy core's time slice), whereas here a free thread takes the tiles
+the other one has not started, and a thread with nothing left to do sleeps.
 
 :func:`available` says whether this path can run: numpy's BLAS is an OpenBLAS whose thread
 count this module can set (found among the libraries loaded in the process), and
-:data:`enabled` is true (tests switch it off to compare with the torch path). The thread
-count is process-wide: another thread's numpy product that runs during a head call runs on
-one thread (slower, same result).
+:data:`enabled` is true (tests switch it off to compare with the torch path); heads narrower
+than :data:`RANGE_WORK` (K x D) use torch for batches of 2 rows or more. The thread count is
+process-wide: another thread's numpy product that runs during a head call runs on one thread
+(slower, same result).
 """
 from __future__ import annotations
 
