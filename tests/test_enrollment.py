@@ -343,8 +343,14 @@ def test_reserve_classes_makes_enrolls_append_in_place_and_changes_nothing_else(
     before = [_forward_features(model, batch)[0] for batch in _batches(model)]
     state = {k: v.clone() for k, v in model.state_dict().items()}
     builds = dict(model.classifier.cache_builds)
+    from oltr.model._class_rows import _tensors, imprint_stats
+
+    imprint_stats(model)
     model.reserve_classes(3)
     assert model.classifier.cache_builds == builds
+    assert model._imprint_stats.get(_tensors(model)) is not None  # kept for the new tensors
+    nearest = model.classifier.nearest
+    assert nearest._index is None or nearest._source() is model.centroids  # re-pointed, not compared
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in state.items())
     assert all(torch.equal(a, _forward_features(model, b)[0]) for a, b in zip(before, _batches(model)))

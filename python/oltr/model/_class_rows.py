@@ -23,7 +23,7 @@ about one index rebuild at K = 1e5. Here:
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +44,7 @@ def _replace(owner: nn.Module, name: str, value: Tensor) -> None:
     room = getattr(value, "_oltr_room", None)
     if room is not None and not getattr(owner, "_oltr_compact_state", False):
         owner.register_state_dict_post_hook(compact_state_dict_hook)
-        owner._oltr_compact_state = True
+        owner._oltr_compact_state = True  # type: ignore[assignment]
     if name in owner._parameters:
         param = nn.Parameter(value, requires_grad=old.requires_grad)
         if room is not None:
@@ -152,13 +152,15 @@ def reserve_classes(model: Any, extra: int) -> None:
     current inference caches (one O(K·D) copy each now, none at the next ``extra``
     enrollments). Values, the index and the imprint statistics stay as they are."""
     stats = getattr(model, "_imprint_stats", None)
-    sums = stats.get(_tensors(model)) if isinstance(stats, ImprintStats) else None
+    if not isinstance(stats, ImprintStats):
+        stats = None
+    sums = None if stats is None else stats.get(_tensors(model))
     old_centroids, old_key = model.centroids, source_key(model.centroids)
     for _, owner, name, caches in _tracked(model):
         _grow(owner, name, caches, None, extra)
     if model.stage == "oltr":
         model.classifier.nearest.extend(old_centroids, model.centroids, old_key)
-    if sums is not None:
+    if stats is not None and sums is not None:
         stats.put(_tensors(model), sums)
 
 
@@ -184,10 +186,10 @@ class ImprintStats:
         return ImprintStats()
 
     @staticmethod
-    def _keys(tensors: list[Optional[Tensor]]) -> list:
+    def _keys(tensors: Sequence[Optional[Tensor]]) -> list:
         return [None if t is None else (weakref.ref(t), DerivedCache._key(t)) for t in tensors]
 
-    def get(self, tensors: list[Optional[Tensor]]) -> Optional[dict[str, Any]]:
+    def get(self, tensors: Sequence[Optional[Tensor]]) -> Optional[dict[str, Any]]:
         if self._entry is None:
             return None
         keys, sums = self._entry
@@ -198,15 +200,24 @@ class ImprintStats:
                 return None
         return sums
 
-    def put(self, tensors: list[Optional[Tensor]], sums: dict[str, Any]) -> None:
+    def put(self, tensors: Sequence[Optional[Tensor]], sums: dict[str, Any]) -> None:
         self._entry = (self._keys(tensors), sums)
 
 
-def _tensors(model: Any) -> list[Optional[Tensor]]:
+class _Tensors(NamedTuple):
+    """The tensors :class:`ImprintStats` sums over."""
+
+    memory: Tensor
+    weight: Tensor
+    bias: Optional[Tensor]
+    cosine: Optional[Tensor]
+
+
+def _tensors(model: Any) -> _Tensors:
     classifier = model.classifier
     layer = classifier.fc_hallucinator if model.stage == "oltr" else classifier.fc
     cosine = classifier.cosnorm_classifier.weight if model.stage == "oltr" else None
-    return [model.centroids, layer.weight, layer.bias, cosine]
+    return _Tensors(model.centroids, layer.weight, layer.bias, cosine)
 
 
 def _row_norm_sum(weight: Tensor) -> float:
@@ -238,7 +249,7 @@ def imprint_stats(model: Any) -> dict[str, Any]:
 def add_class_to_stats(model: Any, sums: dict[str, Any]) -> None:
     """``sums`` (the stats before the last class was appended to every tensor) updated with
     that class's rows and stored for the grown tensors."""
-    memory, weight, bias, cosine = _tensors(model)
+    memory, weight, bias, cosine = tensors = _tensors(model)
     new = dict(sums)  # the new rows through the same helpers as the full sums
     new["hallucinator"] += _row_norm_sum(weight[-1:])
     new["own"] += _own_logit_sum(memory[-1:], weight[-1:], None if bias is None else bias[-1:])
@@ -246,4 +257,4 @@ def add_class_to_stats(model: Any, sums: dict[str, Any]) -> None:
     new["count"] += 1
     if cosine is not None:
         new["cosine"] += _row_norm_sum(cosine[-1:])
-    model._imprint_stats.put([memory, weight, bias, cosine], new)
+    model._imprint_stats.put(tensors, new)

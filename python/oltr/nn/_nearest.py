@@ -123,7 +123,8 @@ class NearestCentroidDispatch:
         return dist[:, 0].to(x.dtype), idx[:, 0].to(torch.long)
 
     def extend(self, old: Tensor, new: Tensor, old_key: Optional[tuple] = None) -> None:
-        """``new`` is ``old`` with rows appended (a class enrolled): when the cached index was
+        """``new`` is ``old`` with rows appended (a class enrolled; or none: the same values
+        in a tensor with room, :meth:`oltr.OLTRModel.reserve_classes`): when the cached index was
         built from ``old``, unchanged, the appended rows are added to it as an edit
         (:meth:`oltr.memory.CentroidIndex.add`, O(rows·D) instead of a rebuild on the next
         call) and ``new`` becomes its source; otherwise nothing happens (the next call
@@ -136,11 +137,12 @@ class NearestCentroidDispatch:
                     or self._source_key != key:
                 return
             count = new.shape[0] - old.shape[0]
-            if count < 1 or tuple(new.shape[1:]) != tuple(old.shape[1:]):
+            if count < 0 or tuple(new.shape[1:]) != tuple(old.shape[1:]):
                 return
-            rows = new.detach()[old.shape[0]:].to(torch.float32).cpu().contiguous()
-            self._index.add(rows)
-            self._appended.append(rows)  # the snapshot's later rows: no O(K·D) copy
+            if count:  # none: the same rows in another tensor (room reserved)
+                rows = new.detach()[old.shape[0]:].to(torch.float32).cpu().contiguous()
+                self._index.add(rows)
+                self._appended.append(rows)  # the snapshot's later rows: no O(K·D) copy
             self._source, self._source_key = weakref.ref(new), source_key(new)
 
     def _matches_snapshot(self, centroids: Tensor) -> bool:
