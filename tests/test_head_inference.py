@@ -347,3 +347,24 @@ def test_no_oltr_code_path_uses_the_old_keyword():
                 build_model(config, 5)
         create_model("cnn8", 3, "oltr")
         MetaEmbeddingClassifier(8, 3)
+
+
+@pytest.mark.parametrize("num_classes,dim,batch", [(7, 16, 5), (7, 16, 1), (1100, 512, 1), (1100, 512, 40)])
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_forward_features_are_forwards_extras_without_the_logits(num_classes, dim, batch, mode):
+    """forward_features gives forward's Extras bit for bit, on every path (small heads on
+    torch, wide ones on the BLAS tiles, single rows, training formulas), and computes no
+    logits: the cosine layer's weight is never read (a NaN weight changes nothing)."""
+    head, _, centroids = _head(num_classes, dim)
+    x = torch.randn(batch, dim) * 2
+    head.train(mode == "train")
+    with torch.no_grad():
+        _, extras = head(x, centroids)
+        features = head.forward_features(x, centroids)
+        head.cosnorm_classifier.weight.fill_(float("nan"))
+        head.cosnorm_classifier.clear_cache()
+        without_cosine = head.forward_features(x, centroids)
+    for name in ("direct", "memory", "selector", "infused", "meta_embedding", "reachability", "nearest_distance",
+                 "nearest"):
+        assert torch.equal(getattr(features, name), getattr(extras, name)), name
+        assert torch.equal(getattr(without_cosine, name), getattr(extras, name)), name

@@ -197,7 +197,7 @@ def _meta_directions(model: Any, features: Tensor) -> Tensor:
     model.classifier.eval()
     try:
         with torch.no_grad():
-            _, extras = model.classifier(features.to(model.centroids.dtype), model.centroids)
+            extras = model.classifier.forward_features(features.to(model.centroids.dtype), model.centroids)
     finally:
         _restore(modes)
     return torch.nn.functional.normalize(extras.meta_embedding.float(), dim=1)

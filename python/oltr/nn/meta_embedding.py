@@ -119,6 +119,19 @@ class MetaEmbeddingClassifier(nn.Module):
         self._hallucinator_t.clear()
 
     def forward(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Extras]:
+        """``x`` (B, feat_dim), ``centroids`` (K, feat_dim) -> ``(logits (B, K), Extras)``."""
+        logits, extras = self._forward(x, centroids, True)
+        assert logits is not None
+        return logits, extras
+
+    def forward_features(self, x: Tensor, centroids: Tensor) -> Extras:
+        """Everything :meth:`forward` computes but the cosine logits (the meta-embedding,
+        reachability, nearest centroid, memory...): ``forward``'s Extras, bit for bit, for
+        callers that need no logits (enrollment imprints from the meta-embeddings; at
+        K = 1e5 the cosine product is a third of the head)."""
+        return self._forward(x, centroids, False)[1]
+
+    def _forward(self, x: Tensor, centroids: Tensor, with_logits: bool) -> tuple[Optional[Tensor], Extras]:
         if x.dim() != 2 or x.shape[1] != self.feat_dim:
             raise ValueError(f"x must have shape (B, {self.feat_dim}), got {tuple(x.shape)}")
         if (not isinstance(centroids, Tensor) or centroids.dim() != 2
@@ -132,7 +145,7 @@ class MetaEmbeddingClassifier(nn.Module):
                 weight.shape[0] * weight.shape[1], x.shape[0], x, centroids, weight, self.fc_selector.weight,
                 self.cosnorm_classifier.weight):
             with _products.single_threaded_blas():
-                return self._numpy_inference(x, centroids)
+                return self._numpy_inference(x, centroids, with_logits)
         nearest_dist, nearest_idx = self.nearest(x, centroids)
         reachability = self.reach_scale / nearest_dist.clamp_min(REACHABILITY_EPS)
         if inference_fast_path(self, x):
@@ -154,12 +167,12 @@ class MetaEmbeddingClassifier(nn.Module):
             selector = torch.tanh(self.fc_selector(x))
             infused = selector * memory
             meta_embedding = reachability.unsqueeze(1) * (x + infused)
-        logits = self.cosnorm_classifier(meta_embedding)
+        logits = self.cosnorm_classifier(meta_embedding) if with_logits else None
         extras = Extras(direct=x, infused=infused, memory=memory, selector=selector, reachability=reachability,
                         nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=meta_embedding)
         return logits, extras
 
-    def _numpy_inference(self, x: Tensor, centroids: Tensor) -> tuple[Tensor, Extras]:
+    def _numpy_inference(self, x: Tensor, centroids: Tensor, with_logits: bool) -> tuple[Optional[Tensor], Extras]:
         """The inference forward on numpy's BLAS (:mod:`oltr.nn._products`), in three phases
         of tiles that the threads share: the selector and the hallucinator scores (with each
         tile's row maxima); the exponentials, their sums and their products with the memory,
@@ -184,7 +197,8 @@ class MetaEmbeddingClassifier(nn.Module):
         memory, infused, meta, scaled = (np.empty((batch, dim), dtype) for _ in range(4))
         bank_t = _products.view(self._bank_t.get(centroids, _transposed))
         cosine = self.cosnorm_classifier
-        logits, cosine_tasks = cosine.inference_product(scaled)
+        if with_logits:
+            logits, cosine_tasks = cosine.inference_product(scaled)
 
         def search(tile: _products.Tile) -> None:  # a task: runs beside the first products
             nearest.extend(self.nearest(x, centroids))
@@ -198,7 +212,8 @@ class MetaEmbeddingClassifier(nn.Module):
             np.multiply(selector, memory, out=infused)
             np.add(xa, infused, out=meta)
             np.multiply(meta, reach[:, None], out=meta)
-            cosine.squash_into(meta, scaled)
+            if with_logits:
+                cosine.squash_into(meta, scaled)
 
         # the cosine layer's inference methods, not its module call (as nn.MultiheadAttention
         # uses its out_proj's weight): forward hooks on the cosine layer do not run here
@@ -210,12 +225,12 @@ class MetaEmbeddingClassifier(nn.Module):
                               batch == 1), score_tiles)],
              partial(np.max, maxima, axis=0, out=top)),
             ([(_readout_into, (scores, top, bank_t, sums, parts, width), score_tiles)], meta_embedding),
-            ([cosine_tasks], None)],
-            batch * classes * (3 * dim + _EXP_COST))
+            *([([cosine_tasks], None)] if with_logits else [])],
+            batch * classes * ((3 if with_logits else 2) * dim + _EXP_COST))
         extras = Extras(direct=x, infused=torch.from_numpy(infused), memory=torch.from_numpy(memory),
                         selector=torch.from_numpy(selector), reachability=torch.from_numpy(reach),
                         nearest=nearest[1], nearest_distance=nearest[0], meta_embedding=torch.from_numpy(meta))
-        return torch.from_numpy(logits), extras
+        return (torch.from_numpy(logits) if with_logits else None), extras
 
     def extra_repr(self) -> str:
         return (f"feat_dim={self.feat_dim}, num_classes={self.num_classes}, reach_scale={self.reach_scale}, "
