@@ -107,13 +107,13 @@ def test_single_row_batches_use_their_own_caches_and_equal_the_formulas(squash):
         ref_logits, ref = _reference(head, x[i:i + 1], centroids)
         torch.testing.assert_close(logits, ref_logits, **CLOSE)
         torch.testing.assert_close(extras.memory, ref.memory.detach(), **CLOSE)
-    assert head.cache_builds["single_row"] == 2  # the hallucinator's and the cosine weights, once each
+    assert head.cache_builds["weights_t"] == 2  # the hallucinator's and the cosine weights, once each
     _train_step(head, x, centroids)
     logits, _ = _cached(head, x[:1], centroids)
     torch.testing.assert_close(logits, _reference(head, x[:1], centroids)[0], **CLOSE)
-    assert head.cache_builds["single_row"] == 4
+    assert head.cache_builds["weights_t"] == 4
     head.clear_caches()
-    assert head.cache_builds["single_row"] == 0
+    assert head.cache_builds["weights_t"] == 0
 
 
 def _train_step(head, x, centroids, lr=0.5):

@@ -56,8 +56,9 @@ class CosNormClassifier(nn.Module):
     U(-1/sqrt(in_dims), 1/sqrt(in_dims)) as the official code (state-dict key ``weight``).
     Input (B, in_dims) float, output (B, out_dims).
 
-    At inference (eval mode, autograd off) the row-normalised weight is cached (one
-    (out_dims, in_dims) copy; a transposed one too once a single-row batch is seen) and
+    At inference (eval mode, autograd off) the row-normalised weight is cached (a transposed
+    (in_dims, out_dims) copy on the numpy path below; on the torch path an (out_dims, in_dims)
+    copy, and a transposed one too once a single-row batch is seen) and
     rebuilt only when ``weight`` changes (:mod:`oltr.nn._weight_cache`); call :meth:`clear_cache`
     after writing the weight in place through ``weight.data``. With CPU float32 or float64
     tensors the product runs on numpy's OpenBLAS in tiles shared by threads
@@ -78,7 +79,7 @@ class CosNormClassifier(nn.Module):
         self.squash = squash
         self.weight = nn.Parameter(torch.empty(self.out_dims, self.in_dims))
         self._unit_weight = DerivedCache()
-        self._unit_weight_t = DerivedCache()  # transposed, for single-row batches
+        self._unit_weight_t = DerivedCache()  # transposed (numpy path; torch path: single rows)
         self.reset_parameters()
 
     @property
@@ -164,17 +165,15 @@ class CosNormClassifier(nn.Module):
 
     def inference_product(self, scaled: np.ndarray) -> tuple[np.ndarray, _products.Tasks]:
         """``(logits, tasks)``: the (B, K) logits array and the tasks that fill it with
-        ``scaled @ unit_weight.T`` (:func:`oltr.nn._products.run`), from the cached unit
-        weight (its transposed copy for a single row, which reads ~2x faster). K is the
+        ``scaled @ unit_weight.T`` (:func:`oltr.nn._products.run`), from the cached transposed
+        unit weight (D, K), which OpenBLAS reads faster than the (K, D) one at every batch
+        size (see :meth:`MetaEmbeddingClassifier._numpy_inference`). K is the
         cached weight's row count: ``out_dims`` may run ahead of it while a class is enrolled."""
-        batch, single = scaled.shape[0], scaled.shape[0] == 1
-        if single:
-            weight = _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed))
-        else:
-            weight = _products.view(self.unit_weight())
-        classes = weight.shape[1 if single else 0]
+        batch = scaled.shape[0]
+        weight = _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed))
+        classes = weight.shape[1]
         logits = np.empty((batch, classes), dtype=scaled.dtype)
-        return logits, (_products.product_into, (scaled, weight, logits, single),
+        return logits, (_products.product_into, (scaled, weight, logits, True),
                         _products.tiles(batch, classes, scaled.shape[1]))
 
     def extra_repr(self) -> str:
