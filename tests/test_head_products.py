@@ -142,7 +142,8 @@ def test_available_takes_wide_cpu_float32_and_float64_heads_of_one_dtype(monkeyp
 # -- the heads computed on numpy ---------------------------------------------------------------
 @needs_openblas
 @pytest.mark.parametrize("batch,classes,dim,squash", [
-    (1, 300, 32, "code"), (7, 300, 32, "paper"), (300, 700, 48, "code"), (64, 1000, 16, "paper")])
+    (1, 300, 32, "code"), (7, 300, 32, "paper"), (300, 700, 48, "code"), (64, 1000, 16, "paper"),
+    (5, 300, 64, "code")])  # the last: column ranges of unequal width (the last one took in a sliver)
 def test_numpy_head_equals_the_formulas_and_the_torch_path(small_tiles, two_threads, monkeypatch,
                                                            batch, classes, dim, squash):
     head, x, centroids = _head(batch, classes, dim, squash)
@@ -269,3 +270,28 @@ def test_a_forked_child_starts_its_own_helpers(small_tiles, two_threads):
     got = queue.get(timeout=60)
     child.join(timeout=60)
     assert child.exitcode == 0 and np.array_equal(got, expected.numpy())
+
+
+def test_heads_called_from_several_threads_at_once_give_their_sequential_results(small_tiles, two_threads):
+    """A predictor serving requests from several threads: concurrent head calls share the
+    helper threads and the OpenBLAS thread setting, and each gets exactly the result it gets
+    alone."""
+    head, _, centroids = _head(1, 300, 64)
+    inputs = [torch.randn(batch, 64) for batch in (1, 5, 40, 3, 17, 64)]
+    alone = [_inference(head, x, centroids)[0] for x in inputs]
+    results: dict[int, list] = {}
+    start = threading.Barrier(len(inputs))
+
+    def call(i: int) -> None:
+        start.wait()
+        results[i] = [_inference(head, inputs[i], centroids)[0] for _ in range(5)]
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(inputs))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(results) == list(range(len(inputs)))
+    for i, runs in results.items():
+        assert all(torch.equal(run, alone[i]) for run in runs), i
+    assert _products._blas_threads().get() == _products._blas_threads().get()  # still readable

@@ -188,8 +188,9 @@ class MetaEmbeddingClassifier(nn.Module):
         hallucinator = _products.view(self._hallucinator_t.get(self.fc_hallucinator.weight, _transposed))
         classes = hallucinator.shape[1]
         score_tiles = _products.tiles(batch, classes, dim)
-        width = score_tiles[0][3]  # of every column range but the last
-        ranges = -(-classes // width)
+        # each column range's slot in the per-range arrays (ranges need not be equally wide)
+        slots = {c0: i for i, c0 in enumerate(sorted({tile[2] for tile in score_tiles}))}
+        ranges = len(slots)
         scores = np.empty((batch, classes), dtype)
         maxima, sums = np.empty((ranges, batch), dtype), np.empty((ranges, batch), dtype)
         top = np.empty(batch, dtype)
@@ -221,10 +222,10 @@ class MetaEmbeddingClassifier(nn.Module):
             ([(search, (), [(0, batch, 0, 0)]),
               (_selector_into, (xa, _products.view(self.fc_selector.weight), _products.view(self.fc_selector.bias),
                                 selector), _products.tiles(batch, dim, dim)),
-              (_scores_into, (xa, hallucinator, _products.view(self.fc_hallucinator.bias), scores, maxima, width,
+              (_scores_into, (xa, hallucinator, _products.view(self.fc_hallucinator.bias), scores, maxima, slots,
                               True), score_tiles)],
              partial(np.max, maxima, axis=0, out=top)),
-            ([(_readout_into, (scores, top, bank_t, sums, parts, width), score_tiles)], meta_embedding),
+            ([(_readout_into, (scores, top, bank_t, sums, parts, slots), score_tiles)], meta_embedding),
             *([([cosine_tasks], None)] if with_logits else [])],
             batch * classes * ((3 if with_logits else 2) * dim + _EXP_COST))
         extras = Extras(direct=x, infused=torch.from_numpy(infused), memory=torch.from_numpy(memory),
@@ -256,26 +257,26 @@ def _selector_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, out: np.
 
 
 def _scores_into(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, scores: np.ndarray, maxima: np.ndarray,
-                 width: int, transposed: bool, tile: _products.Tile) -> None:
+                 slots: dict[int, int], transposed: bool, tile: _products.Tile) -> None:
     """The hallucinator scores ``x @ W.T + b`` on ``tile`` of ``scores`` (B, K), and the
-    tile's row maxima into row ``c0 // width`` of ``maxima`` (C, B), C column ranges of
-    ``width`` columns (the last one narrower) (a task of the numpy path)."""
+    tile's row maxima into row ``slots[c0]`` of ``maxima`` (C, B), one row per column range
+    (a task of the numpy path)."""
     _products.product_into(x, weight, scores, transposed, tile)
     r0, r1, c0, c1 = tile
     block = scores[r0:r1, c0:c1]
     block += bias[c0:c1]
-    block.max(axis=1, out=maxima[c0 // width, r0:r1])
+    block.max(axis=1, out=maxima[slots[c0], r0:r1])
 
 
 def _readout_into(scores: np.ndarray, top: np.ndarray, bank_t: np.ndarray, sums: np.ndarray, parts: np.ndarray,
-                  width: int, tile: _products.Tile) -> None:
+                  slots: dict[int, int], tile: _products.Tile) -> None:
     """The softmax read-out's share of ``tile`` of ``scores`` (B, K), in place:
     ``e = exp(scores - top)`` on the tile, its row sums into ``sums[c, r0:r1]`` and
-    ``e @ bank[c0:c1]`` into ``parts[c, r0:r1]`` (C, B, D), c = c0 // width, from ``bank_t``
+    ``e @ bank[c0:c1]`` into ``parts[c, r0:r1]`` (C, B, D), c = ``slots[c0]``, from ``bank_t``
     = bank.T (D, K). The memory is the parts' sum over c divided by the sums' (a task of the
     numpy path)."""
     r0, r1, c0, c1 = tile
-    column = c0 // width
+    column = slots[c0]
     block = scores[r0:r1, c0:c1]
     block -= top[r0:r1, None]
     np.exp(block, out=block)
