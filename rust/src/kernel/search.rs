@@ -17,7 +17,7 @@ use super::simd_f32;
 use super::topk::{Hit, TopK};
 use super::vnni;
 
-/// Queries per block (a multiple of the 12-row micro-group).
+/// Queries per block (a multiple of the 12-row micro-group and of `portable::ROW_GROUP`).
 const QUERY_BLOCK: usize = 96;
 /// Below this many multiply-adds (B·K·D, ~0.3 ms on one Zen 4 core) the call runs on the
 /// caller's thread alone: on the shared 2-core machine a helper thread rarely got a core in
@@ -63,13 +63,14 @@ fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Query block size for `b` queries: at most QUERY_BLOCK, a multiple of 12 when split.
-fn query_block(b: usize) -> usize {
+/// Query block size for `b` queries: at most QUERY_BLOCK, a multiple of `group` (the
+/// engine's micro-kernel rows, a divisor of QUERY_BLOCK) when split.
+fn query_block(b: usize, group: usize) -> usize {
     if b <= QUERY_BLOCK {
         return b.max(1);
     }
     let blocks = b.div_ceil(QUERY_BLOCK);
-    b.div_ceil(blocks).div_ceil(12) * 12
+    b.div_ceil(blocks).div_ceil(group) * group
 }
 
 /// Everything the tasks of one call read, owned so that helper threads may outlive the call
@@ -212,9 +213,15 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         && work < PARALLEL_MIN_WORK;
     let parallel = threads > 1 && (work >= PARALLEL_MIN_WORK || gemv_split);
     // In parallel, split the queries first (no duplicated per-range work), then centroids.
-    let mut block = query_block(b);
-    if parallel && b >= 24 {
-        block = block.min(b.div_ceil(threads).div_ceil(12).max(1) * 12);
+    // Blocks are multiples of the engine's micro-kernel rows: 12 queries for the SIMD
+    // engines, sgemm's row group for the portable one.
+    let group = match packed {
+        Packed::Rows => portable::ROW_GROUP,
+        _ => 12,
+    };
+    let mut block = query_block(b, group);
+    if parallel && b >= 2 * group {
+        block = block.min(b.div_ceil(threads).div_ceil(group).max(1) * group);
     }
     let qblocks = split_blocks(b, block);
     let ranges = if gemv_split {

@@ -232,6 +232,26 @@ fn few_query_centroid_split_matches_single_thread_call_after_call() {
 }
 
 #[test]
+fn portable_sgemm_tiles_at_every_block_size_match_the_naive_search() {
+    // The portable engine's sgemm tiles (from 8 queries per block on; loops below), at block
+    // sizes around its 16-row group, K not a multiple of its 256-centroid tile, odd D, one and
+    // two threads (blocks of multiples of 16 queries, or centroid ranges at odd panels).
+    let mut rng = Rng(29);
+    let c = rng.matrix(777, 67, 1.0);
+    let x = rng.matrix(200, 67, 1.0);
+    let index = CentroidIndex::with_engine(c.view(), Engine::Portable).unwrap();
+    let _serial = pool::TEST_THREADS_LOCK.lock();
+    for threads in [1, 2] {
+        pool::set_num_threads(threads).unwrap();
+        for b in [7usize, 8, 15, 16, 17, 33, 64, 97, 200] {
+            for k in [1usize, 9] {
+                check_batch(&index, x.slice(ndarray::s![..b, ..]), c.view(), k);
+            }
+        }
+    }
+}
+
+#[test]
 fn huge_norms_fall_back_to_exact_scan() {
     let mut rng = Rng(17);
     let c = rng.matrix(50, 8, 1e18);
