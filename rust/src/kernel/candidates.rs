@@ -7,7 +7,7 @@
 //! * from the scores: `kth(v) + 2·E` (the true k-th score is at most `kth(v) + E`);
 //! * from exact distances: `d²_k − ‖x‖² + E`, once k candidates were evaluated exactly.
 //!
-//! When the buffer outgrows its capacity (`4k + 64`) one selection pass
+//! When the buffer outgrows its capacity (`4k + 16`) one selection pass
 //! (`select_nth_unstable`, O(n)) finds its k-th score, lowers `t` to `kth(v) + 2·E` and drops
 //! the entries above it; if half the buffer survives (a wide margin) the capacity doubles, up
 //! to `16k + 4096`. When even that fills up (e.g. thousands of tied centroids) the buffer is
@@ -64,7 +64,7 @@ impl QueryState {
             margin: 0.0,
             k,
             pending: Vec::new(),
-            capacity: 4 * k + 64,
+            capacity: 4 * k + 16,
             max_capacity: 16 * k + 4096,
             best: TopK::new(k),
         }

@@ -87,9 +87,10 @@ struct Job {
     ranges: Vec<(usize, usize)>,
     /// The packed centroids of this call are the large-k engine's (`IndexData::pass_for`).
     large_k: bool,
-    /// The bf16 or int8 packing of each query block (made by the caller before any task
-    /// runs: a lazily shared packing would make every task wait for a possibly descheduled
-    /// packer).
+    /// The bf16 or int8 packing of each query block when the call has several centroid ranges
+    /// (made by the caller before any task runs: a lazily shared packing would make every
+    /// task wait for a possibly descheduled packer); empty with one range, where each block's
+    /// only task packs its queries itself (in parallel).
     packs: Vec<QueryPack>,
 }
 
@@ -111,12 +112,16 @@ impl Job {
             .map(|row| QueryState::new(row, self.k, self.x_norms_sq[row]))
             .collect();
         let (j0, j1) = (p0 * LANES, (p1 * LANES).min(index.num));
-        let packed = if self.large_k {
-            index.pass_for(usize::MAX, 1).1
-        } else {
-            &index.packed
+        let packed = self.packed();
+        let own;
+        let pack = match self.packs.get(q) {
+            Some(pack) => pack,
+            None => {
+                own = self.pack(q);
+                &own
+            }
         };
-        match (self.pass, packed, &self.packs[q]) {
+        match (self.pass, packed, pack) {
             (Pass::Exact, _, _) => portable::scan_exact(&data, &mut states, j0, j1),
             (_, Packed::Bf16(packed), QueryPack::Bf16(pack)) => {
                 bf16::scan(packed, pack, &data, &mut states, p0, p1)
@@ -152,6 +157,46 @@ impl Job {
                     .map(QueryState::into_candidates)
                     .collect(),
             )
+        }
+    }
+
+    /// The packed centroids of this call's pass.
+    fn packed(&self) -> &Packed {
+        if self.large_k {
+            self.index.pass_for(usize::MAX, 1).1
+        } else {
+            &self.index.packed
+        }
+    }
+
+    /// Query block `q` packed for the call's pass (bf16 or int8; else nothing).
+    fn pack(&self, q: usize) -> QueryPack {
+        let index = &*self.index;
+        let (q0, q1) = self.qblocks[q];
+        let data = ExactData {
+            x: &self.x,
+            centroids: &index.rows,
+            dim: index.dim,
+        };
+        let norms = &self.x_norms_sq;
+        match (self.pass, self.packed()) {
+            (Pass::Packed, Packed::Bf16(packed)) => QueryPack::Bf16(bf16::pack_queries(
+                packed,
+                &data,
+                index.c_norm_max,
+                norms,
+                q0,
+                q1,
+            )),
+            (Pass::Packed, Packed::I8(packed)) => QueryPack::I8(vnni::pack_queries(
+                packed,
+                &data,
+                index.c_norm_max,
+                norms,
+                q0,
+                q1,
+            )),
+            _ => QueryPack::None,
         }
     }
 
@@ -233,44 +278,21 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         vec![(0, panels)]
     };
     let num_ranges = ranges.len();
-    let data = ExactData {
-        x,
-        centroids: &index.rows,
-        dim,
-    };
-    let packs = qblocks
-        .iter()
-        .map(|&(q0, q1)| match (pass, packed) {
-            (Pass::Packed, Packed::Bf16(packed)) => QueryPack::Bf16(bf16::pack_queries(
-                packed,
-                &data,
-                index.c_norm_max,
-                &x_norms_sq,
-                q0,
-                q1,
-            )),
-            (Pass::Packed, Packed::I8(packed)) => QueryPack::I8(vnni::pack_queries(
-                packed,
-                &data,
-                index.c_norm_max,
-                &x_norms_sq,
-                q0,
-                q1,
-            )),
-            _ => QueryPack::None,
-        })
-        .collect();
-    let job = Arc::new(Job {
+    let mut job = Job {
         index: Arc::clone(index),
         x: x.to_vec(),
         x_norms_sq,
         pass,
         k,
         large_k,
-        packs,
+        packs: Vec::new(),
         qblocks,
         ranges,
-    });
+    };
+    if num_ranges > 1 {
+        job.packs = (0..job.qblocks.len()).map(|q| job.pack(q)).collect();
+    }
+    let job = Arc::new(job);
     let blocks = job.qblocks.len();
     let scan_job = Arc::clone(&job);
     let results = run_tasks(blocks * num_ranges, parallel, move |t| scan_job.run(t));

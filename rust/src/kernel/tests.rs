@@ -311,6 +311,32 @@ fn bad_inputs_are_rejected() {
         }
     );
     assert!(err.to_string().contains('x'));
+    // The finiteness test runs in blocks of 64 values: the first bad row is named wherever
+    // it lies (first block, a later block, the short last block, two bad rows in one block).
+    let c7 = Array2::<f32>::ones((4, 7));
+    let index7 = CentroidIndex::new(c7.view()).unwrap();
+    for (bad_at, want_row) in [
+        (vec![(0, 0)], 0),
+        (vec![(20, 3)], 20),
+        (vec![(41, 6)], 41),
+        (vec![(12, 1), (10, 5)], 10),
+    ] {
+        let mut x = Array2::<f32>::ones((42, 7));
+        for &(row, col) in &bad_at {
+            x[[row, col]] = if col % 2 == 0 {
+                f32::NAN
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        assert_eq!(
+            index7.search(x.view(), 1).unwrap_err(),
+            KernelError::NonFinite {
+                argument: "x",
+                row: want_row
+            }
+        );
+    }
     assert!(CentroidIndex::new(Array2::<f32>::zeros((0, 3)).view()).is_err());
     let mut bad_c = c.clone();
     bad_c[[0, 0]] = f32::INFINITY;

@@ -7,9 +7,9 @@
 //! ## Quantisation and its rigorous error bound
 //!
 //! A vector v (a centroid, or a query) with `m = max_l |v_l|` gets the scale `s = fl(m / 127)`
-//! and codes `q_l = clamp(round(v_l / s), −127, 127)`; its rounding is `v̂ = s·q` (exact in
-//! f64: 24 × 7 significant bits) and its residual `r = v − v̂` (measured in f64, so nothing is
-//! assumed about how well the rounding went). A vector with `m < 1e-30` gets `q = 0`, `v̂ = 0`,
+//! and codes `q_l = clamp(round(v_l / s), −127, 127)` (to nearest, ties to even); its
+//! rounding is `v̂ = s·q` (exact in f64: 24 × 7 significant bits) and its residual `r = v − v̂`
+//! (measured in f64, so nothing is assumed about how well the rounding went). A vector with `m < 1e-30` gets `q = 0`, `v̂ = 0`,
 //! `r = v`. For a query x and a centroid c, exactly
 //!
 //! ```text
@@ -64,24 +64,91 @@ pub fn available() -> bool {
 
 /// Per-vector int8 codes of `v` into `out` (same length): returns `(s, ‖v̂‖, ‖v − v̂‖)`, the
 /// scale and the f64 norms of the rounding and of its residual (see the module docs).
+/// Compiled with AVX-512 where the CPU has it (a query block is quantised on every call).
 pub fn quantize(v: &[f32], out: &mut [i8]) -> (f32, f64, f64) {
-    let m = v.iter().fold(0.0f32, |m, &a| m.max(a.abs()));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            // SAFETY: the features were just detected.
+            return unsafe { quantize_avx512(v, out) };
+        }
+    }
+    quantize_impl(v, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn quantize_avx512(v: &[f32], out: &mut [i8]) -> (f32, f64, f64) {
+    quantize_impl(v, out)
+}
+
+/// Lanes of the vectorisable loops of [`quantize_impl`].
+const QLANES: usize = 16;
+
+#[inline(always)]
+fn quantize_impl(v: &[f32], out: &mut [i8]) -> (f32, f64, f64) {
+    let mut lanes = [0.0f32; QLANES];
+    let mut chunks = v.chunks_exact(QLANES);
+    for c in &mut chunks {
+        for l in 0..QLANES {
+            let a = c[l].abs();
+            lanes[l] = if a > lanes[l] { a } else { lanes[l] };
+        }
+    }
+    let m = chunks
+        .remainder()
+        .iter()
+        .chain(&lanes)
+        .fold(0.0f32, |m, &a| if a.abs() > m { a.abs() } else { m });
     if m < TINY {
         out.fill(0);
         let res = v.iter().map(|&a| f64::from(a).powi(2)).sum::<f64>().sqrt();
         return (1.0, 0.0, res);
     }
     let s = m / 127.0;
-    let (mut hat, mut res) = (0.0f64, 0.0f64);
-    for (o, &a) in out.iter_mut().zip(v) {
-        let q = (a / s).round().clamp(-127.0, 127.0);
+    // Round to nearest (ties to even: one instruction; any rounding is valid, the residual is
+    // measured), then the f64 norms of the rounding and of the residual.
+    // (Selects rather than `clamp`, and no NaN case: they vectorise; `v` is finite.)
+    let code = |a: f32| {
+        let q = (a / s).round_ties_even();
+        let q = if q > 127.0 { 127.0 } else { q };
+        if q < -127.0 {
+            -127.0
+        } else {
+            q
+        }
+    };
+    let (mut hat, mut res) = ([0.0f64; QLANES], [0.0f64; QLANES]);
+    let full = v.len() / QLANES * QLANES;
+    for (vc, oc) in v[..full]
+        .chunks_exact(QLANES)
+        .zip(out[..full].chunks_exact_mut(QLANES))
+    {
+        for l in 0..QLANES {
+            let q = code(vc[l]);
+            // SAFETY: q is an integer in [-127, 127].
+            oc[l] = unsafe { q.to_int_unchecked::<i32>() } as i8;
+            let h = f64::from(s) * f64::from(q);
+            let r = f64::from(vc[l]) - h;
+            hat[l] += h * h;
+            res[l] += r * r;
+        }
+    }
+    for (l, (&a, o)) in v[full..].iter().zip(&mut out[full..]).enumerate() {
+        let q = code(a);
         *o = q as i8;
         let h = f64::from(s) * f64::from(q);
         let r = f64::from(a) - h;
-        hat += h * h;
-        res += r * r;
+        hat[l] += h * h;
+        res[l] += r * r;
     }
-    (s, hat.sqrt(), res.sqrt())
+    (
+        s,
+        hat.iter().sum::<f64>().sqrt(),
+        res.iter().sum::<f64>().sqrt(),
+    )
 }
 
 /// The centroids packed for the int8 pass (built once per index).
@@ -178,9 +245,10 @@ pub fn pack_queries(
         for r in 0..len {
             let row = start + r;
             let (s, x_hat, x_residual) = quantize(&data.x[row * d..(row + 1) * d], &mut codes[..d]);
-            for q in 0..quads {
-                let word: [u8; 4] = std::array::from_fn(|i| (codes[4 * q + i] as u8) ^ 0x80);
-                words[q * mr + r] = u32::from_le_bytes(word);
+            // Four codes per word, each offset by 128 (flipping the sign bit of the byte).
+            for (q, c) in codes.chunks_exact(4).enumerate() {
+                let word = u32::from_le_bytes([c[0] as u8, c[1] as u8, c[2] as u8, c[3] as u8]);
+                words[q * mr + r] = word ^ 0x8080_8080;
             }
             let n = RoundedNorms {
                 x_hat,
@@ -348,12 +416,18 @@ mod tests {
             (17, 3e4),
             (64, 1.0),
             (3, 1e-35),
+            (100, 2.5),
+            (515, 0.3),
         ] {
             let v: Vec<f32> = (0..n)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.0137 * scale)
                 .collect();
             let mut out = vec![0i8; n];
             let (s, hat, res) = quantize(&v, &mut out);
+            // The AVX-512 copy (where it runs) and the plain one agree bit for bit.
+            let mut plain = vec![0i8; n];
+            assert_eq!(quantize_impl(&v, &mut plain), (s, hat, res));
+            assert_eq!(plain, out);
             let want_hat: f64 = out
                 .iter()
                 .map(|&q| (f64::from(s) * f64::from(q)).powi(2))
