@@ -63,14 +63,31 @@ fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
-/// Query block size for `b` queries: at most QUERY_BLOCK, a multiple of `group` (the
-/// engine's micro-kernel rows, a divisor of QUERY_BLOCK) when split.
-fn query_block(b: usize, group: usize) -> usize {
-    if b <= QUERY_BLOCK {
-        return b.max(1);
-    }
+/// How many query blocks a call of `b` queries has: enough for at most QUERY_BLOCK queries
+/// each; in parallel (from two groups of queries on), a multiple of `threads` (11 blocks of
+/// about 96 queries on two threads left one thread 6 blocks' work while the other did 5).
+fn block_count(b: usize, group: usize, threads: usize, parallel: bool) -> usize {
     let blocks = b.div_ceil(QUERY_BLOCK);
-    b.div_ceil(blocks).div_ceil(group) * group
+    if parallel && b >= 2 * group {
+        blocks.next_multiple_of(threads)
+    } else {
+        blocks
+    }
+}
+
+/// `[start, end)` query blocks covering `b` queries: `blocks` blocks (fewer when `b` has
+/// fewer micro-groups) of whole micro-groups of `group` rows (the last one may be short),
+/// their group counts differing by at most one and spread evenly, so that any run of half
+/// the blocks (what each of two threads claims) holds half the queries.
+fn query_blocks(b: usize, group: usize, blocks: usize) -> Vec<(usize, usize)> {
+    let groups = b.div_ceil(group);
+    let blocks = blocks.clamp(1, groups.max(1));
+    (0..blocks)
+        .map(|i| {
+            let (g0, g1) = (i * groups / blocks, (i + 1) * groups / blocks);
+            ((g0 * group).min(b), (g1 * group).min(b))
+        })
+        .collect()
 }
 
 /// Everything the tasks of one call read, owned so that helper threads may outlive the call
@@ -264,11 +281,7 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         Packed::Rows => portable::ROW_GROUP,
         _ => 12,
     };
-    let mut block = query_block(b, group);
-    if parallel && b >= 2 * group {
-        block = block.min(b.div_ceil(threads).div_ceil(group).max(1) * group);
-    }
-    let qblocks = split_blocks(b, block);
+    let qblocks = query_blocks(b, group, block_count(b, group, threads, parallel));
     let ranges = if gemv_split {
         split(panels, threads.min((panels / SPLIT_MIN_PANELS).max(1)))
     } else if parallel {
@@ -315,9 +328,49 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     tops.into_iter().flatten().map(TopK::into_sorted).collect()
 }
 
-/// `[start, end)` query blocks of `block` rows covering `b`.
-fn split_blocks(b: usize, block: usize) -> Vec<(usize, usize)> {
-    (0..b.div_ceil(block))
-        .map(|i| (i * block, ((i + 1) * block).min(b)))
-        .collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_blocks_cover_the_batch_in_whole_groups_and_halve_evenly() {
+        for (b, group) in [
+            (1usize, 12usize),
+            (11, 12),
+            (64, 12),
+            (64, 16),
+            (97, 12),
+            (1024, 12),
+            (1024, 16),
+            (1000, 16),
+            (4099, 12),
+        ] {
+            for threads in [1usize, 2, 3] {
+                let got = query_blocks(b, group, block_count(b, group, threads, true));
+                // Contiguous cover of 0..b, each block starting on a group boundary.
+                assert_eq!(got.first().unwrap().0, 0);
+                assert_eq!(got.last().unwrap().1, b);
+                for w in got.windows(2) {
+                    assert_eq!(w[0].1, w[1].0);
+                }
+                for &(q0, q1) in &got {
+                    assert!(
+                        q0 < q1 && q0 % group == 0 && q1 - q0 <= QUERY_BLOCK,
+                        "{got:?}"
+                    );
+                }
+                if b >= 2 * group {
+                    assert_eq!(got.len() % threads, 0, "b {b} threads {threads}: {got:?}");
+                    // Each thread's share of the blocks (front or back) holds its share of
+                    // the queries, to within one group.
+                    let per = got.len() / threads;
+                    for t in 0..threads {
+                        let rows: usize =
+                            got[t * per..(t + 1) * per].iter().map(|(a, z)| z - a).sum();
+                        assert!(rows.abs_diff(b / threads) <= group, "b {b}: {got:?}");
+                    }
+                }
+            }
+        }
+    }
 }
