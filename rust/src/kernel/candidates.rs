@@ -252,9 +252,10 @@ pub fn finish_block(mut states: Vec<QueryState>, data: &ExactData<'_>) -> Vec<To
     states.into_iter().map(|s| s.best).collect()
 }
 
-/// Evaluates the (centroid, query state) `pairs` exactly in centroid order, and empties them.
+/// Evaluates the (centroid, query state) `pairs` (pushed in ascending query order) exactly in
+/// centroid order, and empties them.
 fn evaluate_pairs(states: &mut [QueryState], pairs: &mut Vec<(u32, u32)>, data: &ExactData<'_>) {
-    pairs.sort_unstable();
+    sort_by_centroid(pairs);
     for &(j, _) in pairs.iter().take(PREFETCH_AHEAD) {
         prefetch_row(data, j as usize);
     }
@@ -267,6 +268,41 @@ fn evaluate_pairs(states: &mut [QueryState], pairs: &mut Vec<(u32, u32)>, data: 
         states[i as usize].evaluate(j as usize, data);
     }
     pairs.clear();
+}
+
+/// Sorts `pairs` by centroid (`.0`), keeping their order within a centroid: for pairs pushed
+/// in ascending query order, the order of `sort_unstable`. An LSD radix sort on 8-bit digits
+/// (as many as the largest centroid needs: 2 passes up to K = 65 536), O(n) per pass where a
+/// comparison sort of the ~10⁵ pairs of a 384-query block at k = 100 took a tenth of the call.
+fn sort_by_centroid(pairs: &mut Vec<(u32, u32)>) {
+    if pairs.len() <= 64 {
+        pairs.sort_unstable();
+        return;
+    }
+    let max = pairs.iter().fold(0u32, |m, p| m.max(p.0));
+    let mut other = vec![(0u32, 0u32); pairs.len()];
+    let mut shift = 0u32;
+    loop {
+        let digit = |p: &(u32, u32)| ((p.0 >> shift) & 0xff) as usize;
+        let mut starts = [0usize; 256];
+        for p in pairs.iter() {
+            starts[digit(p)] += 1;
+        }
+        let mut sum = 0;
+        for s in starts.iter_mut() {
+            (*s, sum) = (sum, sum + *s);
+        }
+        for p in pairs.iter() {
+            let d = digit(p);
+            other[starts[d]] = *p;
+            starts[d] += 1;
+        }
+        std::mem::swap(pairs, &mut other);
+        shift += 8;
+        if shift >= 32 || max >> shift == 0 {
+            break;
+        }
+    }
 }
 
 /// Candidates whose centroid rows are prefetched ahead of their exact evaluation.
@@ -300,5 +336,35 @@ pub fn set_f32_margins(states: &mut [QueryState], x_norms_sq: &[f64], dim: usize
             x_norm,
             c_norm_max,
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_by_centroid_orders_as_a_comparison_sort() {
+        // Pairs pushed in ascending query order, centroids spanning 1, 2 and 4 radix digits.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for (n, num) in [
+            (10usize, 7u32),
+            (65, 300),
+            (1000, 200),
+            (5000, 70_000),
+            (3000, u32::MAX),
+        ] {
+            let mut pairs = Vec::with_capacity(n);
+            for i in 0..n {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                pairs.push(((seed % u64::from(num)) as u32, (i / 3) as u32));
+            }
+            let mut want = pairs.clone();
+            want.sort_unstable();
+            sort_by_centroid(&mut pairs);
+            assert_eq!(pairs, want, "n {n} num {num}");
+        }
     }
 }
