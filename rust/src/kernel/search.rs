@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::bf16::{self, LANES};
 use super::candidates::{finish_block, ExactData, QueryState};
-use super::distance::squared_norm_f64;
+use super::distance::copy_with_squared_norms;
 use super::executor::run_tasks;
 use super::index::{IndexData, Packed};
 use super::pool;
@@ -258,7 +258,8 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
         return Vec::new();
     }
     let dim = index.dim;
-    let x_norms_sq: Vec<f64> = x.chunks_exact(dim).map(squared_norm_f64).collect();
+    // The tasks own a copy of the queries (a straggling helper may outlive the call).
+    let (x_owned, x_norms_sq) = copy_with_squared_norms(x, dim);
     let x_norm_max = x_norms_sq.iter().fold(0.0f64, |m, &n| m.max(n)).sqrt();
     let pass = if (x_norm_max + index.c_norm_max).powi(2) > EXACT_ONLY_NORM_SQ || dim > (1 << 20) {
         Pass::Exact
@@ -305,7 +306,7 @@ pub(crate) fn search_hits(index: &Arc<IndexData>, x: &[f32], b: usize, k: usize)
     let num_ranges = ranges.len();
     let mut job = Job {
         index: Arc::clone(index),
-        x: x.to_vec(),
+        x: x_owned,
         x_norms_sq,
         pass,
         k,
