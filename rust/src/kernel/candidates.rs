@@ -227,10 +227,15 @@ impl QueryState {
 /// query's true top-k has `v <= t` whatever the order of evaluation (`t` only decreases and
 /// always holds), so all of them are evaluated.
 pub fn finish_block(mut states: Vec<QueryState>, data: &ExactData<'_>) -> Vec<TopK> {
-    let mut pairs: Vec<(u32, u32)> = Vec::new();
+    for st in states.iter_mut() {
+        st.tighten_from_scores();
+    }
+    // Room for both rounds' pairs at once, and the radix sort's scratch: no reallocation.
+    let total = states.iter().map(|st| st.pending.len()).sum();
+    let mut pairs: Vec<(u32, u32)> = Vec::with_capacity(total);
+    let mut scratch: Vec<(u32, u32)> = Vec::with_capacity(total);
     let mut rests: Vec<Vec<(f32, u32)>> = Vec::with_capacity(states.len());
     for (i, st) in states.iter_mut().enumerate() {
-        st.tighten_from_scores();
         let mut pending = std::mem::take(&mut st.pending);
         let k = st.k.min(pending.len());
         if k > 0 && k < pending.len() {
@@ -239,7 +244,7 @@ pub fn finish_block(mut states: Vec<QueryState>, data: &ExactData<'_>) -> Vec<To
         pairs.extend(pending.drain(..k).map(|(_, j)| (j, i as u32)));
         rests.push(pending);
     }
-    evaluate_pairs(&mut states, &mut pairs, data);
+    evaluate_pairs(&mut states, &mut pairs, &mut scratch, data);
     for (i, (st, rest)) in states.iter().zip(&rests).enumerate() {
         let t = st.t;
         pairs.extend(
@@ -248,14 +253,19 @@ pub fn finish_block(mut states: Vec<QueryState>, data: &ExactData<'_>) -> Vec<To
                 .map(|&(_, j)| (j, i as u32)),
         );
     }
-    evaluate_pairs(&mut states, &mut pairs, data);
+    evaluate_pairs(&mut states, &mut pairs, &mut scratch, data);
     states.into_iter().map(|s| s.best).collect()
 }
 
 /// Evaluates the (centroid, query state) `pairs` (pushed in ascending query order) exactly in
 /// centroid order, and empties them.
-fn evaluate_pairs(states: &mut [QueryState], pairs: &mut Vec<(u32, u32)>, data: &ExactData<'_>) {
-    sort_by_centroid(pairs);
+fn evaluate_pairs(
+    states: &mut [QueryState],
+    pairs: &mut Vec<(u32, u32)>,
+    scratch: &mut Vec<(u32, u32)>,
+    data: &ExactData<'_>,
+) {
+    sort_by_centroid(pairs, scratch);
     for &(j, _) in pairs.iter().take(PREFETCH_AHEAD) {
         prefetch_row(data, j as usize);
     }
@@ -274,13 +284,15 @@ fn evaluate_pairs(states: &mut [QueryState], pairs: &mut Vec<(u32, u32)>, data: 
 /// in ascending query order, the order of `sort_unstable`. An LSD radix sort on 8-bit digits
 /// (as many as the largest centroid needs: 2 passes up to K = 65 536), O(n) per pass where a
 /// comparison sort of the ~10⁵ pairs of a 384-query block at k = 100 took a tenth of the call.
-fn sort_by_centroid(pairs: &mut Vec<(u32, u32)>) {
+/// `other` is scratch space (its contents are overwritten; it may swap with `pairs`).
+fn sort_by_centroid(pairs: &mut Vec<(u32, u32)>, other: &mut Vec<(u32, u32)>) {
     if pairs.len() <= 64 {
         pairs.sort_unstable();
         return;
     }
     let max = pairs.iter().fold(0u32, |m, p| m.max(p.0));
-    let mut other = vec![(0u32, 0u32); pairs.len()];
+    other.clear();
+    other.resize(pairs.len(), (0, 0));
     let mut shift = 0u32;
     loop {
         let digit = |p: &(u32, u32)| ((p.0 >> shift) & 0xff) as usize;
@@ -297,7 +309,7 @@ fn sort_by_centroid(pairs: &mut Vec<(u32, u32)>) {
             other[starts[d]] = *p;
             starts[d] += 1;
         }
-        std::mem::swap(pairs, &mut other);
+        std::mem::swap(pairs, other);
         shift += 8;
         if shift >= 32 || max >> shift == 0 {
             break;
@@ -363,7 +375,7 @@ mod tests {
             }
             let mut want = pairs.clone();
             want.sort_unstable();
-            sort_by_centroid(&mut pairs);
+            sort_by_centroid(&mut pairs, &mut Vec::new());
             assert_eq!(pairs, want, "n {n} num {num}");
         }
     }
