@@ -335,21 +335,77 @@ mod avx512 {
                 }
             }
         }
-        let side = |v: &[Row16], i: usize| _mm512_load_si512(v.as_ptr().add(p + i).cast());
         for (r, (row, st)) in acc.iter().zip(states.iter_mut()).enumerate() {
-            let m2s = _mm512_set1_ps(minus_two_scales[r]);
             for (i, dots) in row.iter().enumerate() {
-                let dot = _mm512_sub_epi32(*dots, side(&packed.offsets, i));
-                let w = _mm512_mul_ps(_mm512_castsi512_ps(side(&packed.scales, i)), m2s);
-                let cn = _mm512_castsi512_ps(side(&packed.norms, i));
-                let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), w, cn);
-                let mask = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(st.t));
-                if mask != 0 {
-                    let mut vals = [0.0f32; LANES];
-                    _mm512_storeu_ps(vals.as_mut_ptr(), v);
-                    st.offer_lanes((p + i) * LANES, &vals, u32::from(mask), data);
-                }
+                offer_panel(packed, *dots, minus_two_scales[r], p + i, st, data);
             }
+        }
+    }
+
+    /// Rescales the integer dot products `dots` of one query with panel `p` to scores and
+    /// offers those under the query's threshold.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    #[inline]
+    unsafe fn offer_panel(
+        packed: &I8Centroids,
+        dots: __m512i,
+        minus_two_scale: f32,
+        p: usize,
+        st: &mut QueryState,
+        data: &ExactData<'_>,
+    ) {
+        let side = |v: &[Row16]| _mm512_load_si512(v.as_ptr().add(p).cast());
+        let dot = _mm512_sub_epi32(dots, side(&packed.offsets));
+        let w = _mm512_mul_ps(
+            _mm512_castsi512_ps(side(&packed.scales)),
+            _mm512_set1_ps(minus_two_scale),
+        );
+        let cn = _mm512_castsi512_ps(side(&packed.norms));
+        let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), w, cn);
+        let mask = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(st.t));
+        if mask != 0 {
+            let mut vals = [0.0f32; LANES];
+            _mm512_storeu_ps(vals.as_mut_ptr(), v);
+            st.offer_lanes(p * LANES, &vals, u32::from(mask), data);
+        }
+    }
+
+    /// One query over panels `p0..p1`, one panel at a time with four accumulators over its
+    /// quads: each panel is one sequential stream (a query alone is bound by reading them;
+    /// interleaving eight panels' streams read them slower).
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    unsafe fn single(
+        packed: &I8Centroids,
+        xg: &[u32],
+        minus_two_scale: f32,
+        st: &mut QueryState,
+        data: &ExactData<'_>,
+        p0: usize,
+        p1: usize,
+    ) {
+        let quads = packed.quads;
+        for p in p0..p1 {
+            let panel = packed.panels.as_ptr().add(p * quads);
+            let mut acc = [_mm512_setzero_si512(); 4];
+            let mut q = 0;
+            while q + 4 <= quads {
+                for (u, a) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_epi32(xg[q + u] as i32);
+                    *a = _mm512_dpbusd_epi32(*a, xb, _mm512_load_si512(panel.add(q + u).cast()));
+                }
+                q += 4;
+            }
+            while q < quads {
+                let xb = _mm512_set1_epi32(xg[q] as i32);
+                acc[0] = _mm512_dpbusd_epi32(acc[0], xb, _mm512_load_si512(panel.add(q).cast()));
+                q += 1;
+            }
+            // Integer sums: exact in any order.
+            let dots = _mm512_add_epi32(
+                _mm512_add_epi32(acc[0], acc[1]),
+                _mm512_add_epi32(acc[2], acc[3]),
+            );
+            offer_panel(packed, dots, minus_two_scale, p, st, data);
         }
     }
 
@@ -392,7 +448,7 @@ mod avx512 {
                 let st = &mut states[*start..*start + *len];
                 let m2s = &pack.minus_two_scales[*start..*start + *len];
                 match mr {
-                    1 => group::<1, 8>(packed, words, m2s, st, data, c0, c1),
+                    1 => single(packed, words, m2s[0], &mut st[0], data, c0, c1),
                     2 => group::<2, 8>(packed, words, m2s, st, data, c0, c1),
                     4 => group::<4, 6>(packed, words, m2s, st, data, c0, c1),
                     8 => group::<8, 3>(packed, words, m2s, st, data, c0, c1),
