@@ -1,18 +1,24 @@
-//! Portable f32 candidate pass (any CPU): tiles of dot products `x·c_j` from the
-//! `matrixmultiply` crate's sgemm (its own AVX/FMA, AVX-512 and NEON kernels, chosen at run
-//! time), over the row-major centroids; the threshold test and the exact re-rank are those
-//! of the other engines. The f32 margin (`margin::dot_error_f32`, `γ_{D+2}·‖x‖·max‖c‖`)
+//! Portable f32 candidate pass (any CPU): tiles of dot products `x·c_j` from the `gemm`
+//! crate's sgemm (its maintainers' AVX2/FMA and NEON kernels, chosen at run time; plain loops
+//! elsewhere) over the row-major centroids, which it reads in place (the queries are the
+//! tile's rows, the centroids its columns: a column-major tile makes each centroid row one of
+//! the micro-kernel's sequential broadcast streams, so they are neither copied nor packed);
+//! fewer queries are scanned with plain dot-product loops. The threshold test and the exact
+//! re-rank are those of the other engines. The f32 margin (`margin::dot_error_f32`, `γ_{D+2}·‖x‖·max‖c‖`)
 //! holds for any summation order and with or without FMA, so it covers the crate's blocking.
 
 use super::candidates::{set_f32_margins, ExactData, QueryState};
 
 /// Centroids per tile (the dot products of a query block with them are buffered).
 const CHUNK: usize = 256;
-/// Blocks of fewer queries are scanned with plain dot-product loops: sgemm packs its
-/// operands on every call, which costs more than it saves when each centroid meets only a
-/// few queries (one Zen 4 core, D = 512: 1 × 1e5 took 60 ms with sgemm against 10 ms with
-/// the loops; 8 × 1e4 5.7 against 3.2 ms; 16 × 1e4 even; 32 × 1e4 7.8 against 11.0 ms).
-const GEMM_MIN_ROWS: usize = 16;
+/// Blocks of fewer queries are scanned with plain dot-product loops, which read each
+/// centroid row once for all of them at about the same rate (one Zen 4 core, D = 512, 1e4
+/// centroids out of cache: sgemm 11 GFLOP/s for 2 queries, 29 for 6, 48 for 8, 81 for 16;
+/// the loops about 30 whatever the count).
+const GEMM_MIN_ROWS: usize = 8;
+/// sgemm's row group on x86_64 (two AVX2 vectors of f32): query blocks of a multiple of it
+/// fill its micro-kernel (36 queries ran at 70 GFLOP/s, 32 at 76 and 48 at 83).
+pub const ROW_GROUP: usize = 16;
 
 /// Independent f32 partial sums per dot product (vectorisable).
 const LANES: usize = 16;
@@ -98,30 +104,41 @@ pub fn scan(
     let mut c0 = j0;
     while c0 < j1 {
         let n = (j1 - c0).min(CHUNK);
-        // dots (m, n) = xs (m, d) · C[c0..c0+n]ᵀ (d, n): C rows read with strides (1, d).
+        // dots (m, n) column-major (column stride m, row stride 1) = xs (m, d) · Cᵀ (d, n):
+        // xs row-major (1, d), C[c0..c0+n] read in place as the columns of Cᵀ (1, d).
         // SAFETY: every pointer/stride pair addresses memory inside its slice: xs is m × d,
-        // the centroid rows c0..c0+n exist, dots holds m × CHUNK >= m × n.
+        // the centroid rows c0..c0+n exist, dots holds m × CHUNK >= m × n; `read_dst` is
+        // false, so dots is only written (alpha is then ignored).
         unsafe {
-            matrixmultiply::sgemm(
+            gemm::gemm(
                 m,
-                d,
                 n,
-                1.0,
-                xs.as_ptr(),
-                d as isize,
-                1,
-                data.centroids.as_ptr().add(c0 * d),
-                1,
-                d as isize,
-                0.0,
+                d,
                 dots.as_mut_ptr(),
-                n as isize,
+                m as isize,
                 1,
+                false,
+                xs.as_ptr(),
+                1,
+                d as isize,
+                data.centroids.as_ptr().add(c0 * d),
+                d as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
             );
         }
-        for (i, st) in states.iter_mut().enumerate() {
-            let row = &dots[i * n..(i + 1) * n];
-            for (jj, (&dot, &norm)) in row.iter().zip(&norms_f32[c0..c0 + n]).enumerate() {
+        for (jj, (col, &norm)) in dots
+            .chunks_exact(m)
+            .take(n)
+            .zip(&norms_f32[c0..c0 + n])
+            .enumerate()
+        {
+            for (st, &dot) in states.iter_mut().zip(col) {
                 // 2·dot is exact; one rounding for the subtraction (covered by the margin).
                 let v = norm - 2.0 * dot;
                 if v <= st.t {

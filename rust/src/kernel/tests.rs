@@ -232,6 +232,26 @@ fn few_query_centroid_split_matches_single_thread_call_after_call() {
 }
 
 #[test]
+fn portable_sgemm_tiles_at_every_block_size_match_the_naive_search() {
+    // The portable engine's sgemm tiles (from 8 queries per block on; loops below), at block
+    // sizes around its 16-row group, K not a multiple of its 256-centroid tile, odd D, one and
+    // two threads (blocks of multiples of 16 queries, or centroid ranges at odd panels).
+    let mut rng = Rng(29);
+    let c = rng.matrix(777, 67, 1.0);
+    let x = rng.matrix(200, 67, 1.0);
+    let index = CentroidIndex::with_engine(c.view(), Engine::Portable).unwrap();
+    let _serial = pool::TEST_THREADS_LOCK.lock();
+    for threads in [1, 2] {
+        pool::set_num_threads(threads).unwrap();
+        for b in [7usize, 8, 15, 16, 17, 33, 64, 97, 200] {
+            for k in [1usize, 9] {
+                check_batch(&index, x.slice(ndarray::s![..b, ..]), c.view(), k);
+            }
+        }
+    }
+}
+
+#[test]
 fn huge_norms_fall_back_to_exact_scan() {
     let mut rng = Rng(17);
     let c = rng.matrix(50, 8, 1e18);
@@ -291,6 +311,32 @@ fn bad_inputs_are_rejected() {
         }
     );
     assert!(err.to_string().contains('x'));
+    // The finiteness test runs in blocks of 64 values: the first bad row is named wherever
+    // it lies (first block, a later block, the short last block, two bad rows in one block).
+    let c7 = Array2::<f32>::ones((4, 7));
+    let index7 = CentroidIndex::new(c7.view()).unwrap();
+    for (bad_at, want_row) in [
+        (vec![(0, 0)], 0),
+        (vec![(20, 3)], 20),
+        (vec![(41, 6)], 41),
+        (vec![(12, 1), (10, 5)], 10),
+    ] {
+        let mut x = Array2::<f32>::ones((42, 7));
+        for &(row, col) in &bad_at {
+            x[[row, col]] = if col % 2 == 0 {
+                f32::NAN
+            } else {
+                f32::NEG_INFINITY
+            };
+        }
+        assert_eq!(
+            index7.search(x.view(), 1).unwrap_err(),
+            KernelError::NonFinite {
+                argument: "x",
+                row: want_row
+            }
+        );
+    }
     assert!(CentroidIndex::new(Array2::<f32>::zeros((0, 3)).view()).is_err());
     let mut bad_c = c.clone();
     bad_c[[0, 0]] = f32::INFINITY;
