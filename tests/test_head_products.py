@@ -27,6 +27,7 @@ def small_tiles(monkeypatch):
     many tiles."""
     monkeypatch.setattr(_products, "TILE_WORK", 2048)
     monkeypatch.setattr(_products, "RANGE_WORK", 2048)
+    monkeypatch.setattr(_products, "MIN_HEAD_WIDTH", 2048)
     monkeypatch.setattr(_products, "MIN_ROWS", 16)
 
 
@@ -128,7 +129,7 @@ def test_single_threaded_blas_nests_and_restores_the_thread_count():
 
 
 def test_available_takes_wide_cpu_float32_and_float64_heads_of_one_dtype(monkeypatch):
-    a32, a64, wide = torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.float64), _products.RANGE_WORK
+    a32, a64, wide = torch.zeros(2, 2), torch.zeros(2, 2, dtype=torch.float64), _products.MIN_HEAD_WIDTH
     expected = _products._blas_threads().set is not None
     assert _products.available(wide, 2, a32, a32) is expected and _products.available(wide, 9, a64) is expected
     assert not _products.available(wide - 1, 2, a32)  # narrow heads: torch (batch-stable there)
@@ -192,9 +193,10 @@ def test_a_rows_result_does_not_depend_on_the_other_rows(small_tiles, two_thread
 
 @needs_openblas
 def test_a_rows_bits_do_not_depend_on_the_batch_size():
-    """A head wide enough for the numpy path (K x D >= RANGE_WORK) gives each row the same
-    bits in batches of 3 rows and more (single rows read transposed weights: float32 rounding)."""
-    head, x, centroids = _head(300, 1000, 512)
+    """A head wide enough for the numpy path (K x D >= MIN_HEAD_WIDTH) gives each row the same
+    bits in batches of 3 rows and more (one or two rows take other kernels: float32 rounding)."""
+    assert 2100 * 512 >= _products.MIN_HEAD_WIDTH
+    head, x, centroids = _head(300, 2100, 512)
     logits, extras = _inference(head, x, centroids)
     for batch in (3, 7, 64):
         part, part_extras = _inference(head, x[:batch], centroids)

@@ -18,7 +18,7 @@ the other one has not started, and a thread with nothing left to do sleeps.
 :func:`available` says whether this path can run: numpy's BLAS is an OpenBLAS whose thread
 count this module can set (found among the libraries loaded in the process), and
 :data:`enabled` is true (tests switch it off to compare with the torch path); heads narrower
-than :data:`RANGE_WORK` (K x D) use torch for batches of 2 rows or more. The thread count is
+than :data:`MIN_HEAD_WIDTH` (K x D) use torch for batches of 2 rows or more. The thread count is
 process-wide: another thread's numpy product that runs during a head call runs on one thread
 (slower, same result).
 """
@@ -58,6 +58,11 @@ MAX_TILES = 16
 #: rows in a larger batch, 2 x 700 do not). Heads narrower than this use torch for batches
 #: of 2 rows or more.
 RANGE_WORK = 500_000
+#: Heads narrower than this (K x D) take torch for batches of 2 rows or more (>= RANGE_WORK,
+#: so a numpy head's column ranges are batch-stable). Measured on the AMD EPYC (2 threads,
+#: D = 512), numpy path ÷ torch path time: K = 1000 (512k): 1.8x at B = 16, 1.0-1.2x at 64,
+#: 1.06-1.13x at 1024; K = 2000: 0.93-1.02x; K = 4000-8000: 0.73-1.0x.
+MIN_HEAD_WIDTH = 1 << 20
 #: Row blocks are at least MIN_ROWS rows high, BLOCK_ROWS where the batch allows (see
 #: :func:`tiles`): each one packs the whole right operand again.
 MIN_ROWS = 32
@@ -129,10 +134,10 @@ def _blas_threads() -> _BlasThreads:
 
 def available(width: int, rows: int, *tensors: Tensor) -> bool:
     """Whether the numpy path computes ``rows`` rows of a head of ``width`` = columns x inner
-    dimension (K x D) with ``tensors``: ``width`` >= :data:`RANGE_WORK` or a single row (which
+    dimension (K x D) with ``tensors``: ``width`` >= :data:`MIN_HEAD_WIDTH` or a single row (which
     has its own products either way); every tensor on the CPU, float32 or float64, all one
     dtype; numpy's OpenBLAS found; :data:`enabled`."""
-    if not enabled or (width < RANGE_WORK and rows != 1) or \
+    if not enabled or (width < MIN_HEAD_WIDTH and rows != 1) or \
             (_blas if _blas is not None else _blas_threads()).set is None:
         return False
     dtype = tensors[0].dtype

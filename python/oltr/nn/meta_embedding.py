@@ -58,7 +58,7 @@ class MetaEmbeddingClassifier(nn.Module):
     (:mod:`oltr.nn._products`), and the cosine logits come from the cosine layer's inference
     methods (its forward hooks do not run); otherwise the same caches feed torch products.
     Results equal the formulas to float32 rounding and do not depend on the thread count nor
-    on the other rows' values; on the numpy path (K x D >= 500 000) a row's bits are the same
+    on the other rows' values; on the numpy path (K x D >= 2^20 for batches of 2+ rows) a row's bits are the same
     in any batch of 3 rows or more (batches of one or two rows take OpenBLAS's other kernels:
     float32 rounding apart). Training and autograd always run the formulas above as written. The extras
     carry the batch's nearest distance and reachability, so no consumer searches again.
