@@ -81,11 +81,13 @@ def _fmt_time(seconds: Optional[float]) -> str:
     return f"{seconds:.2f} s"
 
 
-def products_on_numpy() -> bool:
-    """Whether the head's products run on numpy here (else torch)."""
+def products_where() -> str:
+    """Where the head's products run here: numpy (for which shapes) or torch."""
     from oltr.nn import _products
 
-    return _products.available(_products.RANGE_WORK, 2, torch.zeros(1))
+    if not _products.available(_products.MIN_HEAD_WIDTH, 2, torch.zeros(1)):
+        return "torch"
+    return f"numpy where K·D ≥ {_products.MIN_HEAD_WIDTH} or B = 1, torch otherwise"
 
 
 def _shape(batch: int, num_classes: int) -> str:
@@ -183,13 +185,14 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            f"- cpu: {meta['cpu']}; logical cores: {os.cpu_count()}",
            f"- torch {torch.__version__}, {torch.get_num_threads()} threads; OMP_WAIT_POLICY "
            f"{os.environ.get('OMP_WAIT_POLICY')}; python {platform.python_version()}; numpy BLAS "
-           f"{numpy_blas()} (oltr's products: {'numpy' if products_on_numpy() else 'torch'})",
+           f"{numpy_blas()} (oltr's products: {products_where()})",
            f"- D = {meta['dim']}; medians of {meta['repeats']} calls ({max(3, meta['repeats'] // 3)} where B·K ≥ 1e7; "
            f"official: a third as many), best of {meta['rounds']} interleaved rounds",
            f"- load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}", "",
            "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index, "
-           "normalised cosine weights, transposed centroids; at B = 1 transposed weights; products on numpy's "
-           "OpenBLAS in tiles shared by the threads, `oltr.nn._products`). "
+           "transposed centroids and normalised cosine and hallucinator weights; products on numpy's "
+           "OpenBLAS in tiles shared by the threads, `oltr.nn._products`, where the line above says; "
+           "torch.mm with the same caches elsewhere). "
            "`official` = the official forward "
            "(expand + norm + sort distance, "
            "cosine weights normalised per call; skipped where its B×K×D tensor would exceed "
