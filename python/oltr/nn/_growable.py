@@ -74,17 +74,10 @@ def append_along(tensor: Tensor, rows: Tensor, dim: int = 0) -> Tensor:
     length, extra = tensor.shape[dim], rows.shape[dim]
     room = _room_of(tensor, dim)
     if room is None or room.buffer.shape[dim] < length + extra:
-        capacity = length + extra + max(_MIN_ROOM, (length + extra) // 4)
-        shape = list(tensor.shape)
-        shape[dim] = capacity
-        buffer = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
-        buffer.narrow(dim, 0, length).copy_(tensor.detach())
-        room = _Room(buffer, dim, length)
+        room = _copy_into_room(tensor, dim, length + extra + max(_MIN_ROOM, (length + extra) // 4))
     room.buffer.narrow(dim, length, extra).copy_(rows.detach())
     room.used = length + extra
-    view = room.buffer.narrow(dim, 0, length + extra)
-    view._oltr_room = room  # type: ignore[attr-defined]
-    return view
+    return _view(room)
 
 
 def reserve_along(tensor: Tensor, extra: int, dim: int = 0) -> Tensor:
@@ -94,13 +87,22 @@ def reserve_along(tensor: Tensor, extra: int, dim: int = 0) -> Tensor:
         raise ValueError(f"extra must be >= 0, got {extra}")
     if has_room(tensor, extra, dim):
         return tensor
-    length = tensor.shape[dim]
+    return _view(_copy_into_room(tensor, dim, tensor.shape[dim] + extra))
+
+
+def _copy_into_room(tensor: Tensor, dim: int, capacity: int) -> _Room:
+    """A new buffer of ``capacity`` along ``dim`` whose first rows are ``tensor``."""
     shape = list(tensor.shape)
-    shape[dim] = length + extra
+    shape[dim] = capacity
     buffer = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)
-    buffer.narrow(dim, 0, length).copy_(tensor.detach())
-    view = buffer.narrow(dim, 0, length)
-    view._oltr_room = _Room(buffer, dim, length)  # type: ignore[attr-defined]
+    buffer.narrow(dim, 0, tensor.shape[dim]).copy_(tensor.detach())
+    return _Room(buffer, dim, tensor.shape[dim])
+
+
+def _view(room: _Room) -> Tensor:
+    """The used part of ``room``'s buffer, remembering the room (the latest view)."""
+    view = room.buffer.narrow(room.dim, 0, room.used)
+    view._oltr_room = room  # type: ignore[attr-defined]
     return view
 
 
