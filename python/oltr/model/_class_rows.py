@@ -33,8 +33,8 @@ from oltr.nn._nearest import source_key
 from oltr.nn._weight_cache import DerivedCache
 from oltr.nn.cosnorm import _normalise_rows
 
-__all__ = ["ImprintStats", "add_class_to_stats", "append_class_rows", "drop_row", "imprint_stats", "reserve_classes",
-           "set_num_classes"]
+__all__ = ["ImprintStats", "add_class_to_stats", "append_class_rows", "drop_class_rows", "imprint_stats",
+           "reserve_classes"]
 
 
 def _replace(owner: nn.Module, name: str, value: Tensor) -> None:
@@ -54,13 +54,18 @@ def _replace(owner: nn.Module, name: str, value: Tensor) -> None:
         setattr(owner, name, value)
 
 
-def drop_row(owner: nn.Module, name: str, label: int) -> None:
-    """Remove row ``label`` of ``owner.<name>`` (an O(K·D) copy; the caches rebuild)."""
-    old = getattr(owner, name).detach()
-    _replace(owner, name, torch.cat([old[:label], old[label + 1:]]).contiguous())
+def drop_class_rows(model: Any, label: int) -> None:
+    """Remove class ``label``'s row from every class-indexed tensor of ``model`` (an O(K·D)
+    copy each) and set the class count; the caller clears the caches (labels shift)."""
+    for _, owner, name, _ in _tracked(model):
+        old = getattr(owner, name)
+        if old is not None:
+            old = old.detach()
+            _replace(owner, name, torch.cat([old[:label], old[label + 1:]]).contiguous())
+    _set_num_classes(model, int(model.centroids.shape[0]))
 
 
-def set_num_classes(model: Any, count: int) -> None:
+def _set_num_classes(model: Any, count: int) -> None:
     """K of the model and its classifier's layers (from their first dimensions, which the
     caller has set; the cosine rows may follow a moment later)."""
     model.num_classes = count
@@ -144,7 +149,7 @@ def append_class_rows(model: Any, rows: dict[str, Tensor]) -> None:
             model.classifier.nearest.extend(old, model.centroids, old_key)
         else:
             _grow(owner, name, caches, rows[key])
-    set_num_classes(model, int(model.centroids.shape[0]))
+    _set_num_classes(model, int(model.centroids.shape[0]))
 
 
 def reserve_classes(model: Any, extra: int) -> None:

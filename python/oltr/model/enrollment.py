@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from oltr.inference.class_means import ClassMeanAccumulator
-from oltr.model._class_rows import add_class_to_stats, append_class_rows, drop_row, imprint_stats, set_num_classes
+from oltr.model._class_rows import add_class_to_stats, append_class_rows, drop_class_rows, imprint_stats
 
 __all__ = ["IMPRINTS", "enroll_class", "example_features", "forget_class"]
 
@@ -240,19 +240,9 @@ def forget_class(model: Any, label: int) -> None:
         raise ValueError(f"label {label} is unknown: the model has labels 0..{count - 1}")
     if count == 1:
         raise ValueError("cannot forget the only class of the model (K would be 0)")
-    classifier = model.classifier
-    drop_row(model, "centroids", label)
+    drop_class_rows(model, label)
     if model.stage == "oltr":
-        layers = [(classifier.fc_hallucinator, "weight"), (classifier.fc_hallucinator, "bias"),
-                  (classifier.cosnorm_classifier, "weight")]
-    else:
-        layers = [(classifier.fc, "weight"), (classifier.fc, "bias")]
-    for owner, name in layers:
-        if getattr(owner, name) is not None:
-            drop_row(owner, name, label)
-    set_num_classes(model, count - 1)
-    if model.stage == "oltr":
-        classifier.clear_caches()  # labels shift: the cached index is rebuilt on next use
+        model.classifier.clear_caches()  # labels shift: the cached index is rebuilt on next use
     names = getattr(model, "class_names", None)
     if isinstance(names, list) and len(names) == count:
         model.class_names = names[:label] + names[label + 1:]
