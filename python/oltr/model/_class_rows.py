@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from oltr.nn._growable import append_along, compact_state_dict_hook, reserve_along
 from oltr.nn._nearest import source_key
-from oltr.nn._weight_cache import DerivedCache
+from oltr.nn._weight_cache import DerivedCache, weight_key
 from oltr.nn.cosnorm import _normalise_rows
 
 __all__ = ["ImprintStats", "add_class_to_stats", "append_class_rows", "drop_class_rows", "imprint_stats",
@@ -192,7 +192,7 @@ class ImprintStats:
 
     @staticmethod
     def _keys(tensors: Sequence[Optional[Tensor]]) -> list:
-        return [None if t is None else (weakref.ref(t), DerivedCache._key(t)) for t in tensors]
+        return [None if t is None else (weakref.ref(t), weight_key(t)) for t in tensors]
 
     def get(self, tensors: Sequence[Optional[Tensor]]) -> Optional[dict[str, Any]]:
         if self._entry is None:
@@ -201,7 +201,7 @@ class ImprintStats:
         for tensor, key in zip(tensors, keys):
             if (tensor is None) != (key is None):
                 return None
-            if tensor is not None and (key[0]() is not tensor or key[1] is None or key[1] != DerivedCache._key(tensor)):
+            if tensor is not None and (key[0]() is not tensor or key[1] is None or key[1] != weight_key(tensor)):
                 return None
         return sums
 

@@ -23,7 +23,18 @@ from typing import Any, Callable, Optional
 import torch
 from torch import Tensor
 
-__all__ = ["DerivedCache"]
+__all__ = ["DerivedCache", "weight_key"]
+
+
+def weight_key(weight: Tensor) -> Optional[tuple]:
+    """The state of ``weight`` a value derived from it is valid for (see the module
+    docstring): data pointer, version counter, dtype, device, shape, strides; None for an
+    inference tensor (no version counter: nothing to key on)."""
+    try:
+        version = weight._version
+    except RuntimeError:
+        return None
+    return (weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape), weight.stride())
 
 
 class DerivedCache:
@@ -46,21 +57,13 @@ class DerivedCache:
     def __setstate__(self, state: dict) -> None:
         self.clear()
 
-    @staticmethod
-    def _key(weight: Tensor) -> Optional[tuple]:
-        try:
-            version = weight._version
-        except RuntimeError:  # an inference tensor: no version counter, nothing to key on
-            return None
-        return (weight.data_ptr(), version, weight.dtype, weight.device, tuple(weight.shape), weight.stride())
-
     def peek(self, weight: Tensor) -> Any:
         """The cached value when it was built from ``weight`` as ``weight`` is now, else None
         (builds nothing)."""
         entry = self._entry
         if entry is None or entry[0] is not weight:
             return None
-        key = self._key(weight)
+        key = weight_key(weight)
         return entry[3] if key is not None and entry[1] == key else None
 
     def adopt(self, weight: Tensor, value: Any) -> None:
@@ -68,12 +71,12 @@ class DerivedCache:
         for a caller that derived it from an earlier value, such as enrollment appending a
         class's row to both a weight and its cached normalised copy (``value`` must equal
         ``build(weight)``)."""
-        key = self._key(weight)
+        key = weight_key(weight)
         self._entry = None if key is None else (weight, key, weight.detach(), value)
 
     def get(self, weight: Tensor, build: Callable[[Tensor], Any]) -> Any:
         """``build(weight.detach())``, computed without autograd, from the cache when valid."""
-        key = self._key(weight)
+        key = weight_key(weight)
         if key is None:
             with torch.no_grad():
                 return build(weight.detach())
