@@ -186,7 +186,9 @@ def _normalise_rows(weight: Tensor) -> Tensor:
 
 
 def _normalised_transposed(weight: Tensor) -> Tensor:
-    # (in_dims, out_dims) contiguous, for a batch of one row: torch.mm(x, .) runs ~2.5x faster
-    # than x @ W.t() with MKL on this CPU (1 x 512 @ 512 x 1e4: ~0.8 vs ~2 ms). Batches of more
-    # rows keep W.t(): with the transposed copy a row's logits would depend on its batch.
+    # (in_dims, out_dims) contiguous: the numpy path's weight for every batch (inference_product);
+    # the torch path's for a batch of one row, where torch.mm(x, .) runs ~2.5x faster than
+    # x @ W.t() with MKL on this CPU (1 x 512 @ 512 x 1e4: ~0.8 vs ~2 ms). The torch path's
+    # batches of more rows keep W.t(): with MKL and the transposed copy a row's logits would
+    # depend on its batch.
     return _normalise_rows(weight).t().contiguous()

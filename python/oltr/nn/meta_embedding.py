@@ -242,8 +242,9 @@ def _transposed(matrix: Tensor) -> Tensor:
     # (D, K) contiguous. Centroids: torch.mm(p, .t()) reads them ~2x faster than the (K, D)
     # layout at small batches with MKL on this CPU (1 x 1e4 @ 1e4 x 512: ~0.9 vs ~1.7 ms), and
     # a row's result still does not depend on the other rows of its batch. Hallucinator
-    # weight: torch.addmm(b, x, .) for a single row (~0.8 vs ~2 ms at K = 1e4); batches of
-    # more rows keep W.t(), with which a row's logits do not depend on its batch.
+    # weight: on the numpy path for every batch (see _numpy_inference); on the torch path for
+    # a single row, torch.addmm(b, x, .) (~0.8 vs ~2 ms at K = 1e4), while its batches of
+    # more rows keep W.t(), with which MKL gives a row the same logits in any batch.
     return matrix.t().contiguous()
 
 
