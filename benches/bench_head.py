@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds  # benches/ helper (the script's folder is on sys.path)
 from bench_train_step import _OfficialMetaEmbedding  # noqa: E402  (the official forward, one copy)
 from oltr._platform import cpu_info  # noqa: E402
-from oltr.memory.bench import Case, format_case  # noqa: E402
+from oltr.memory.bench import Case, format_case, format_time  # noqa: E402
 from oltr.nn import MetaEmbeddingClassifier  # noqa: E402
 
 SECTION_TITLE = "# Benchmark: meta-embedding head at inference"
@@ -68,17 +68,6 @@ def load_average() -> str:
         return f"{os.getloadavg()[0]:.2f}"
     except OSError:
         return "n/a"
-
-
-def _fmt_time(seconds: Optional[float]) -> str:
-    """Seconds as µs (whole), ms or s (two decimals); "–" for None (this table's fixed format)."""
-    if seconds is None:
-        return "–"
-    if seconds < 1e-3:
-        return f"{seconds * 1e6:.0f} µs"
-    if seconds < 1.0:
-        return f"{seconds * 1e3:.2f} ms"
-    return f"{seconds:.2f} s"
 
 
 def products_where() -> str:
@@ -159,7 +148,7 @@ def table(rows: Sequence[dict]) -> str:
     for r in rows:
         t = r["times"]
         speedup = f"{t['official'] / t['oltr']:.2f}×" if t["official"] else "–"
-        times = " | ".join(_fmt_time(t[m]) for m in ("oltr", "official", "floor", "products"))
+        times = " | ".join(format_time(t[m], decimals=2) for m in ("oltr", "official", "floor", "products"))
         lines.append(f"| {_shape(r['batch'], r['classes'])} | {times} | {speedup} | "
                      f"{t['oltr'] / t['floor']:.2f}× | {t['oltr'] / t['products']:.2f}× |")
     return "\n".join(lines)

@@ -103,15 +103,17 @@ def format_case(case: Case, with_k: bool = True) -> str:
     return f"{text}, k = {case.k}" if with_k else text
 
 
-def format_time(seconds: Optional[float]) -> str:
-    """Seconds as µs / ms / s with 3 significant figures; "–" for None."""
+def format_time(seconds: Optional[float], decimals: Optional[int] = None) -> str:
+    """Seconds as µs / ms / s with 3 significant figures, or with ``decimals`` decimals in ms
+    and s and whole µs (a table with a fixed format); "–" for None."""
     if seconds is None:
         return "–"
+    spec, micro = (".3g", ".3g") if decimals is None else (f".{decimals}f", ".0f")
     if seconds < 1e-3:
-        return f"{seconds * 1e6:.3g} µs"
+        return f"{seconds * 1e6:{micro}} µs"
     if seconds < 1.0:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds:.3g} s"
+        return f"{seconds * 1e3:{spec}} ms"
+    return f"{seconds:{spec}} s"
 
 
 def time_calls(fn: Callable[[], object], repeats: int, budget_s: float,
