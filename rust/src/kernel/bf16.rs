@@ -178,6 +178,29 @@ pub(crate) fn chunk_panels(pairs: usize) -> usize {
     }
 }
 
+/// Scans panels `p0..p1` in cache chunks of [`chunk_panels`]`(rows)` panels (`rows` 64-byte
+/// rows per panel), each chunk for every micro-group of a packed query block in turn:
+/// `run(group, its states, c0, c1)`, a group being `(first row in the block, live rows, MR
+/// variant, packed words)` (the bf16 and int8 query packings).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn by_chunk_and_group(
+    rows: usize,
+    groups: &[(usize, usize, usize, Vec<u32>)],
+    states: &mut [QueryState],
+    (p0, p1): (usize, usize),
+    mut run: impl FnMut(&(usize, usize, usize, Vec<u32>), &mut [QueryState], usize, usize),
+) {
+    let chunk = chunk_panels(rows);
+    let mut c0 = p0;
+    while c0 < p1 {
+        let c1 = (c0 + chunk).min(p1);
+        for g in groups {
+            run(g, &mut states[g.0..g.0 + g.1], c0, c1);
+        }
+        c0 = c1;
+    }
+}
+
 /// A block of queries packed for the bf16 pass (once per call, shared by its tasks):
 /// micro-groups of up to 12 rows as `[q][r]` bf16 pairs, and each row's margin.
 pub struct QueryPack {
@@ -274,7 +297,7 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::super::candidates::{ExactData, QueryState};
-    use super::{chunk_panels, Bf16Centroids, QueryPack, Row16, LANES};
+    use super::{by_chunk_and_group, Bf16Centroids, QueryPack, Row16, LANES};
 
     #[inline(always)]
     unsafe fn as_bh(v: __m512i) -> __m512bh {
@@ -370,22 +393,17 @@ mod avx512 {
         p0: usize,
         p1: usize,
     ) {
-        let chunk = chunk_panels(packed.pairs);
-        let mut c0 = p0;
-        while c0 < p1 {
-            let c1 = (c0 + chunk).min(p1);
-            for (start, len, mr, words) in &pack.groups {
-                let st = &mut states[*start..*start + *len];
-                match mr {
-                    1 => group::<1, 8>(packed, words, st, data, c0, c1),
-                    2 => group::<2, 8>(packed, words, st, data, c0, c1),
-                    4 => group::<4, 6>(packed, words, st, data, c0, c1),
-                    8 => group::<8, 3>(packed, words, st, data, c0, c1),
-                    _ => group::<12, 2>(packed, words, st, data, c0, c1),
-                }
+        let groups = &pack.groups;
+        by_chunk_and_group(packed.pairs, groups, states, (p0, p1), |g, st, c0, c1| {
+            let words = &g.3;
+            match g.2 {
+                1 => group::<1, 8>(packed, words, st, data, c0, c1),
+                2 => group::<2, 8>(packed, words, st, data, c0, c1),
+                4 => group::<4, 6>(packed, words, st, data, c0, c1),
+                8 => group::<8, 3>(packed, words, st, data, c0, c1),
+                _ => group::<12, 2>(packed, words, st, data, c0, c1),
             }
-            c0 = c1;
-        }
+        });
     }
 }
 

@@ -4,10 +4,14 @@
 //! `available_kernels()`), each SIMD engine this process runs searches a small synthetic
 //! problem (K = 2048, D = 128, 16 queries, k = 1: 4 M multiply-adds, on the caller's thread
 //! alone) once to warm up and three times timed; its best time is its score. The ranking keeps
-//! the static order of [`Engine::ALL`] (int8 VNNI, bf16, f32 AVX-512, f32 AVX2: the order of
-//! their multiply-add rates) except that an engine moves ahead of the ones before it when it
-//! beats all of them by more than [`MARGIN`] (timing noise on a busy machine cannot reorder
-//! engines that are close). `portable-f32` is always last. The ranking is cached for the
+//! the static order of [`Engine::ALL`] (int8 AVX-512 VNNI, bf16, int8 256-bit VNNI, f32
+//! AVX-512, f32 AVX2: the order of their multiply-add rates) except that an engine moves ahead
+//! of the ones before it when it beats all of them by more than [`MARGIN`] (timing noise on a
+//! busy machine cannot reorder engines that are close). `portable-f32` is always last. An
+//! engine superseded by one this process runs (`avx-vnni-i8` beside `avx512-vnni-i8`:
+//! [`Engine::superseded_by`]) is not timed and comes after the other SIMD engines, so `auto`
+//! never picks it; where the wider engine is absent (an AVX-VNNI CPU without AVX-512, or
+//! `OLTR_DISABLE_KERNELS`) it is timed like the others. The ranking is cached for the
 //! process (recomputed only if `OLTR_DISABLE_KERNELS` changes); 20–25 ms in all on a busy
 //! 2-core Zen 4. The problem has k = 1: at large k the int8 engine, whose margin is the
 //! widest, evaluates more exact distances, so an `auto` index over it also packs the next
@@ -85,6 +89,23 @@ pub(crate) fn rank(engines: &[Engine], times: &[Duration]) -> Vec<Engine> {
     ranked
 }
 
+/// The calibration score of each of `engines` (`time` of it), `Duration::MAX` (never ahead of
+/// a timed engine) for `portable-f32` and for an engine superseded by one of `engines`,
+/// which are not timed.
+fn scores(engines: &[Engine], mut time: impl FnMut(Engine) -> Duration) -> Vec<Duration> {
+    engines
+        .iter()
+        .map(|&e| {
+            let superseded = e.superseded_by().is_some_and(|w| engines.contains(&w));
+            if e == Engine::Portable || superseded {
+                Duration::MAX
+            } else {
+                time(e)
+            }
+        })
+        .collect()
+}
+
 /// `available` (this process's engines in static order) ranked by the cached calibration.
 pub(crate) fn ranked(available: Vec<Engine>, disabled: &str) -> Vec<Engine> {
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,16 +120,7 @@ pub(crate) fn ranked(available: Vec<Engine>, disabled: &str) -> Vec<Engine> {
     } else {
         let c = synthetic(CAL_CENTROIDS, CAL_DIM, 0x9E37_79B9_7F4A_7C15);
         let x = synthetic(CAL_QUERIES, CAL_DIM, 0xD1B5_4A32_D192_ED03);
-        let times: Vec<Duration> = available
-            .iter()
-            .map(|&e| {
-                if e == Engine::Portable {
-                    Duration::MAX
-                } else {
-                    time_engine(e, &c, &x)
-                }
-            })
-            .collect();
+        let times = scores(&available, |e| time_engine(e, &c, &x));
         rank(&available, &times)
     };
     *cache = Some((disabled.to_string(), ranking.clone()));
@@ -127,6 +139,11 @@ mod tests {
     fn close_times_keep_the_static_order_clear_wins_move_ahead() {
         use Engine::*;
         let all = [Avx512VnniI8, Avx512Bf16, Avx512F32, Avx2F32, Portable];
+        assert_eq!(
+            Engine::ALL.len(),
+            all.len() + 1,
+            "AvxVnniI8: see the test below"
+        );
         // Within the margin: static order.
         let r = rank(&all, &ms(&[100, 95, 90, 200, 1]));
         assert_eq!(
@@ -146,5 +163,30 @@ mod tests {
             vec![Avx512VnniI8, Avx512Bf16, Avx2F32, Avx512F32, Portable]
         );
         assert_eq!(rank(&[Portable], &ms(&[5])), vec![Portable]);
+    }
+
+    #[test]
+    fn the_256_bit_int8_engine_is_timed_only_without_the_512_bit_one() {
+        use Engine::*;
+        // Fake timings: the 256-bit int8 engine twice as fast as everything else.
+        let fake = |e: Engine| ms(&[if e == AvxVnniI8 { 10 } else { 20 }])[0];
+        let mut timed = Vec::new();
+        let all = Engine::ALL;
+        let times = scores(&all, |e| {
+            timed.push(e);
+            fake(e)
+        });
+        assert!(!timed.contains(&AvxVnniI8) && !timed.contains(&Portable));
+        let r = rank(&all, &times);
+        assert_eq!(r[0], Avx512VnniI8);
+        assert_eq!(&r[r.len() - 2..], &[AvxVnniI8, Portable]);
+        // An AVX-VNNI CPU without AVX-512: int8 first unless avx2-f32 clearly wins.
+        let client = [AvxVnniI8, Avx2F32, Portable];
+        let r = rank(&client, &scores(&client, fake));
+        assert_eq!(r, vec![AvxVnniI8, Avx2F32, Portable]);
+        let r = rank(&client, &[ms(&[100])[0], ms(&[50])[0], Duration::MAX]);
+        assert_eq!(r, vec![Avx2F32, AvxVnniI8, Portable]);
+        let r = rank(&client, &[ms(&[100])[0], ms(&[95])[0], Duration::MAX]);
+        assert_eq!(r, vec![AvxVnniI8, Avx2F32, Portable]);
     }
 }

@@ -4,7 +4,7 @@ use super::bf16;
 use super::calibrate;
 use super::error::KernelError;
 use super::simd_f32::Isa;
-use super::vnni;
+use super::vnni::{self, I8Kernel};
 
 /// Environment variable: comma-separated engine names this process treats as unsupported
 /// (emulates a CPU without them; the portable engine cannot be disabled). Read at each
@@ -18,6 +18,9 @@ pub enum Engine {
     Avx512VnniI8,
     /// AVX-512 BF16 dot products on bf16-packed centroids.
     Avx512Bf16,
+    /// The int8 scheme of [`Engine::Avx512VnniI8`] on 256-bit vectors: AVX-VNNI, or the
+    /// EVEX-256 form of AVX-512 VNNI + VL on CPUs without AVX-VNNI (`vnni/ymm.rs`).
+    AvxVnniI8,
     /// f32 dot products with AVX-512F on f32 panels of 16 centroids.
     Avx512F32,
     /// f32 dot products with AVX2+FMA on f32 panels of 8 centroids.
@@ -79,9 +82,10 @@ impl Support {
 impl Engine {
     /// Every engine in the static order of preference (of their multiply-add rates), which
     /// the calibration keeps unless timing shows a clear difference (`calibrate.rs`).
-    pub const ALL: [Engine; 5] = [
+    pub const ALL: [Engine; 6] = [
         Self::Avx512VnniI8,
         Self::Avx512Bf16,
+        Self::AvxVnniI8,
         Self::Avx512F32,
         Self::Avx2F32,
         Self::Portable,
@@ -92,6 +96,7 @@ impl Engine {
         match self {
             Self::Avx512VnniI8 => "avx512-vnni-i8",
             Self::Avx512Bf16 => "avx512-bf16",
+            Self::AvxVnniI8 => "avx-vnni-i8",
             Self::Avx512F32 => "avx512-f32",
             Self::Avx2F32 => "avx2-f32",
             Self::Portable => "portable-f32",
@@ -101,8 +106,9 @@ impl Engine {
     /// True when the CPU has the instructions the engine needs.
     fn cpu_has(self) -> bool {
         match self {
-            Self::Avx512VnniI8 => vnni::available(),
+            Self::Avx512VnniI8 => I8Kernel::Avx512.available(),
             Self::Avx512Bf16 => bf16::available(),
+            Self::AvxVnniI8 => I8Kernel::avx256().is_some(),
             Self::Avx512F32 => Isa::Avx512.available(),
             Self::Avx2F32 => Isa::Avx2.available(),
             Self::Portable => true,
@@ -129,9 +135,25 @@ impl Engine {
 
     /// The largest D the engine handles (`usize::MAX`: any).
     pub fn max_dim(self) -> usize {
+        if self.is_int8() {
+            vnni::MAX_DIM
+        } else {
+            usize::MAX
+        }
+    }
+
+    /// True for the int8 engines (the widest margin; D at most `vnni::MAX_DIM`).
+    pub fn is_int8(self) -> bool {
+        matches!(self, Self::Avx512VnniI8 | Self::AvxVnniI8)
+    }
+
+    /// The engine that runs the same scheme on wider vectors, which `auto` prefers wherever
+    /// this process runs it: [`Engine::Avx512VnniI8`] for [`Engine::AvxVnniI8`] (the
+    /// calibration does not time a superseded engine and ranks it after the others).
+    pub fn superseded_by(self) -> Option<Self> {
         match self {
-            Self::Avx512VnniI8 => vnni::MAX_DIM,
-            _ => usize::MAX,
+            Self::AvxVnniI8 => Some(Self::Avx512VnniI8),
+            _ => None,
         }
     }
 
@@ -145,16 +167,16 @@ impl Engine {
     }
 
     /// The engine an `auto` index whose small-k engine is `small` also packs for large k:
-    /// for the int8 engine (the widest margin: at large k its extra exact distances outweigh
+    /// for an int8 engine (the widest margin: at large k its extra exact distances outweigh
     /// its faster scan), the next engine of the ranking that handles `dim`, other than
-    /// `portable-f32`; `None` otherwise (one engine serves every k).
+    /// `portable-f32` and the int8 engines; `None` otherwise (one engine serves every k).
     pub fn auto_large_k(small: Engine, dim: usize) -> Option<Self> {
-        if small != Self::Avx512VnniI8 {
+        if !small.is_int8() {
             return None;
         }
         Self::available()
             .into_iter()
-            .find(|&e| e != small && e != Self::Portable && dim <= e.max_dim())
+            .find(|&e| !e.is_int8() && e != Self::Portable && dim <= e.max_dim())
     }
 
     /// The engine named `name` (`"auto"`: [`Engine::detect`]); an unknown name or an engine

@@ -11,7 +11,7 @@ use super::error::KernelError;
 use super::reach::reachability_from_nearest;
 use super::search::search_hits;
 use super::simd_f32::{F32Centroids, Isa};
-use super::vnni::I8Centroids;
+use super::vnni::{I8Centroids, I8Kernel};
 
 /// Exact k-nearest-centroid search over fixed centroids `(K, D)` float32 (a cheap handle:
 /// the packed data is shared with the worker threads of a running search).
@@ -72,7 +72,18 @@ pub(crate) fn large_k_from(num: usize, b: usize) -> usize {
 /// `rows` `(num, dim)` packed for `engine`'s candidate pass (`norms_sq`: exact `‖c_j‖²`).
 fn pack(engine: Engine, rows: &[f32], num: usize, dim: usize, norms_sq: &[f64]) -> Packed {
     match engine {
-        Engine::Avx512VnniI8 => Packed::I8(I8Centroids::pack(rows, num, dim, norms_sq)),
+        Engine::Avx512VnniI8 => Packed::I8(I8Centroids::pack(
+            I8Kernel::Avx512,
+            rows,
+            num,
+            dim,
+            norms_sq,
+        )),
+        Engine::AvxVnniI8 => {
+            // `with_engine` checked that the engine runs: the CPU has a 256-bit kernel.
+            let kernel = I8Kernel::avx256().expect("avx-vnni-i8 runs on this CPU");
+            Packed::I8(I8Centroids::pack(kernel, rows, num, dim, norms_sq))
+        }
         Engine::Avx512Bf16 => Packed::Bf16(Bf16Centroids::pack(rows, num, dim, norms_sq)),
         Engine::Avx512F32 => Packed::F32(F32Centroids::pack(Isa::Avx512, rows, num, dim, norms_sq)),
         Engine::Avx2F32 => Packed::F32(F32Centroids::pack(Isa::Avx2, rows, num, dim, norms_sq)),

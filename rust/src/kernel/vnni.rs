@@ -2,7 +2,10 @@
 //! with one f32 scale per centroid, queries as uint8 codes with one scale per query, integer
 //! dot products with `vpdpbusd` (64 multiply-adds per instruction, 4× an f32 FMA; a quarter of
 //! the f32 bytes to read), rescaled to f32 scores and folded into each query's candidate
-//! threshold, then the exact f64 re-rank of `candidates.rs`.
+//! threshold, then the exact f64 re-rank of `candidates.rs`. The 256-bit engine
+//! `avx-vnni-i8` (for AVX-VNNI CPUs without AVX-512) shares the quantisation,
+//! both packings and the margin of this module; only its kernel differs ([`I8Kernel`],
+//! `vnni/kernel.rs`, which writes every width's kernel from one macro).
 //!
 //! ## Quantisation and its rigorous error bound
 //!
@@ -20,7 +23,10 @@
 //! `x̂·ĉ = s_x·s_c·(q_x·q_c)`, and the integer dot `q_x·q_c` is computed exactly: the query
 //! codes enter `vpdpbusd` as unsigned bytes `u = q_x + 128 ∈ [1, 255]`, the centroid's
 //! `128·Σ q_c` is subtracted afterwards, and every int32 partial sum is bounded by
-//! `D · 255 · 127 < 2³¹` for `D ≤ MAX_DIM` (larger D falls back to the portable pass). The
+//! `D · 255 · 127 < 2³¹` for `D ≤ MAX_DIM` (an index refuses larger D; `auto` picks another
+//! engine). This holds for either kernel width: an int32 lane of any accumulator (512- or
+//! 256-bit, one of several accumulators over a panel's quads, or their sum) adds the products
+//! `u·q_c` of one centroid over a subset of its D dimensions, each `|u·q_c| ≤ 255·127`. The
 //! kernel then computes `fma(f32(dot), fl(s_c · (−2·s_x)), ‖c‖²_f32)`: `−2·s_x` is exact, the
 //! int → f32 conversion and the scale product round once each (relative u each), so the
 //! rescaled dot is within `γ_2·|x̂·ĉ| ≤ γ_2·‖x̂‖·‖ĉ‖` of `−2·x̂·ĉ / −2`; the bound uses γ_3.
@@ -35,30 +41,78 @@
 //! the other engines. With `|v_j − (‖c_j‖² − 2x·c_j)| ≤ E(x)` for every j, the candidate
 //! thresholds of `candidates.rs` keep every centroid of the true top-k, ties included.
 //!
-//! Layout: panels of 16 centroids (one zmm lane each); panel p holds, per quad q of
+//! Layout: panels of 16 centroids (one zmm lane each, or two ymm halves of 8); panel p holds, per quad q of
 //! dimensions, 16 u32 words of 4 int8 codes `c[4q..4q+4]` (64 bytes, aligned), plus per lane
 //! `‖c‖²` (f32), `s_c` (f32) and `128·Σ q_c` (i32). Queries of a micro-group of MR rows are
-//! packed as `[q][r]` u32 words of 4 uint8 codes and broadcast.
+//! packed as `[q][r]` u32 words of 4 uint8 codes and broadcast. The kernels (`vnni/kernel.rs`)
+//! read both for every width.
 
-use super::bf16::{chunk_panels, variant, Row16, LANES};
+#[cfg(target_arch = "x86_64")]
+use super::bf16::by_chunk_and_group;
+use super::bf16::{variant, Row16, LANES};
 use super::candidates::{ExactData, QueryState};
 use super::margin::{dot_error_int8, score_margin, RoundedNorms};
+
+#[cfg(target_arch = "x86_64")]
+mod kernel;
 
 /// Largest D whose int32 dot products cannot overflow (`D · 255 · 127 < 2³¹`).
 pub const MAX_DIM: usize = 65_536;
 /// Below this max-abs a vector is rounded to zero (all of it is residual).
 const TINY: f32 = 1e-30;
 
-/// True when this CPU runs the AVX-512 VNNI kernel.
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+/// The int8 kernel a packing is scanned with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum I8Kernel {
+    /// `avx512-vnni-i8`: `_mm512_dpbusd_epi32` (AVX-512F + VNNI), one zmm per panel row.
+    Avx512,
+    /// `avx-vnni-i8` on AVX-VNNI (`_mm256_dpbusd_avx_epi32`, VEX), two ymm per panel row.
+    Avx256Vex,
+    /// `avx-vnni-i8` on AVX-512 VNNI + VL without AVX-VNNI (`_mm256_dpbusd_epi32`, EVEX):
+    /// the same instruction, the same results.
+    Avx256Evex,
+}
+
+impl I8Kernel {
+    /// The 256-bit kernel this CPU runs (VEX where it has AVX-VNNI), if any.
+    pub fn avx256() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if !(has!("avx2") && has!("fma")) {
+                None
+            } else if has!("avxvnni") {
+                Some(Self::Avx256Vex)
+            } else if has!("avx512vnni") && has!("avx512vl") {
+                Some(Self::Avx256Evex)
+            } else {
+                None
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            None
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// True when this CPU runs the kernel.
+    pub fn available(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            match self {
+                Self::Avx512 => has!("avx512f") && has!("avx512vnni"),
+                Self::Avx256Vex => has!("avx2") && has!("fma") && has!("avxvnni"),
+                Self::Avx256Evex => {
+                    has!("avx2") && has!("fma") && has!("avx512vnni") && has!("avx512vl")
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = self;
+            false
+        }
     }
 }
 
@@ -74,7 +128,18 @@ pub fn quantize(v: &[f32], out: &mut [i8]) -> (f32, f64, f64) {
             // SAFETY: the features were just detected.
             return unsafe { quantize_avx512(v, out) };
         }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the feature was just detected.
+            return unsafe { quantize_avx2(v, out) };
+        }
     }
+    quantize_impl(v, out)
+}
+
+/// [`quantize_impl`] compiled with AVX2 (the 256-bit engine's CPUs may lack AVX-512).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_avx2(v: &[f32], out: &mut [i8]) -> (f32, f64, f64) {
     quantize_impl(v, out)
 }
 
@@ -153,6 +218,8 @@ fn quantize_impl(v: &[f32], out: &mut [i8]) -> (f32, f64, f64) {
 
 /// The centroids packed for the int8 pass (built once per index).
 pub struct I8Centroids {
+    /// The kernel that scans them (the panels are the same for every kernel).
+    pub kernel: I8Kernel,
     /// Number of dimension quads, `ceil(D / 4)`.
     pub quads: usize,
     /// `num_panels * quads` rows of 16 words of 4 int8 codes.
@@ -167,8 +234,8 @@ pub struct I8Centroids {
 }
 
 impl I8Centroids {
-    /// Packs row-major f32 centroids `(K, D)` with their exact squared norms.
-    pub fn pack(rows: &[f32], num: usize, dim: usize, norms_sq: &[f64]) -> Self {
+    /// Packs row-major f32 centroids `(K, D)` with their exact squared norms, for `kernel`.
+    pub fn pack(kernel: I8Kernel, rows: &[f32], num: usize, dim: usize, norms_sq: &[f64]) -> Self {
         let quads = dim.div_ceil(4);
         let num_panels = num.div_ceil(LANES);
         let mut panels = vec![Row16::default(); num_panels * quads];
@@ -192,6 +259,7 @@ impl I8Centroids {
             c_residual_max = c_residual_max.max(r);
         }
         Self {
+            kernel,
             quads,
             panels,
             norms,
@@ -289,174 +357,33 @@ pub fn scan(
     }
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: `available()` was checked when the index chose this engine.
-        unsafe { avx512::scan(packed, pack, data, states, p0, p1) }
+        type RunGroup = unsafe fn(
+            &I8Centroids,
+            &ExactData<'_>,
+            usize,
+            &[u32],
+            &[f32],
+            &mut [QueryState],
+            usize,
+            usize,
+        );
+        let run: RunGroup = match packed.kernel {
+            I8Kernel::Avx512 => kernel::avx512::run_group,
+            I8Kernel::Avx256Vex => kernel::vex::run_group,
+            I8Kernel::Avx256Evex => kernel::evex::run_group,
+        };
+        let groups = &pack.groups;
+        by_chunk_and_group(packed.quads, groups, states, (p0, p1), |g, st, c0, c1| {
+            let m2s = &pack.minus_two_scales[g.0..g.0 + g.1];
+            // SAFETY: the index chose its engine only where `Engine::is_supported`, i.e. the
+            // CPU has the kernel's features (`I8Kernel::available`).
+            unsafe { run(packed, data, g.2, &g.3, m2s, st, c0, c1) }
+        });
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
         let _ = (packed, pack, data, states, p0, p1);
         unreachable!("the int8 engine is only selected on x86_64");
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use std::arch::x86_64::*;
-
-    use super::super::candidates::{ExactData, QueryState};
-    use super::{chunk_panels, I8Centroids, QueryPack, Row16, LANES};
-
-    /// Integer dot products of MR packed queries with NP consecutive panels, rescaled to
-    /// scores, then the threshold test.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn micro<const MR: usize, const NP: usize>(
-        packed: &I8Centroids,
-        xg: *const u32,
-        minus_two_scales: &[f32],
-        p: usize,
-        states: &mut [QueryState],
-        data: &ExactData<'_>,
-    ) {
-        let quads = packed.quads;
-        let panels = packed.panels.as_ptr().add(p * quads);
-        let mut acc = [[_mm512_setzero_si512(); NP]; MR];
-        for q in 0..quads {
-            let mut cv = [_mm512_setzero_si512(); NP];
-            for (i, c) in cv.iter_mut().enumerate() {
-                *c = _mm512_load_si512(panels.add(i * quads + q).cast());
-            }
-            let xq = xg.add(q * MR);
-            for (r, row) in acc.iter_mut().enumerate() {
-                let xb = _mm512_set1_epi32(*xq.add(r) as i32);
-                for (a, c) in row.iter_mut().zip(cv.iter()) {
-                    *a = _mm512_dpbusd_epi32(*a, xb, *c);
-                }
-            }
-        }
-        for (r, (row, st)) in acc.iter().zip(states.iter_mut()).enumerate() {
-            for (i, dots) in row.iter().enumerate() {
-                offer_panel(packed, *dots, minus_two_scales[r], p + i, st, data);
-            }
-        }
-    }
-
-    /// Rescales the integer dot products `dots` of one query with panel `p` to scores and
-    /// offers those under the query's threshold.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    #[inline]
-    unsafe fn offer_panel(
-        packed: &I8Centroids,
-        dots: __m512i,
-        minus_two_scale: f32,
-        p: usize,
-        st: &mut QueryState,
-        data: &ExactData<'_>,
-    ) {
-        let side = |v: &[Row16]| _mm512_load_si512(v.as_ptr().add(p).cast());
-        let dot = _mm512_sub_epi32(dots, side(&packed.offsets));
-        let w = _mm512_mul_ps(
-            _mm512_castsi512_ps(side(&packed.scales)),
-            _mm512_set1_ps(minus_two_scale),
-        );
-        let cn = _mm512_castsi512_ps(side(&packed.norms));
-        let v = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), w, cn);
-        let mask = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, _mm512_set1_ps(st.t));
-        if mask != 0 {
-            let mut vals = [0.0f32; LANES];
-            _mm512_storeu_ps(vals.as_mut_ptr(), v);
-            st.offer_lanes(p * LANES, &vals, u32::from(mask), data);
-        }
-    }
-
-    /// One query over panels `p0..p1`, one panel at a time with four accumulators over its
-    /// quads: each panel is one sequential stream (a query alone is bound by reading them;
-    /// interleaving eight panels' streams read them slower).
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn single(
-        packed: &I8Centroids,
-        xg: &[u32],
-        minus_two_scale: f32,
-        st: &mut QueryState,
-        data: &ExactData<'_>,
-        p0: usize,
-        p1: usize,
-    ) {
-        let quads = packed.quads;
-        for p in p0..p1 {
-            let panel = packed.panels.as_ptr().add(p * quads);
-            let mut acc = [_mm512_setzero_si512(); 4];
-            let mut q = 0;
-            while q + 4 <= quads {
-                for (u, a) in acc.iter_mut().enumerate() {
-                    let xb = _mm512_set1_epi32(xg[q + u] as i32);
-                    *a = _mm512_dpbusd_epi32(*a, xb, _mm512_load_si512(panel.add(q + u).cast()));
-                }
-                q += 4;
-            }
-            while q < quads {
-                let xb = _mm512_set1_epi32(xg[q] as i32);
-                acc[0] = _mm512_dpbusd_epi32(acc[0], xb, _mm512_load_si512(panel.add(q).cast()));
-                q += 1;
-            }
-            // Integer sums: exact in any order.
-            let dots = _mm512_add_epi32(
-                _mm512_add_epi32(acc[0], acc[1]),
-                _mm512_add_epi32(acc[2], acc[3]),
-            );
-            offer_panel(packed, dots, minus_two_scale, p, st, data);
-        }
-    }
-
-    /// Runs one micro-group (MR rows) over panels `p0..p1`, NP at a time, then one by one.
-    #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn group<const MR: usize, const NP: usize>(
-        packed: &I8Centroids,
-        xg: &[u32],
-        m2s: &[f32],
-        states: &mut [QueryState],
-        data: &ExactData<'_>,
-        p0: usize,
-        p1: usize,
-    ) {
-        let mut p = p0;
-        while p + NP <= p1 {
-            micro::<MR, NP>(packed, xg.as_ptr(), m2s, p, states, data);
-            p += NP;
-        }
-        while p < p1 {
-            micro::<MR, 1>(packed, xg.as_ptr(), m2s, p, states, data);
-            p += 1;
-        }
-    }
-
-    pub(super) unsafe fn scan(
-        packed: &I8Centroids,
-        pack: &QueryPack,
-        data: &ExactData<'_>,
-        states: &mut [QueryState],
-        p0: usize,
-        p1: usize,
-    ) {
-        // Same bytes per panel row as the bf16 layout's pairs: reuse its chunking by size.
-        let chunk = chunk_panels(packed.quads);
-        let mut c0 = p0;
-        while c0 < p1 {
-            let c1 = (c0 + chunk).min(p1);
-            for (start, len, mr, words) in &pack.groups {
-                let st = &mut states[*start..*start + *len];
-                let m2s = &pack.minus_two_scales[*start..*start + *len];
-                match mr {
-                    1 => single(packed, words, m2s[0], &mut st[0], data, c0, c1),
-                    2 => group::<2, 8>(packed, words, m2s, st, data, c0, c1),
-                    4 => group::<4, 6>(packed, words, m2s, st, data, c0, c1),
-                    8 => group::<8, 3>(packed, words, m2s, st, data, c0, c1),
-                    _ => group::<12, 2>(packed, words, m2s, st, data, c0, c1),
-                }
-            }
-            c0 = c1;
-        }
     }
 }
 
@@ -484,6 +411,14 @@ mod tests {
             let mut plain = vec![0i8; n];
             assert_eq!(quantize_impl(&v, &mut plain), (s, hat, res));
             assert_eq!(plain, out);
+            // So does the AVX2 copy (what an AVX-VNNI CPU without AVX-512 runs).
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") {
+                let mut avx2 = vec![0i8; n];
+                // SAFETY: AVX2 was just detected.
+                assert_eq!(unsafe { quantize_avx2(&v, &mut avx2) }, (s, hat, res));
+                assert_eq!(avx2, out);
+            }
             let want_hat: f64 = out
                 .iter()
                 .map(|&q| (f64::from(s) * f64::from(q)).powi(2))
