@@ -70,6 +70,9 @@ def test_quick_runner_and_its_help(capsys):
 def test_engine_groups_and_environments(monkeypatch):
     avx512 = ["avx2", "avx512f"]
     assert bench_memory.group_of("avx2-f32", avx512) == "avx2"
+    # The 256-bit int8 engine is what an AVX2 + AVX-VNNI CPU runs: it races AVX2 peers.
+    assert bench_memory.group_of("avx-vnni-i8", avx512) == "avx2"
+    assert bench_memory.group_of("avx-vnni-i8", ["avx2", "avx_vnni"]) == bench_memory.NATIVE
     assert bench_memory.group_of("avx2-f32", ["avx2"]) == bench_memory.NATIVE  # peers are AVX2 already
     assert bench_memory.group_of("avx512-bf16", avx512) == bench_memory.NATIVE
     assert bench_memory.group_of("portable-f32", avx512) == bench_memory.NATIVE

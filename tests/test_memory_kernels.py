@@ -16,14 +16,19 @@ from test_memory_support import adversarial_cases, assert_matches_oracle, requir
 
 require_backend("rust")
 
-#: Every engine the core knows, and the CPU flags (``/proc/cpuinfo``) each needs.
+#: Every engine the core knows, and the sets of CPU flags (``/proc/cpuinfo``) any of which
+#: lets it run.
 ENGINE_FLAGS = {
-    "avx512-vnni-i8": {"avx512f", "avx512_vnni"},
-    "avx512-bf16": {"avx512f", "avx512_bf16"},
-    "avx512-f32": {"avx512f"},
-    "avx2-f32": {"avx2", "fma"},
-    "portable-f32": set(),
+    "avx512-vnni-i8": [{"avx512f", "avx512_vnni"}],
+    "avx512-bf16": [{"avx512f", "avx512_bf16"}],
+    # AVX-VNNI (VEX), or the EVEX-256 form of AVX-512 VNNI + VL.
+    "avx-vnni-i8": [{"avx2", "fma", "avx_vnni"}, {"avx2", "fma", "avx512_vnni", "avx512vl"}],
+    "avx512-f32": [{"avx512f"}],
+    "avx2-f32": [{"avx2", "fma"}],
+    "portable-f32": [set()],
 }
+#: The int8 engines: an ``auto`` index over one runs another engine at large k.
+INT8 = {"avx512-vnni-i8", "avx-vnni-i8"}
 KERNELS = available_kernels()
 CASES = adversarial_cases(seed=29)
 
@@ -48,8 +53,11 @@ def test_available_kernels_lists_what_the_cpu_runs():
     flags = _cpu_flags()
     if flags is None:
         pytest.skip("no /proc/cpuinfo flags on this machine")
-    expected = [name for name, need in ENGINE_FLAGS.items() if need <= flags]
+    expected = [name for name, needs in ENGINE_FLAGS.items() if any(need <= flags for need in needs)]
     assert sorted(KERNELS) == sorted(expected)
+    if "avx512-vnni-i8" in KERNELS:
+        # The 256-bit int8 engine (EVEX form here) never ranks ahead of the 512-bit one.
+        assert KERNELS[0] == "avx512-vnni-i8" and KERNELS[-2:] == ["avx-vnni-i8", "portable-f32"]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -81,7 +89,8 @@ def test_every_engine_large_k_with_near_ties(kernel, k):
 
 
 #: Bytes per value a one-query search streams, by engine.
-STREAMED_BYTES = {"avx512-vnni-i8": 1, "avx512-bf16": 2, "avx512-f32": 2, "avx2-f32": 2, "portable-f32": 4}
+STREAMED_BYTES = {"avx512-vnni-i8": 1, "avx-vnni-i8": 1, "avx512-bf16": 2, "avx512-f32": 2, "avx2-f32": 2,
+                  "portable-f32": 4}
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -136,7 +145,7 @@ def test_auto_runs_an_available_engine():
 
 @pytest.mark.parametrize("k", [1, 10, 100, 1000])
 def test_auto_is_exact_at_every_k_and_names_the_engine_that_serves_it(k):
-    """An ``auto`` index over the int8 engine runs the next engine of the ranking for
+    """An ``auto`` index over an int8 engine runs the next non-int8 engine of the ranking for
     k >= max(ceil(sqrt(K) / 5), ceil(K / (100 B^2))) (K = 2500: k >= 10 for B >= 4, k >= 25 for
     one query); ``kernel`` stays the small-k engine."""
     import oltr._core as core
@@ -146,8 +155,8 @@ def test_auto_is_exact_at_every_k_and_names_the_engine_that_serves_it(k):
     x = (c[rng.integers(0, 2500, size=40)] + 0.3 * rng.standard_normal((40, 96))).astype(np.float32)
     index = core.CentroidIndex(c, kernel="auto")
     assert index.kernel == KERNELS[0] == index.kernel_for(1, 40) == index.kernel_for(9, 40)
-    large = [e for e in KERNELS if e not in (KERNELS[0], "portable-f32")]
-    want = large[0] if KERNELS[0] == "avx512-vnni-i8" and large else KERNELS[0]
+    large = [e for e in KERNELS if e not in INT8 | {"portable-f32"}]
+    want = large[0] if KERNELS[0] in INT8 and large else KERNELS[0]
     assert index.kernel_for(k, 40) == (KERNELS[0] if k < 10 else want)
     assert index.kernel_for(k, 1) == (KERNELS[0] if k < 25 else want)
     for rows in (40, 1):

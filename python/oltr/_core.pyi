@@ -30,7 +30,8 @@ class CentroidIndex:
     than float32 raises TypeError). kernel: ``"auto"`` (the fastest engine this CPU runs) or
     a name of :func:`available_kernels`; an unknown name, or an engine this CPU cannot run
     (or one listed in ``$OLTR_DISABLE_KERNELS``), raises ValueError naming the valid choices,
-    and so does an engine that cannot handle D (``"avx512-vnni-i8"`` above D = 65536).
+    and so does an engine that cannot handle D (the int8 engines ``"avx512-vnni-i8"`` and
+    ``"avx-vnni-i8"`` above D = 65536).
     """
 
     def __new__(cls, centroids: NDArray[np.float32], kernel: str = "auto") -> Self: ...
@@ -46,14 +47,15 @@ class CentroidIndex:
         :func:`available_kernels`; :meth:`kernel_for` names the one a search for k runs."""
     def kernel_for(self, k: int, batch: int) -> str:
         """The engine a search of ``batch`` queries for the k nearest runs (1 <= k <= K,
-        batch >= 1, else ValueError): ``kernel``, except for a ``kernel="auto"`` index over
-        ``"avx512-vnni-i8"``, which also packs the next engine of :func:`available_kernels` and
-        runs it for k >= max(ceil(sqrt(K) / 5), ceil(K / (100 batch^2)))."""
+        batch >= 1, else ValueError): ``kernel``, except for a ``kernel="auto"`` index over an
+        int8 engine (``"avx512-vnni-i8"``, ``"avx-vnni-i8"``), which also packs the next
+        non-int8 engine of :func:`available_kernels` and runs it for
+        k >= max(ceil(sqrt(K) / 5), ceil(K / (100 batch^2)))."""
     @property
     def packed_nbytes(self) -> int:
         """Bytes of packed centroid data a one-query search streams (the engine's panels,
         padding included; the float32 rows for ``"portable-f32"``): int8 K·D for
-        ``"avx512-vnni-i8"``, bf16 2·K·D for ``"avx512-bf16"`` and for the f32 engines (their
+        ``"avx512-vnni-i8"`` and ``"avx-vnni-i8"``, bf16 2·K·D for ``"avx512-bf16"`` and for the f32 engines (their
         few-query copy), 4·K·D for ``"portable-f32"``."""
     def search(
         self, x: NDArray[np.float32], k: int
@@ -83,7 +85,9 @@ def available_kernels() -> list[str]:
     handles the centroids' D.
 
     Engine names: ``"avx512-vnni-i8"`` (AVX-512 VNNI, int8 candidates; D <= 65536),
-    ``"avx512-bf16"`` (AVX-512 BF16), ``"avx512-f32"`` (AVX-512F),
+    ``"avx512-bf16"`` (AVX-512 BF16), ``"avx-vnni-i8"`` (the int8 engine on 256-bit vectors:
+    AVX-VNNI, or AVX-512 VNNI + VL; D <= 65536; ranked after every other SIMD engine and never
+    picked by ``"auto"`` where ``"avx512-vnni-i8"`` runs), ``"avx512-f32"`` (AVX-512F),
     ``"avx2-f32"`` (AVX2 + FMA),
     ``"portable-f32"``. Names listed in ``$OLTR_DISABLE_KERNELS`` (comma-separated) are
     left out.

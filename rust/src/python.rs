@@ -87,7 +87,7 @@ impl PyCentroidIndex {
     }
 
     /// The engine a search of `batch` queries for the k nearest runs (1 <= k <= K,
-    /// batch >= 1): `kernel`, except for an "auto" index over "avx512-vnni-i8" at large k
+    /// batch >= 1): `kernel`, except for an "auto" index over an int8 engine at large k
     /// (see rust/README.md).
     fn kernel_for(&self, k: i64, batch: i64) -> PyResult<&'static str> {
         let k = self.inner.check_k(k)?;

@@ -46,8 +46,9 @@ def load_core():
 def available_kernels() -> list[str]:
     """Names of the Rust core's engines this CPU runs, fastest first (``list[str]``).
 
-    The order is the core's ranking (its static preference, int8 VNNI > bf16 > AVX-512 f32 >
-    AVX2 f32, unless a one-time ~20 ms timing per process shows an engine clearly faster);
+    The order is the core's ranking (its static preference, int8 AVX-512 VNNI > bf16 > int8
+    256-bit VNNI > AVX-512 f32 > AVX2 f32, the 256-bit int8 engine last of them where the
+    512-bit one runs, unless a one-time ~20 ms timing per process shows an engine clearly faster);
     ``kernel="auto"`` takes the first that handles the index's D. Each name is a valid
     ``kernel=`` of :class:`oltr.memory.CentroidIndex`; ``"portable-f32"`` is always last. Engines listed in the
     ``OLTR_DISABLE_KERNELS`` environment variable (comma-separated) are left out. Raises
