@@ -41,11 +41,11 @@
 //! the other engines. With `|v_j − (‖c_j‖² − 2x·c_j)| ≤ E(x)` for every j, the candidate
 //! thresholds of `candidates.rs` keep every centroid of the true top-k, ties included.
 //!
-//! Layout: panels of 16 centroids (one zmm lane each, or two ymm halves of 8); panel p holds, per quad q of
-//! dimensions, 16 u32 words of 4 int8 codes `c[4q..4q+4]` (64 bytes, aligned), plus per lane
-//! `‖c‖²` (f32), `s_c` (f32) and `128·Σ q_c` (i32). Queries of a micro-group of MR rows are
-//! packed as `[q][r]` u32 words of 4 uint8 codes and broadcast. The kernels (`vnni/kernel.rs`)
-//! read both for every width.
+//! Layout: panels of 16 centroids (one zmm lane each, or a lane of one of two ymm halves);
+//! panel p holds, per quad q of dimensions, 16 u32 words of 4 int8 codes `c[4q..4q+4]`
+//! (64 bytes, aligned), plus per lane `‖c‖²` (f32), `s_c` (f32) and `128·Σ q_c` (i32).
+//! Queries of a micro-group of MR rows are packed as `[q][r]` u32 words of 4 uint8 codes and
+//! broadcast. The kernels of every width (`vnni/kernel.rs`) read both.
 
 #[cfg(target_arch = "x86_64")]
 use super::bf16::by_chunk_and_group;
@@ -76,23 +76,9 @@ pub enum I8Kernel {
 impl I8Kernel {
     /// The 256-bit kernel this CPU runs (VEX where it has AVX-VNNI), if any.
     pub fn avx256() -> Option<Self> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if !(has!("avx2") && has!("fma")) {
-                None
-            } else if has!("avxvnni") {
-                Some(Self::Avx256Vex)
-            } else if has!("avx512vnni") && has!("avx512vl") {
-                Some(Self::Avx256Evex)
-            } else {
-                None
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            None
-        }
+        [Self::Avx256Vex, Self::Avx256Evex]
+            .into_iter()
+            .find(|k| k.available())
     }
 
     /// True when this CPU runs the kernel.
