@@ -9,7 +9,8 @@ and 100, it times the engine beside numpy (``x @ c.T`` + argmin / argpartition),
 min / topk) and faiss (IndexFlatL2) in the same process. Each instruction-set group runs in its
 own subprocess, whose environment is set before numpy, torch and faiss load: the unrestricted
 group (``auto``, the AVX-512 engines, the portable engine) unsets OPENBLAS_CORETYPE and
-OPENBLAS_L2_SIZE so the libraries pick their own kernels; on an AVX-512 CPU the AVX2 engines
+OPENBLAS_L2_SIZE so the libraries pick their own kernels; on an AVX-512 CPU the AVX2-level
+engines (``avx2-f32``, and ``avx-vnni-i8``: what a CPU with AVX2 + AVX-VNNI and no AVX-512 runs)
 race peers restricted to AVX2 (OPENBLAS_CORETYPE=Haswell, MKL_ENABLE_INSTRUCTIONS=AVX2,
 ATEN_CPU_CAPABILITY=avx2, FAISS_OPT_LEVEL=AVX2), and threadpoolctl records the BLAS kernel
 each subprocess really loaded. The unrestricted group also measures this machine's floors (a
@@ -66,8 +67,9 @@ def cpu_info() -> dict:
 
 
 def group_of(engine: str, flags: Sequence[str]) -> str:
-    """The peers an engine races: "avx2" (restricted) for an AVX2-level engine on a CPU with
-    AVX-512 (whose unrestricted peers would use AVX-512), else the unrestricted group."""
+    """The peers an engine races: "avx2" (restricted) for an AVX2-level engine ("avx2-*", and
+    "avx-*" such as the 256-bit int8 engine "avx-vnni-i8") on a CPU with AVX-512 (whose
+    unrestricted peers would use AVX-512), else the unrestricted group."""
     avx2_level = engine.startswith("avx2") or engine.startswith("avx-")
     return "avx2" if avx2_level and "avx512f" in flags else NATIVE
 
