@@ -432,6 +432,12 @@ pub mod avx2_ops {
     pub fn add(a: V, b: V) -> V {
         _mm256_add_ps(a, b)
     }
+    /// Asks for the cache line at `p` into L1 (a hint: any address is allowed).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn prefetch(p: *const f32) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+    }
 }
 
 /// The AVX-512F (16 lanes) vector ops of the f32 kernels (`simd_f32`, `dense`).
@@ -487,5 +493,11 @@ pub mod avx512_ops {
     #[inline]
     pub fn add(a: V, b: V) -> V {
         _mm512_add_ps(a, b)
+    }
+    /// Asks for the cache line at `p` into L1 (a hint: any address is allowed).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn prefetch(p: *const f32) {
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
     }
 }
