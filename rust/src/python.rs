@@ -218,13 +218,14 @@ fn matmul_array<'a, 'py>(
     } else {
         (1, shape[0], 0, strides[0])
     };
-    if cols > 1 && col_bytes != 4 {
+    let empty = rows == 0 || cols == 0;
+    if !empty && cols > 1 && col_bytes != 4 {
         return Err(bad(
             argument,
             format!("must have a unit stride along its last axis (4 bytes), got {col_bytes} bytes"),
         ));
     }
-    let stride = if rows > 1 && cols > 0 {
+    let stride = if !empty && rows > 1 {
         usize::try_from(row_bytes)
             .ok()
             .filter(|b| b % 4 == 0)
