@@ -228,7 +228,7 @@ fn matmul_array<'a, 'py>(
     let stride = if !empty && rows > 1 {
         usize::try_from(row_bytes)
             .ok()
-            .filter(|b| b % 4 == 0)
+            .filter(|b| b.is_multiple_of(4))
             .ok_or_else(|| {
                 bad(
                     argument,
@@ -242,7 +242,7 @@ fn matmul_array<'a, 'py>(
         cols
     };
     let ptr = array.data();
-    if ptr as usize % 4 != 0 {
+    if !(ptr as usize).is_multiple_of(4) {
         return Err(bad(argument, "data must be aligned to 4 bytes".to_string()));
     }
     let len = dense::span(argument, rows, cols, stride)?;

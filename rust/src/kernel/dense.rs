@@ -285,7 +285,7 @@ fn panel_width(engine: Engine) -> usize {
 }
 
 /// `parts` nearly equal ranges of `units` units of `width` (the last one capped at `n`).
-fn ranges(units: usize, parts: usize, width: usize, n: usize) -> Vec<(usize, usize)> {
+fn ranges(units: usize, parts: usize, width: usize, n: usize) -> Ranges {
     let parts = parts.clamp(1, units.max(1));
     (0..parts)
         .map(|i| {
@@ -295,6 +295,9 @@ fn ranges(units: usize, parts: usize, width: usize, n: usize) -> Vec<(usize, usi
         .collect()
 }
 
+/// `[start, end)` ranges of rows or columns.
+type Ranges = Vec<(usize, usize)>;
+
 /// Row ranges × column ranges (column ranges start on panel boundaries).
 fn plan(
     m: usize,
@@ -303,7 +306,7 @@ fn plan(
     threads: usize,
     parallel: bool,
     direct: bool,
-) -> (Vec<(usize, usize)>, Vec<(usize, usize)>) {
+) -> (Ranges, Ranges) {
     let panels = n.div_ceil(nr);
     if !parallel {
         return (vec![(0, m)], vec![(0, n)]);

@@ -380,7 +380,7 @@ f32_kernel!(avx512, "avx512f", 16, 12, [8, 8, 6, 2], avx512_ops);
 
 /// The AVX2+FMA (8 lanes) vector ops of the f32 kernels (`simd_f32`, `dense`).
 #[cfg(target_arch = "x86_64")]
-pub mod avx2_ops {
+pub(crate) mod avx2_ops {
     use std::arch::x86_64::*;
     pub type V = __m256;
     #[target_feature(enable = "avx2,fma")]
@@ -436,13 +436,13 @@ pub mod avx2_ops {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub fn prefetch(p: *const f32) {
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
     }
 }
 
 /// The AVX-512F (16 lanes) vector ops of the f32 kernels (`simd_f32`, `dense`).
 #[cfg(target_arch = "x86_64")]
-pub mod avx512_ops {
+pub(crate) mod avx512_ops {
     use std::arch::x86_64::*;
     pub type V = __m512;
     #[target_feature(enable = "avx512f")]
@@ -498,6 +498,6 @@ pub mod avx512_ops {
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub fn prefetch(p: *const f32) {
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) }
+        _mm_prefetch::<_MM_HINT_T0>(p.cast())
     }
 }
