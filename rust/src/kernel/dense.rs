@@ -47,10 +47,11 @@ pub const KC: usize = 256;
 pub const NC: usize = 512;
 /// Calls of at most this many rows read `b` in place instead of packing it.
 pub const DIRECT_MAX_ROWS: usize = 12;
-/// Rows ahead of the current one that a direct (unpacked) read of `b` prefetches: on the
-/// shared 2-core Zen 4, 10 × 1e5 × 512 (`b` 205 MB from DRAM) took 12–26 ms with it against
-/// 23–37 ms without, in interleaved runs under varying load.
-const PREFETCH_ROWS: usize = 8;
+/// Rows ahead of the current one that a direct (unpacked) read of `b` prefetches. On the
+/// shared 2-core Zen 4 (under other jobs' load), 10 × 1e5 × 512 (`b` 205 MB from DRAM) took
+/// 12–26 ms with 8 rows against 23–37 ms without; 8, 16, 32 and 64 rows then measured
+/// 24–29 ms alike, and 16 was best for 1 × 1000 × 512 (34 µs against 37–41 µs).
+const PREFETCH_ROWS: usize = 16;
 /// Below this many multiply-adds (M·N·K) a call runs on the caller's thread alone.
 const PARALLEL_MIN_WORK: usize = 4_000_000;
 /// A call of at most [`DIRECT_MAX_ROWS`] rows whose `b` has at least this many bytes is split
@@ -471,7 +472,7 @@ thread_local! {
 /// features, `$np` vectors per panel row, `$ops` its vector ops in `simd_f32`.
 #[cfg(target_arch = "x86_64")]
 macro_rules! dense_kernel {
-    ($name:ident, $feat:literal, $np:expr, $ops:ident) => {
+    ($name:ident, $feat:literal, $np:expr, $wide:expr, $ops:ident) => {
         mod $name {
             use super::super::simd_f32::$ops::*;
             use super::{Block, Region, KC, NC, PANELS, PREFETCH_ROWS};
@@ -484,13 +485,15 @@ macro_rules! dense_kernel {
             pub const NR: usize = NP * LANES;
             /// Rows per micro-kernel tile.
             const MR: usize = 6;
+            /// Vectors per tile of a direct read for 1..=MR rows.
+            const WIDE: [usize; MR] = $wide;
 
-            /// `c[0..R, 0..NR] = (load_c ? c : 0) + a[0..R, 0..kc] · b[0..kc, 0..NR]`
+            /// `c[0..R, 0..W·LANES] = (load_c ? c : 0) + a[0..R, 0..kc] · b[0..kc, 0..W·LANES]`
             /// (+ bias when `bias` is not null), one FMA per (row, column, k) in k order.
             #[target_feature(enable = $feat)]
             #[inline]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn micro<const R: usize, const PF: bool>(
+            unsafe fn micro<const R: usize, const W: usize, const PF: bool>(
                 a: *const f32,
                 lda: usize,
                 b: *const f32,
@@ -501,7 +504,7 @@ macro_rules! dense_kernel {
                 load_c: bool,
                 bias: *const f32,
             ) {
-                let mut acc = [[zero(); NP]; R];
+                let mut acc = [[zero(); W]; R];
                 if load_c {
                     for (r, row) in acc.iter_mut().enumerate() {
                         for (p, v) in row.iter_mut().enumerate() {
@@ -512,11 +515,11 @@ macro_rules! dense_kernel {
                 for kk in 0..kc {
                     let bk = b.add(kk * ldb);
                     if PF {
-                        for p in 0..NP {
-                            prefetch(bk.wrapping_add(PREFETCH_ROWS * ldb + p * LANES));
+                        for p in (0..W * LANES).step_by(16) {
+                            prefetch(bk.wrapping_add(PREFETCH_ROWS * ldb + p));
                         }
                     }
-                    let mut bv = [zero(); NP];
+                    let mut bv = [zero(); W];
                     for (p, v) in bv.iter_mut().enumerate() {
                         *v = loadu(bk.add(p * LANES));
                     }
@@ -558,7 +561,7 @@ macro_rules! dense_kernel {
             ) {
                 let mut i = 0;
                 while i + MR <= m {
-                    micro::<MR, PF>(
+                    micro::<MR, NP, PF>(
                         a.add(i * lda),
                         lda,
                         b,
@@ -574,11 +577,87 @@ macro_rules! dense_kernel {
                 let (a, c) = (a.add(i * lda), c.add(i * ldc));
                 match m - i {
                     0 => {}
-                    1 => micro::<1, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    2 => micro::<2, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    3 => micro::<3, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    4 => micro::<4, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    _ => micro::<5, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
+                    1 => micro::<1, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
+                    2 => micro::<2, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
+                    3 => micro::<3, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
+                    4 => micro::<4, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
+                    _ => micro::<5, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
+                }
+            }
+
+            /// [`micro`] tiles of `R` rows × `W` vectors (then single vectors) across the first
+            /// `cols` columns (a multiple of LANES) of `b` read in place, prefetching ahead.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn sweep<const R: usize, const W: usize>(
+                a: *const f32,
+                lda: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                cols: usize,
+            ) {
+                let at = |p: *const f32, j: usize| if p.is_null() { p } else { p.add(j) };
+                let mut j = 0;
+                while j + W * LANES <= cols {
+                    micro::<R, W, true>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                    );
+                    j += W * LANES;
+                }
+                while j < cols {
+                    micro::<R, 1, true>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                    );
+                    j += LANES;
+                }
+            }
+
+            /// The direct (unpacked) read of `cols` columns for `m <= MR` rows: the widest tile
+            /// the registers hold for that many rows ([`WIDE`]), so that each k reads a long
+            /// run of row k of `b`.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn direct(
+                a: *const f32,
+                lda: usize,
+                m: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                cols: usize,
+            ) {
+                match m {
+                    1 => sweep::<1, { WIDE[0] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
+                    2 => sweep::<2, { WIDE[1] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
+                    3 => sweep::<3, { WIDE[2] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
+                    4 => sweep::<4, { WIDE[3] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
+                    5 => sweep::<5, { WIDE[4] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
+                    _ => sweep::<MR, { WIDE[5] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
                 }
             }
 
@@ -699,25 +778,31 @@ macro_rules! dense_kernel {
                             while i < r.m {
                                 let h = (r.m - i).min(MR);
                                 let (ai, ci) = (a.add(i * r.lda), c.add(i * r.ldc));
-                                for p in 0..full {
-                                    let (bp, ldb) = if r.direct {
-                                        (b.add(p * NR), r.ldb)
-                                    } else {
-                                        (panels.add(p * kc * NR).cast_const(), NR)
-                                    };
-                                    let bias_p = if bias.is_null() {
-                                        bias
-                                    } else {
-                                        bias.add(p * NR)
-                                    };
-                                    let c = ci.add(p * NR);
-                                    if r.direct {
-                                        rows::<true>(
-                                            ai, r.lda, h, bp, ldb, kc, c, r.ldc, load_c, bias_p,
-                                        );
-                                    } else {
+                                if r.direct {
+                                    direct(
+                                        ai,
+                                        r.lda,
+                                        h,
+                                        b,
+                                        r.ldb,
+                                        kc,
+                                        ci,
+                                        r.ldc,
+                                        load_c,
+                                        bias,
+                                        full * NR,
+                                    );
+                                } else {
+                                    for p in 0..full {
+                                        let bp = panels.add(p * kc * NR).cast_const();
+                                        let bias_p = if bias.is_null() {
+                                            bias
+                                        } else {
+                                            bias.add(p * NR)
+                                        };
+                                        let c = ci.add(p * NR);
                                         rows::<false>(
-                                            ai, r.lda, h, bp, ldb, kc, c, r.ldc, load_c, bias_p,
+                                            ai, r.lda, h, bp, NR, kc, c, r.ldc, load_c, bias_p,
                                         );
                                     }
                                 }
@@ -753,9 +838,9 @@ macro_rules! dense_kernel {
 }
 
 #[cfg(target_arch = "x86_64")]
-dense_kernel!(avx512, "avx512f", 4, avx512_ops);
+dense_kernel!(avx512, "avx512f", 4, [16, 12, 8, 6, 4, 4], avx512_ops);
 #[cfg(target_arch = "x86_64")]
-dense_kernel!(avx2, "avx2,fma", 2, avx2_ops);
+dense_kernel!(avx2, "avx2,fma", 2, [8, 6, 4, 3, 2, 2], avx2_ops);
 
 #[cfg(test)]
 mod tests {
@@ -856,6 +941,12 @@ mod tests {
             (13, 64, 64),
             (64, 512, 100),
             (300, 40, 33),
+            // Direct reads of every sliver height (1..=12 rows), wide tiles and single vectors.
+            (4, 260, 700),
+            (5, 33, 300),
+            (10, 270, 1000),
+            (12, 64, 513),
+            (1, 300, 1040),
         ] {
             let a = Dense::random(&mut rng, m, k);
             let b = Dense::random(&mut rng, k, n);
