@@ -15,15 +15,21 @@
 //! `a[i, k]` of its rows from `a` in place and multiplies it into NP vectors of row k of a
 //! panel. For each block of [`NC`] columns × [`KC`] rows of `b`, the block is packed once into
 //! a per-thread panel buffer (~512 KiB, L2) that then serves every row sliver of the task, each
-//! sliver (MR × KC of `a`, L1) sweeping all the block's panels. Calls of at most
-//! [`DIRECT_MAX_ROWS`] rows are bound by reading `b`: they skip the copy and read whole panels
-//! of `b` in place (only a ragged last panel is packed, zero-padded). A ragged panel's tile goes
-//! through a small buffer, so no lane past N is read or written.
+//! sliver (MR × KC of `a`, L1) sweeping all the block's panels; a ragged last panel is
+//! zero-padded and its tile goes through a small buffer, so no lane past N is written.
+//!
+//! Calls of at most [`DIRECT_MAX_ROWS`] rows are bound by reading `b` (a GEMV-like stream):
+//! they skip the copy and read `b` in place, with the widest register tile the row count
+//! allows (1 row: 16 AVX-512 vectors, 256 columns) so that each k reads a long run of row k;
+//! the first tile of each block prefetches (into L2) the block's whole row [`PREFETCH_ROWS`]
+//! ahead, so `b` is fetched in row order. Columns past the last whole vector take a scalar
+//! `mul_add` loop (the same FMA arithmetic).
 //!
 //! # Threads
 //! Tasks are (row range × column range) regions of `out`, never a split of K, run by the
 //! core's executor (`executor.rs`). Few-row calls over a `b` of at least [`SPLIT_MIN_BYTES`] get
-//! one column range per thread (each keeps its share of `b` in its own L2 across calls); larger
+//! one column range (whole vectors) per thread (each keeps its share of `b` in its own L2
+//! across calls when it fits); larger
 //! calls get about 4 tasks per thread, columns first (each block of `b` is then packed once).
 //! Small calls run on the caller alone. The tasks write `out` in place through pointers into
 //! the caller's arrays, so each region is claimed once (a duplicate the executor starts for a
@@ -313,7 +319,10 @@ fn plan(
         return (vec![(0, m)], vec![(0, n)]);
     }
     if direct {
-        return (vec![(0, m)], ranges(panels, threads, nr, n));
+        // Whole vectors (16 columns) per range: no range ends in a ragged panel that would
+        // need packing, and the ranges stay even (1 × 512 × 1000 on two threads: 496 and
+        // 504 columns, each just inside a 1 MiB L2, where 512 + 488 left the first thrashing).
+        return (vec![(0, m)], ranges(n.div_ceil(16), threads, 16, n));
     }
     let target = threads * TASKS_PER_THREAD;
     let col_parts = target.min(panels);
@@ -493,7 +502,7 @@ macro_rules! dense_kernel {
             #[target_feature(enable = $feat)]
             #[inline]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn micro<const R: usize, const W: usize, const PF: bool>(
+            unsafe fn micro<const R: usize, const W: usize>(
                 a: *const f32,
                 lda: usize,
                 b: *const f32,
@@ -503,6 +512,7 @@ macro_rules! dense_kernel {
                 ldc: usize,
                 load_c: bool,
                 bias: *const f32,
+                prefetch_cols: usize,
             ) {
                 let mut acc = [[zero(); W]; R];
                 if load_c {
@@ -514,10 +524,9 @@ macro_rules! dense_kernel {
                 }
                 for kk in 0..kc {
                     let bk = b.add(kk * ldb);
-                    if PF {
-                        for p in (0..W * LANES).step_by(16) {
-                            prefetch(bk.wrapping_add(PREFETCH_ROWS * ldb + p));
-                        }
+                    let ahead = bk.wrapping_add(PREFETCH_ROWS * ldb);
+                    for q in (0..prefetch_cols).step_by(16) {
+                        prefetch(ahead.wrapping_add(q));
                     }
                     let mut bv = [zero(); W];
                     for (p, v) in bv.iter_mut().enumerate() {
@@ -547,7 +556,7 @@ macro_rules! dense_kernel {
             /// [`micro`] over `m` rows (slivers of MR, then one shorter tile).
             #[target_feature(enable = $feat)]
             #[allow(clippy::too_many_arguments)]
-            unsafe fn rows<const PF: bool>(
+            unsafe fn rows(
                 a: *const f32,
                 lda: usize,
                 m: usize,
@@ -561,7 +570,7 @@ macro_rules! dense_kernel {
             ) {
                 let mut i = 0;
                 while i + MR <= m {
-                    micro::<MR, NP, PF>(
+                    micro::<MR, NP>(
                         a.add(i * lda),
                         lda,
                         b,
@@ -571,22 +580,25 @@ macro_rules! dense_kernel {
                         ldc,
                         load_c,
                         bias,
+                        0,
                     );
                     i += MR;
                 }
                 let (a, c) = (a.add(i * lda), c.add(i * ldc));
                 match m - i {
                     0 => {}
-                    1 => micro::<1, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    2 => micro::<2, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    3 => micro::<3, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    4 => micro::<4, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
-                    _ => micro::<5, NP, PF>(a, lda, b, ldb, kc, c, ldc, load_c, bias),
+                    1 => micro::<1, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    2 => micro::<2, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    3 => micro::<3, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    4 => micro::<4, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    _ => micro::<5, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
                 }
             }
 
             /// [`micro`] tiles of `R` rows × `W` vectors (then single vectors) across the first
-            /// `cols` columns (a multiple of LANES) of `b` read in place, prefetching ahead.
+            /// `cols` columns (a multiple of LANES) of `b` read in place. The first tile
+            /// prefetches `prefetch_cols` columns of the row [`PREFETCH_ROWS`] ahead, so that
+            /// `b` is fetched in row order (long sequential runs) for every tile.
             #[target_feature(enable = $feat)]
             #[allow(clippy::too_many_arguments)]
             unsafe fn sweep<const R: usize, const W: usize>(
@@ -600,11 +612,13 @@ macro_rules! dense_kernel {
                 load_c: bool,
                 bias: *const f32,
                 cols: usize,
+                prefetch_cols: usize,
             ) {
                 let at = |p: *const f32, j: usize| if p.is_null() { p } else { p.add(j) };
                 let mut j = 0;
                 while j + W * LANES <= cols {
-                    micro::<R, W, true>(
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, W>(
                         a,
                         lda,
                         b.add(j),
@@ -614,11 +628,13 @@ macro_rules! dense_kernel {
                         ldc,
                         load_c,
                         at(bias, j),
+                        pf,
                     );
                     j += W * LANES;
                 }
                 while j < cols {
-                    micro::<R, 1, true>(
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 1>(
                         a,
                         lda,
                         b.add(j),
@@ -628,6 +644,7 @@ macro_rules! dense_kernel {
                         ldc,
                         load_c,
                         at(bias, j),
+                        pf,
                     );
                     j += LANES;
                 }
@@ -650,14 +667,60 @@ macro_rules! dense_kernel {
                 load_c: bool,
                 bias: *const f32,
                 cols: usize,
+                prefetch_cols: usize,
             ) {
+                let pf = prefetch_cols;
                 match m {
-                    1 => sweep::<1, { WIDE[0] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
-                    2 => sweep::<2, { WIDE[1] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
-                    3 => sweep::<3, { WIDE[2] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
-                    4 => sweep::<4, { WIDE[3] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
-                    5 => sweep::<5, { WIDE[4] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
-                    _ => sweep::<MR, { WIDE[5] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols),
+                    1 => {
+                        sweep::<1, { WIDE[0] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    2 => {
+                        sweep::<2, { WIDE[1] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    3 => {
+                        sweep::<3, { WIDE[2] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    4 => {
+                        sweep::<4, { WIDE[3] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    5 => {
+                        sweep::<5, { WIDE[4] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    _ => {
+                        sweep::<MR, { WIDE[5] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                }
+            }
+
+            /// The last `cols < LANES` columns of a direct read, one `f32::mul_add` (an FMA
+            /// instruction here) per (row, column, k) in k order: the lanes' arithmetic.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn tail(
+                a: *const f32,
+                lda: usize,
+                m: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                cols: usize,
+            ) {
+                for i in 0..m {
+                    for j in 0..cols {
+                        let out = c.add(i * ldc + j);
+                        let mut acc = if load_c { *out } else { 0.0 };
+                        for kk in 0..kc {
+                            acc = (*a.add(i * lda + kk)).mul_add(*b.add(kk * ldb + j), acc);
+                        }
+                        if !bias.is_null() {
+                            acc += *bias.add(j);
+                        }
+                        *out = acc;
+                    }
                 }
             }
 
@@ -694,7 +757,7 @@ macro_rules! dense_kernel {
                             tile[r * NR..r * NR + cols].copy_from_slice(src);
                         }
                     }
-                    rows::<false>(
+                    rows(
                         a.add(i * lda),
                         lda,
                         h,
@@ -715,20 +778,13 @@ macro_rules! dense_kernel {
             }
 
             /// Packs `b[0..kc, 0..nc]` as panels of NR columns (panel `p`, row `k` at
-            /// `(p * kc + k) * NR`), zero-padding the last; only panels from `first` on.
+            /// `(p * kc + k) * NR`), zero-padding the last.
             #[target_feature(enable = $feat)]
-            unsafe fn pack(
-                b: *const f32,
-                ldb: usize,
-                kc: usize,
-                nc: usize,
-                first: usize,
-                dst: *mut f32,
-            ) {
+            unsafe fn pack(b: *const f32, ldb: usize, kc: usize, nc: usize, dst: *mut f32) {
                 let panels = nc.div_ceil(NR);
                 for kk in 0..kc {
                     let src = b.add(kk * ldb);
-                    for p in first..panels {
+                    for p in 0..panels {
                         let w = (nc - p * NR).min(NR);
                         let d = dst.add((p * kc + kk) * NR);
                         if w == NR {
@@ -764,8 +820,9 @@ macro_rules! dense_kernel {
                         while pc < r.k {
                             let kc = (r.k - pc).min(KC);
                             let b = r.b.add(pc * r.ldb + jc);
-                            let first = if r.direct { full } else { 0 };
-                            pack(b, r.ldb, kc, nc, first, panels);
+                            if !r.direct {
+                                pack(b, r.ldb, kc, nc, panels);
+                            }
                             let load_c = pc > 0;
                             let bias = if pc + kc == r.k && !r.bias.is_null() {
                                 r.bias.add(jc)
@@ -779,18 +836,31 @@ macro_rules! dense_kernel {
                                 let h = (r.m - i).min(MR);
                                 let (ai, ci) = (a.add(i * r.lda), c.add(i * r.ldc));
                                 if r.direct {
+                                    let vec_cols = nc / LANES * LANES;
+                                    let pf = if i == 0 { nc } else { 0 };
                                     direct(
+                                        ai, r.lda, h, b, r.ldb, kc, ci, r.ldc, load_c, bias,
+                                        vec_cols, pf,
+                                    );
+                                    let at = |p: *const f32| {
+                                        if p.is_null() {
+                                            p
+                                        } else {
+                                            p.add(vec_cols)
+                                        }
+                                    };
+                                    tail(
                                         ai,
                                         r.lda,
                                         h,
-                                        b,
+                                        b.add(vec_cols),
                                         r.ldb,
                                         kc,
-                                        ci,
+                                        ci.add(vec_cols),
                                         r.ldc,
                                         load_c,
-                                        bias,
-                                        full * NR,
+                                        at(bias),
+                                        nc - vec_cols,
                                     );
                                 } else {
                                     for p in 0..full {
@@ -801,12 +871,10 @@ macro_rules! dense_kernel {
                                             bias.add(p * NR)
                                         };
                                         let c = ci.add(p * NR);
-                                        rows::<false>(
-                                            ai, r.lda, h, bp, NR, kc, c, r.ldc, load_c, bias_p,
-                                        );
+                                        rows(ai, r.lda, h, bp, NR, kc, c, r.ldc, load_c, bias_p);
                                     }
                                 }
-                                if full * NR < nc {
+                                if !r.direct && full * NR < nc {
                                     let bias_p = if bias.is_null() {
                                         bias
                                     } else {

@@ -432,11 +432,11 @@ pub(crate) mod avx2_ops {
     pub fn add(a: V, b: V) -> V {
         _mm256_add_ps(a, b)
     }
-    /// Asks for the cache line at `p` into L1 (a hint: any address is allowed).
+    /// Asks for the cache line at `p` into L2 (a hint: any address is allowed).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     pub fn prefetch(p: *const f32) {
-        _mm_prefetch::<_MM_HINT_T0>(p.cast())
+        _mm_prefetch::<_MM_HINT_T1>(p.cast())
     }
 }
 
@@ -494,10 +494,10 @@ pub(crate) mod avx512_ops {
     pub fn add(a: V, b: V) -> V {
         _mm512_add_ps(a, b)
     }
-    /// Asks for the cache line at `p` into L1 (a hint: any address is allowed).
+    /// Asks for the cache line at `p` into L2 (a hint: any address is allowed).
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub fn prefetch(p: *const f32) {
-        _mm_prefetch::<_MM_HINT_T0>(p.cast())
+        _mm_prefetch::<_MM_HINT_T1>(p.cast())
     }
 }
