@@ -15,7 +15,9 @@ method's result is checked against the float64 product within the float32 roundi
 ``K·2^-23·(|a| @ |b|)``.
 
 Times are medians of ``--repeats`` calls (fewer for the 205 MB cases), taken in ``--rounds``
-interleaved rounds (each method keeps its best round median) after a warm-up call. The
+interleaved rounds (each method keeps its best round median) after a warm-up call. Each
+method's calls start after a ``--pause`` of idle time: OpenBLAS threads busy-wait for a while
+after a call and would otherwise take the second core from whichever method runs next. The
 table gives each time and oltr's ratio to numpy and torch.mm, and the target of each shape;
 the script exits 1 when a target is missed (``--no-check`` only reports).
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -102,7 +105,7 @@ def check(shape: Shape, a: np.ndarray, b: np.ndarray, results: dict[str, np.ndar
                              f"({excess:.3g} x the bound)")
 
 
-def measure(shape: Shape, kernel: str, repeats: int, rounds: int) -> dict[str, float]:
+def measure(shape: Shape, kernel: str, repeats: int, rounds: int, pause: float) -> dict[str, float]:
     a, b = operands(shape)
     fns = methods(a, b, kernel)
     for fn, _ in fns.values():
@@ -112,6 +115,7 @@ def measure(shape: Shape, kernel: str, repeats: int, rounds: int) -> dict[str, f
     best: dict[str, float] = {}
     for _ in range(rounds):
         for name, (fn, _) in fns.items():
+            time.sleep(pause)
             t = median_seconds(fn, n)
             best[name] = min(best.get(name, t), t)
     return best
@@ -161,10 +165,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help=f"MxKxN shapes (default: {' '.join(s.name for s in SHAPES)})")
     parser.add_argument("--repeats", type=int, default=50, help="calls per round (default 50)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument("--pause", type=float, default=0.3,
+                        help="idle seconds before each method's calls (default 0.3)")
     parser.add_argument("--no-check", action="store_true", help="report misses without exit status 1")
     args = parser.parse_args(argv)
-    if args.threads < 1 or args.repeats < 1 or args.rounds < 1:
-        parser.error("--threads, --repeats and --rounds must be >= 1")
+    if args.threads < 1 or args.repeats < 1 or args.rounds < 1 or args.pause < 0:
+        parser.error("--threads, --repeats and --rounds must be >= 1, --pause >= 0")
     by_name = {s.name: s for s in SHAPES}
     names = args.shapes or list(by_name)
     unknown = [name for name in names if name not in by_name]
@@ -172,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown shape(s) {unknown}; choose from {list(by_name)}")
     _core.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    rows = [(by_name[name], measure(by_name[name], args.kernel, args.repeats, args.rounds)) for name in names]
+    rows = [(by_name[name], measure(by_name[name], args.kernel, args.repeats, args.rounds, args.pause)) for name in names]
     text, misses = table(rows)
     try:
         load = f"{os.getloadavg()[0]:.2f}"
@@ -181,7 +187,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"CPU: {cpu_info().label}")
     print(f"oltr kernel={args.kernel}, {args.threads} thread(s); torch {torch.__version__} "
           f"({args.threads} thread(s)); numpy {np.__version__}; load average {load}")
-    print(f"medians of {args.repeats} calls, best of {args.rounds} interleaved rounds\n")
+    print(f"medians of {args.repeats} calls, best of {args.rounds} interleaved rounds, "
+          f"{args.pause:g} s pause before each method\n")
     print(text)
     if misses:
         print("\nmissed: " + "; ".join(misses))

@@ -57,12 +57,12 @@ pub const DIRECT_MAX_ROWS: usize = 12;
 /// shared 2-core Zen 4 (under other jobs' load), 10 × 1e5 × 512 (`b` 205 MB from DRAM) took
 /// 12–26 ms with 8 rows against 23–37 ms without; 8, 16, 32 and 64 rows then measured
 /// 24–29 ms alike, and 16 was best for 1 × 1000 × 512 (34 µs against 37–41 µs).
-const PREFETCH_ROWS: usize = 16;
+pub const PREFETCH_ROWS: usize = 16;
 /// Below this many multiply-adds (M·N·K) a call runs on the caller's thread alone.
 const PARALLEL_MIN_WORK: usize = 4_000_000;
 /// A call of at most [`DIRECT_MAX_ROWS`] rows whose `b` has at least this many bytes is split
 /// into one column range per thread.
-const SPLIT_MIN_BYTES: usize = 512 * 1024;
+pub const SPLIT_MIN_BYTES: usize = 512 * 1024;
 /// Tasks per thread of a larger parallel call.
 const TASKS_PER_THREAD: usize = 4;
 
