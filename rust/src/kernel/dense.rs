@@ -41,7 +41,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use super::engine::Engine;
+use super::engine::{quoted, Engine};
 use super::error::KernelError;
 use super::executor::run_tasks;
 use super::pool;
@@ -170,12 +170,12 @@ pub fn engine(name: &str) -> Result<Engine, KernelError> {
     match ENGINES.into_iter().find(|e| e.name() == name) {
         None => Err(KernelError::UnknownKernel {
             name: name.to_string(),
-            choices: quoted(ENGINES.into_iter().map(Engine::name)),
+            choices: choices(ENGINES.into_iter().map(Engine::name)),
         }),
         Some(e) if e.is_supported() => Ok(e),
         Some(e) => Err(KernelError::UnsupportedKernel {
             name: e.name(),
-            choices: quoted(
+            choices: choices(
                 ENGINES
                     .into_iter()
                     .filter(|e| e.is_supported())
@@ -185,13 +185,9 @@ pub fn engine(name: &str) -> Result<Engine, KernelError> {
     }
 }
 
-/// `'auto', 'a', 'b'`.
-fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    std::iter::once("auto")
-        .chain(names)
-        .map(|n| format!("'{n}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
+/// `'auto', 'a', 'b'`: the valid `kernel=` names among `names`.
+fn choices<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    quoted(std::iter::once("auto").chain(names))
 }
 
 /// `out = a · b (+ bias)` with the arithmetic of the module docs. `a`: (M, K), `b`: (K, N),
@@ -234,7 +230,7 @@ pub fn matmul(
     if !ENGINES.contains(&engine) {
         return Err(KernelError::UnknownKernel {
             name: engine.name().to_string(),
-            choices: quoted(ENGINES.into_iter().map(Engine::name)),
+            choices: choices(ENGINES.into_iter().map(Engine::name)),
         });
     }
     if m == 0 || n == 0 {
