@@ -591,7 +591,7 @@ macro_rules! dense_kernel {
                 }
             }
 
-            /// [`micro`] tiles of `R` rows × `W` vectors (then single vectors) across the first
+            /// [`micro`] tiles of `R` rows × `W` vectors (then narrower ones) across the first
             /// `cols` columns (a multiple of LANES) of `b` read in place. The first tile
             /// prefetches `prefetch_cols` columns of the row [`PREFETCH_ROWS`] ahead, so that
             /// `b` is fetched in row order (long sequential runs) for every tile.
@@ -627,6 +627,56 @@ macro_rules! dense_kernel {
                         pf,
                     );
                     j += W * LANES;
+                }
+                // The rest in halving widths (a single-vector tile of one row would wait on
+                // its FMA latency: 15 of them took longer than a 256-column tile).
+                if W > 8 && j + 8 * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 8>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += 8 * LANES;
+                }
+                if W > 4 && j + 4 * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 4>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += 4 * LANES;
+                }
+                if W > 2 && j + 2 * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 2>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += 2 * LANES;
                 }
                 while j < cols {
                     let pf = if j == 0 { prefetch_cols } else { 0 };
