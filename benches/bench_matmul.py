@@ -178,7 +178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown shape(s) {unknown}; choose from {list(by_name)}")
     _core.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    rows = [(by_name[name], measure(by_name[name], args.kernel, args.repeats, args.rounds, args.pause)) for name in names]
+    rows = [(by_name[name], measure(by_name[name], args.kernel, args.repeats, args.rounds, args.pause))
+            for name in names]
     text, misses = table(rows)
     try:
         load = f"{os.getloadavg()[0]:.2f}"

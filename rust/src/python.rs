@@ -30,18 +30,23 @@ struct PyCentroidIndex {
     inner: CentroidIndex,
 }
 
+/// What `obj` is, for an error message: its type, and its dtype when it has one.
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    match obj.getattr("dtype") {
+        Ok(dtype) => format!("{} with dtype {}", obj.get_type(), dtype),
+        Err(_) => obj.get_type().to_string(),
+    }
+}
+
 /// `obj` as a read-only float32 array, or TypeError naming `argument` and what it got.
 fn float32_array<'py>(
     obj: &Bound<'py, PyAny>,
     argument: &str,
 ) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
     obj.extract::<PyReadonlyArrayDyn<'py, f32>>().map_err(|_| {
-        let got = match obj.getattr("dtype") {
-            Ok(dtype) => format!("{} with dtype {}", obj.get_type(), dtype),
-            Err(_) => obj.get_type().to_string(),
-        };
         PyTypeError::new_err(format!(
-            "{argument} must be a float32 NumPy array, got {got}"
+            "{argument} must be a float32 NumPy array, got {}",
+            describe(obj)
         ))
     })
 }
@@ -197,13 +202,9 @@ fn matmul_array<'a, 'py>(
     ndim: usize,
 ) -> PyResult<(&'a Bound<'py, PyArrayDyn<f32>>, Layout)> {
     let array = obj.cast::<PyArrayDyn<f32>>().map_err(|_| {
-        let got = match obj.getattr("dtype") {
-            Ok(dtype) => format!("{} with dtype {}", obj.get_type(), dtype),
-            Err(_) => obj.get_type().to_string(),
-        };
         bad(
             argument,
-            format!("must be a float32 NumPy array, got {got}"),
+            format!("must be a float32 NumPy array, got {}", describe(obj)),
         )
     })?;
     if array.ndim() != ndim {
