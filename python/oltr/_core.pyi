@@ -16,6 +16,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "available_kernels",
+    "matmul",
 ]
 
 __version__: Final[str]
@@ -91,4 +92,28 @@ def available_kernels() -> list[str]:
     ``"avx2-f32"`` (AVX2 + FMA),
     ``"portable-f32"``. Names listed in ``$OLTR_DISABLE_KERNELS`` (comma-separated) are
     left out.
+    """
+
+def matmul(
+    a: NDArray[np.float32],
+    b: NDArray[np.float32],
+    out: NDArray[np.float32],
+    bias: NDArray[np.float32] | None = None,
+    *,
+    kernel: str = "auto",
+) -> None:
+    """out = a @ b (+ bias), float32, written in place; batch-invariant bits.
+
+    a: float32 (M, K); b: float32 (K, N); out: float32 (M, N), writeable; bias: float32 (N,) or
+    None. The last axis of each must have unit stride; rows may have any stride >= the row
+    length (views of larger arrays). ``out[i, j] = fl(acc + bias[j])`` (no addition without
+    bias) where ``acc = 0`` and ``acc = fma(a[i, k], b[k, j], acc)`` for k = 0..K-1 in order,
+    so an element's bits depend only on ``a[i, :]``, ``b[:, j]`` and ``bias[j]``: not on M, the
+    row's position, the thread count or the kernel. K = 0 gives bias (or zeros).
+
+    kernel: ``"auto"`` (the first of ``"avx512-f32"``, ``"avx2-f32"``, ``"portable-f32"`` this
+    CPU runs) or one of those names. A wrong dtype, number of dimensions, shape or inner
+    stride, a read-only ``out``, ``out`` overlapping a, b or bias in memory, or an unknown or
+    unsupported kernel raises ValueError naming the argument. Runs on
+    :func:`get_num_threads` threads (GIL released).
     """

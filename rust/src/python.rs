@@ -5,10 +5,14 @@
 //! Inputs must not be modified by another thread during a call.
 
 use numpy::ndarray::Ix2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArrayDyn};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::kernel::dense::{self, MatMut, MatRef};
 use crate::kernel::{pool, CentroidIndex, Engine, KernelError};
 
 impl From<KernelError> for PyErr {
@@ -26,18 +30,23 @@ struct PyCentroidIndex {
     inner: CentroidIndex,
 }
 
+/// What `obj` is, for an error message: its type, and its dtype when it has one.
+fn describe(obj: &Bound<'_, PyAny>) -> String {
+    match obj.getattr("dtype") {
+        Ok(dtype) => format!("{} with dtype {}", obj.get_type(), dtype),
+        Err(_) => obj.get_type().to_string(),
+    }
+}
+
 /// `obj` as a read-only float32 array, or TypeError naming `argument` and what it got.
 fn float32_array<'py>(
     obj: &Bound<'py, PyAny>,
     argument: &str,
 ) -> PyResult<PyReadonlyArrayDyn<'py, f32>> {
     obj.extract::<PyReadonlyArrayDyn<'py, f32>>().map_err(|_| {
-        let got = match obj.getattr("dtype") {
-            Ok(dtype) => format!("{} with dtype {}", obj.get_type(), dtype),
-            Err(_) => obj.get_type().to_string(),
-        };
         PyTypeError::new_err(format!(
-            "{argument} must be a float32 NumPy array, got {got}"
+            "{argument} must be a float32 NumPy array, got {}",
+            describe(obj)
         ))
     })
 }
@@ -162,6 +171,152 @@ fn get_num_threads() -> usize {
     pool::num_threads()
 }
 
+/// The memory layout of a float32 array argument of `matmul` (rows × cols, row stride in
+/// elements; a 1-D array is one row).
+struct Layout {
+    ptr: *mut f32,
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    /// Elements spanned from `ptr`.
+    len: usize,
+}
+
+impl Layout {
+    /// Bytes `[start, end)` the array spans (empty when it has no element).
+    fn bytes(&self) -> (usize, usize) {
+        let start = self.ptr as usize;
+        (start, start + self.len * 4)
+    }
+}
+
+fn bad(argument: &'static str, detail: String) -> PyErr {
+    KernelError::BadMatrix { argument, detail }.into()
+}
+
+/// `obj` as a float32 NumPy array of `ndim` dimensions whose last axis has unit stride, rows
+/// any stride >= the row length; ValueError naming `argument` otherwise.
+fn matmul_array<'a, 'py>(
+    obj: &'a Bound<'py, PyAny>,
+    argument: &'static str,
+    ndim: usize,
+) -> PyResult<(&'a Bound<'py, PyArrayDyn<f32>>, Layout)> {
+    let array = obj.cast::<PyArrayDyn<f32>>().map_err(|_| {
+        bad(
+            argument,
+            format!("must be a float32 NumPy array, got {}", describe(obj)),
+        )
+    })?;
+    if array.ndim() != ndim {
+        return Err(bad(
+            argument,
+            format!("must be {ndim}-D, got {} dimension(s)", array.ndim()),
+        ));
+    }
+    let (shape, strides) = (array.shape(), array.strides());
+    let (rows, cols, row_bytes, col_bytes) = if ndim == 2 {
+        (shape[0], shape[1], strides[0], strides[1])
+    } else {
+        (1, shape[0], 0, strides[0])
+    };
+    let empty = rows == 0 || cols == 0;
+    if !empty && cols > 1 && col_bytes != 4 {
+        return Err(bad(
+            argument,
+            format!("must have a unit stride along its last axis (4 bytes), got {col_bytes} bytes"),
+        ));
+    }
+    let stride = if !empty && rows > 1 {
+        usize::try_from(row_bytes)
+            .ok()
+            .filter(|b| b.is_multiple_of(4))
+            .ok_or_else(|| {
+                bad(
+                    argument,
+                    format!(
+                        "rows must have a positive stride of whole elements, got {row_bytes} bytes"
+                    ),
+                )
+            })?
+            / 4
+    } else {
+        cols
+    };
+    let ptr = array.data();
+    if !(ptr as usize).is_multiple_of(4) {
+        return Err(bad(argument, "data must be aligned to 4 bytes".to_string()));
+    }
+    let len = dense::span(argument, rows, cols, stride)?;
+    Ok((
+        array,
+        Layout {
+            ptr,
+            rows,
+            cols,
+            stride,
+            len,
+        },
+    ))
+}
+
+/// out = a @ b (+ bias) in float32 with fused multiply-adds in k order (see `kernel::dense`).
+#[pyfunction]
+#[pyo3(signature = (a, b, out, bias = None, *, kernel = "auto"))]
+fn matmul(
+    py: Python<'_>,
+    a: &Bound<'_, PyAny>,
+    b: &Bound<'_, PyAny>,
+    out: &Bound<'_, PyAny>,
+    bias: Option<&Bound<'_, PyAny>>,
+    kernel: &str,
+) -> PyResult<()> {
+    let engine = dense::engine(kernel)?;
+    let (a_arr, a_lay) = matmul_array(a, "a", 2)?;
+    let (b_arr, b_lay) = matmul_array(b, "b", 2)?;
+    let (out_arr, out_lay) = matmul_array(out, "out", 2)?;
+    let bias = bias.map(|bias| matmul_array(bias, "bias", 1)).transpose()?;
+    let (o0, o1) = out_lay.bytes();
+    let inputs = [("a", &a_lay), ("b", &b_lay)]
+        .into_iter()
+        .chain(bias.as_ref().map(|(_, lay)| ("bias", lay)));
+    for (name, lay) in inputs {
+        let (s, e) = lay.bytes();
+        if s < e && o0 < o1 && s < o1 && o0 < e {
+            return Err(bad(
+                "out",
+                format!("must not overlap {name} in memory (out is written while {name} is read)"),
+            ));
+        }
+    }
+    let _a_guard = a_arr.try_readonly()?;
+    let _b_guard = b_arr.try_readonly()?;
+    let _bias_guard = bias
+        .as_ref()
+        .map(|(arr, _)| arr.try_readonly())
+        .transpose()?;
+    let _out_guard = out_arr.try_readwrite().map_err(|err| match err {
+        numpy::BorrowError::NotWriteable => bad("out", "must be writeable".to_string()),
+        other => bad("out", format!("cannot be borrowed for writing: {other}")),
+    })?;
+    // SAFETY: each layout spans `len` elements inside its array (checked by `matmul_array`),
+    // the borrow guards keep the arrays alive and unaliased by other Rust borrows during the
+    // call, and out does not overlap the inputs (checked above).
+    let (a_data, b_data, out_data, bias_data) = unsafe {
+        (
+            std::slice::from_raw_parts(a_lay.ptr.cast_const(), a_lay.len),
+            std::slice::from_raw_parts(b_lay.ptr.cast_const(), b_lay.len),
+            std::slice::from_raw_parts_mut(out_lay.ptr, out_lay.len),
+            bias.as_ref()
+                .map(|(_, lay)| std::slice::from_raw_parts(lay.ptr.cast_const(), lay.len)),
+        )
+    };
+    let a_view = MatRef::new("a", a_data, a_lay.rows, a_lay.cols, a_lay.stride)?;
+    let b_view = MatRef::new("b", b_data, b_lay.rows, b_lay.cols, b_lay.stride)?;
+    let out_view = MatMut::new("out", out_data, out_lay.rows, out_lay.cols, out_lay.stride)?;
+    py.detach(|| dense::matmul(a_view, b_view, out_view, bias_data, engine))?;
+    Ok(())
+}
+
 #[pymodule(gil_used = false)]
 #[pyo3(name = "_core")]
 fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -178,5 +333,6 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
+    m.add_function(wrap_pyfunction!(matmul, m)?)?;
     Ok(())
 }

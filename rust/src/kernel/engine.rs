@@ -192,7 +192,7 @@ impl Engine {
 }
 
 /// `'a', 'b', 'c'`.
-fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
+pub(crate) fn quoted<'a>(names: impl Iterator<Item = &'a str>) -> String {
     names
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()

@@ -33,6 +33,11 @@ pub enum KernelError {
         max_dim: usize,
         dim: usize,
     },
+    /// A matrix argument of `matmul` has the wrong shape or layout; `detail` says what.
+    BadMatrix {
+        argument: &'static str,
+        detail: String,
+    },
 }
 
 impl fmt::Display for KernelError {
@@ -82,6 +87,7 @@ impl fmt::Display for KernelError {
                 "kernel {name:?} handles D <= {max_dim}, the centroids have D = {dim} \
                  (use kernel='auto')"
             ),
+            Self::BadMatrix { argument, detail } => write!(f, "{argument} {detail}"),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod bf16;
 mod calibrate;
 pub mod candidates;
+pub mod dense;
 pub mod distance;
 pub mod engine;
 pub mod error;

@@ -214,17 +214,16 @@ pub fn scan(
 /// Writes the kernel module `$name` for one instruction set: `$feat` its target features,
 /// `$lanes` its vector width, `$group` the rows per micro-group and `$tiles` the NP used
 /// for each MR variant (MR ∈ {1, 2, 4, $group}); `$ops` a module of `#[inline]` vector ops
-/// (`zero`, `load`, `load_bf16`, `bcast`, `fma`, `le_mask`, `store`, type `V`).
+/// (`zero`, `load`, `load_bf16`, `bcast`, `fma`, `le_mask`, `store`, type `V`: [`avx2_ops`],
+/// [`avx512_ops`]).
 #[cfg(target_arch = "x86_64")]
 macro_rules! f32_kernel {
-    ($name:ident, $feat:literal, $lanes:expr, $group:expr, [$np1:expr, $np2:expr, $np4:expr, $npg:expr], $ops:item) => {
+    ($name:ident, $feat:literal, $lanes:expr, $group:expr, [$np1:expr, $np2:expr, $np4:expr, $npg:expr], $ops:ident) => {
         mod $name {
             use super::super::candidates::{ExactData, QueryState};
             use super::F32Centroids;
 
-            $ops
-
-            use ops::*;
+            use super::$ops::*;
 
             const LANES: usize = $lanes;
             /// Rows per micro-group.
@@ -374,103 +373,131 @@ macro_rules! f32_kernel {
 }
 
 #[cfg(target_arch = "x86_64")]
-f32_kernel!(
-    avx2,
-    "avx2,fma",
-    8,
-    6,
-    [4, 4, 3, 2],
-    mod ops {
-        use std::arch::x86_64::*;
-        pub type V = __m256;
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        pub fn zero() -> V {
-            _mm256_setzero_ps()
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        pub unsafe fn load(p: *const f32) -> V {
-            _mm256_load_ps(p)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        pub fn bcast(v: f32) -> V {
-            _mm256_set1_ps(v)
-        }
-        /// 8 bf16 values widened to f32 (a 16-bit shift).
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        pub unsafe fn load_bf16(p: *const u16) -> V {
-            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                _mm_load_si128(p.cast()),
-            )))
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        pub fn fma(a: V, b: V, c: V) -> V {
-            _mm256_fmadd_ps(a, b, c)
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        pub fn le_mask(v: V, t: V) -> u32 {
-            _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(v, t)) as u32
-        }
-        #[target_feature(enable = "avx2,fma")]
-        #[inline]
-        pub unsafe fn store(p: *mut f32, v: V) {
-            _mm256_storeu_ps(p, v)
-        }
-    }
-);
+f32_kernel!(avx2, "avx2,fma", 8, 6, [4, 4, 3, 2], avx2_ops);
 
 #[cfg(target_arch = "x86_64")]
-f32_kernel!(
-    avx512,
-    "avx512f",
-    16,
-    12,
-    [8, 8, 6, 2],
-    mod ops {
-        use std::arch::x86_64::*;
-        pub type V = __m512;
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        pub fn zero() -> V {
-            _mm512_setzero_ps()
-        }
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        pub unsafe fn load(p: *const f32) -> V {
-            _mm512_load_ps(p)
-        }
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        pub fn bcast(v: f32) -> V {
-            _mm512_set1_ps(v)
-        }
-        /// 16 bf16 values widened to f32 (a 16-bit shift).
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        pub unsafe fn load_bf16(p: *const u16) -> V {
-            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                _mm256_load_si256(p.cast()),
-            )))
-        }
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        pub fn fma(a: V, b: V, c: V) -> V {
-            _mm512_fmadd_ps(a, b, c)
-        }
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        pub fn le_mask(v: V, t: V) -> u32 {
-            u32::from(_mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, t))
-        }
-        #[target_feature(enable = "avx512f")]
-        #[inline]
-        pub unsafe fn store(p: *mut f32, v: V) {
-            _mm512_storeu_ps(p, v)
-        }
+f32_kernel!(avx512, "avx512f", 16, 12, [8, 8, 6, 2], avx512_ops);
+
+/// The AVX2+FMA (8 lanes) vector ops of the f32 kernels (`simd_f32`, `dense`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2_ops {
+    use std::arch::x86_64::*;
+    pub type V = __m256;
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn zero() -> V {
+        _mm256_setzero_ps()
     }
-);
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn load(p: *const f32) -> V {
+        _mm256_load_ps(p)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn bcast(v: f32) -> V {
+        _mm256_set1_ps(v)
+    }
+    /// 8 bf16 values widened to f32 (a 16-bit shift).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn load_bf16(p: *const u16) -> V {
+        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+            _mm_load_si128(p.cast()),
+        )))
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn fma(a: V, b: V, c: V) -> V {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn le_mask(v: V, t: V) -> u32 {
+        _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_LE_OQ>(v, t)) as u32
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn store(p: *mut f32, v: V) {
+        _mm256_storeu_ps(p, v)
+    }
+    /// An unaligned load.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub unsafe fn loadu(p: *const f32) -> V {
+        _mm256_loadu_ps(p)
+    }
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn add(a: V, b: V) -> V {
+        _mm256_add_ps(a, b)
+    }
+    /// Asks for the cache line at `p` into L2 (a hint: any address is allowed).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    pub fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast())
+    }
+}
+
+/// The AVX-512F (16 lanes) vector ops of the f32 kernels (`simd_f32`, `dense`).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512_ops {
+    use std::arch::x86_64::*;
+    pub type V = __m512;
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn zero() -> V {
+        _mm512_setzero_ps()
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn load(p: *const f32) -> V {
+        _mm512_load_ps(p)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn bcast(v: f32) -> V {
+        _mm512_set1_ps(v)
+    }
+    /// 16 bf16 values widened to f32 (a 16-bit shift).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn load_bf16(p: *const u16) -> V {
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+            _mm256_load_si256(p.cast()),
+        )))
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn fma(a: V, b: V, c: V) -> V {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn le_mask(v: V, t: V) -> u32 {
+        u32::from(_mm512_cmp_ps_mask::<_CMP_LE_OQ>(v, t))
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn store(p: *mut f32, v: V) {
+        _mm512_storeu_ps(p, v)
+    }
+    /// An unaligned load.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn loadu(p: *const f32) -> V {
+        _mm512_loadu_ps(p)
+    }
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn add(a: V, b: V) -> V {
+        _mm512_add_ps(a, b)
+    }
+    /// Asks for the cache line at `p` into L2 (a hint: any address is allowed).
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T1>(p.cast())
+    }
+}

@@ -1,0 +1,482 @@
+//! The AVX-512 and AVX2 region kernels of `dense` (one macro, two instruction sets).
+
+/// Writes the region kernel module `$name` for one instruction set: `$feat` its target
+/// features, `$np` vectors per panel row, `$ops` its vector ops in `simd_f32`.
+macro_rules! dense_kernel {
+    ($name:ident, $feat:literal, $np:expr, $wide:expr, $ops:ident) => {
+        pub(crate) mod $name {
+            use crate::kernel::dense::{Region, KC, NC, PANELS, PREFETCH_ROWS};
+            use crate::kernel::simd_f32::$ops::*;
+            use crate::kernel::simd_f32::Block;
+
+            /// f32 lanes per vector.
+            const LANES: usize = std::mem::size_of::<V>() / 4;
+            /// Vectors per panel row.
+            const NP: usize = $np;
+            /// Columns per panel.
+            pub const NR: usize = NP * LANES;
+            /// Rows per micro-kernel tile.
+            const MR: usize = 6;
+            /// Vectors per tile of a direct read for 1..=MR rows.
+            const WIDE: [usize; MR] = $wide;
+
+            /// `c[0..R, 0..W·LANES] = (load_c ? c : 0) + a[0..R, 0..kc] · b[0..kc, 0..W·LANES]`
+            /// (+ bias when `bias` is not null), one FMA per (row, column, k) in k order.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn micro<const R: usize, const W: usize>(
+                a: *const f32,
+                lda: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                prefetch_cols: usize,
+            ) {
+                let mut acc = [[zero(); W]; R];
+                if load_c {
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        for (p, v) in row.iter_mut().enumerate() {
+                            *v = loadu(c.add(r * ldc + p * LANES));
+                        }
+                    }
+                }
+                for kk in 0..kc {
+                    let bk = b.add(kk * ldb);
+                    let ahead = bk.wrapping_add(PREFETCH_ROWS * ldb);
+                    for q in (0..prefetch_cols).step_by(16) {
+                        prefetch(ahead.wrapping_add(q));
+                    }
+                    let mut bv = [zero(); W];
+                    for (p, v) in bv.iter_mut().enumerate() {
+                        *v = loadu(bk.add(p * LANES));
+                    }
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let x = bcast(*a.add(r * lda + kk));
+                        for (v, w) in row.iter_mut().zip(bv.iter()) {
+                            *v = fma(x, *w, *v);
+                        }
+                    }
+                }
+                if !bias.is_null() {
+                    for row in acc.iter_mut() {
+                        for (p, v) in row.iter_mut().enumerate() {
+                            *v = add(*v, loadu(bias.add(p * LANES)));
+                        }
+                    }
+                }
+                for (r, row) in acc.iter().enumerate() {
+                    for (p, v) in row.iter().enumerate() {
+                        store(c.add(r * ldc + p * LANES), *v);
+                    }
+                }
+            }
+
+            /// [`micro`] over `m` rows (slivers of MR, then one shorter tile).
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn rows(
+                a: *const f32,
+                lda: usize,
+                m: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+            ) {
+                let mut i = 0;
+                while i + MR <= m {
+                    micro::<MR, NP>(
+                        a.add(i * lda),
+                        lda,
+                        b,
+                        ldb,
+                        kc,
+                        c.add(i * ldc),
+                        ldc,
+                        load_c,
+                        bias,
+                        0,
+                    );
+                    i += MR;
+                }
+                let (a, c) = (a.add(i * lda), c.add(i * ldc));
+                match m - i {
+                    0 => {}
+                    1 => micro::<1, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    2 => micro::<2, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    3 => micro::<3, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    4 => micro::<4, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    _ => micro::<5, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                }
+            }
+
+            /// [`micro`] tiles of `R` rows × `W` vectors (then narrower ones) across the first
+            /// `cols` columns (a multiple of LANES) of `b` read in place. The first tile
+            /// prefetches `prefetch_cols` columns of the row [`PREFETCH_ROWS`] ahead, so that
+            /// `b` is fetched in row order (long sequential runs) for every tile.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn sweep<const R: usize, const W: usize>(
+                a: *const f32,
+                lda: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                cols: usize,
+                prefetch_cols: usize,
+            ) {
+                let at = |p: *const f32, j: usize| if p.is_null() { p } else { p.add(j) };
+                let mut j = 0;
+                while j + W * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, W>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += W * LANES;
+                }
+                // The rest in halving widths (a single-vector tile of one row would wait on
+                // its FMA latency: 15 of them took longer than a 256-column tile).
+                if W > 8 && j + 8 * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 8>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += 8 * LANES;
+                }
+                if W > 4 && j + 4 * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 4>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += 4 * LANES;
+                }
+                if W > 2 && j + 2 * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 2>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += 2 * LANES;
+                }
+                while j < cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    micro::<R, 1>(
+                        a,
+                        lda,
+                        b.add(j),
+                        ldb,
+                        kc,
+                        c.add(j),
+                        ldc,
+                        load_c,
+                        at(bias, j),
+                        pf,
+                    );
+                    j += LANES;
+                }
+            }
+
+            /// The direct (unpacked) read of `cols` columns for `m <= MR` rows: the widest tile
+            /// the registers hold for that many rows ([`WIDE`]), so that each k reads a long
+            /// run of row k of `b`.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn direct(
+                a: *const f32,
+                lda: usize,
+                m: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                cols: usize,
+                prefetch_cols: usize,
+            ) {
+                let pf = prefetch_cols;
+                match m {
+                    1 => {
+                        sweep::<1, { WIDE[0] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    2 => {
+                        sweep::<2, { WIDE[1] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    3 => {
+                        sweep::<3, { WIDE[2] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    4 => {
+                        sweep::<4, { WIDE[3] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    5 => {
+                        sweep::<5, { WIDE[4] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                    _ => {
+                        sweep::<MR, { WIDE[5] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
+                    }
+                }
+            }
+
+            /// The last `cols < LANES` columns of a direct read, one `f32::mul_add` (an FMA
+            /// instruction here) per (row, column, k) in k order: the lanes' arithmetic.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn tail(
+                a: *const f32,
+                lda: usize,
+                m: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                cols: usize,
+            ) {
+                for i in 0..m {
+                    for j in 0..cols {
+                        let out = c.add(i * ldc + j);
+                        let mut acc = if load_c { *out } else { 0.0 };
+                        for kk in 0..kc {
+                            acc = (*a.add(i * lda + kk)).mul_add(*b.add(kk * ldb + j), acc);
+                        }
+                        if !bias.is_null() {
+                            acc += *bias.add(j);
+                        }
+                        *out = acc;
+                    }
+                }
+            }
+
+            /// A ragged panel (`cols < NR` columns): the tile goes through a buffer of MR × NR
+            /// (zero padding in the columns past `cols`; `b` is zero-padded too).
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn ragged(
+                a: *const f32,
+                lda: usize,
+                m: usize,
+                b: *const f32,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                cols: usize,
+                load_c: bool,
+                bias: *const f32,
+            ) {
+                let mut tile = [0.0f32; MR * NR];
+                let mut padded_bias = [0.0f32; NR];
+                let bias = if bias.is_null() {
+                    bias
+                } else {
+                    padded_bias[..cols].copy_from_slice(std::slice::from_raw_parts(bias, cols));
+                    padded_bias.as_ptr()
+                };
+                let mut i = 0;
+                while i < m {
+                    let h = (m - i).min(MR);
+                    if load_c {
+                        for r in 0..h {
+                            let src = std::slice::from_raw_parts(c.add((i + r) * ldc), cols);
+                            tile[r * NR..r * NR + cols].copy_from_slice(src);
+                        }
+                    }
+                    rows(
+                        a.add(i * lda),
+                        lda,
+                        h,
+                        b,
+                        NR,
+                        kc,
+                        tile.as_mut_ptr(),
+                        NR,
+                        load_c,
+                        bias,
+                    );
+                    for r in 0..h {
+                        let dst = std::slice::from_raw_parts_mut(c.add((i + r) * ldc), cols);
+                        dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
+                    }
+                    i += MR;
+                }
+            }
+
+            /// Packs `b[0..kc, 0..nc]` as panels of NR columns (panel `p`, row `k` at
+            /// `(p * kc + k) * NR`), zero-padding the last.
+            #[target_feature(enable = $feat)]
+            unsafe fn pack(b: *const f32, ldb: usize, kc: usize, nc: usize, dst: *mut f32) {
+                let panels = nc.div_ceil(NR);
+                for kk in 0..kc {
+                    let src = b.add(kk * ldb);
+                    for p in 0..panels {
+                        let w = (nc - p * NR).min(NR);
+                        let d = dst.add((p * kc + kk) * NR);
+                        if w == NR {
+                            for v in 0..NP {
+                                store(d.add(v * LANES), loadu(src.add(p * NR + v * LANES)));
+                            }
+                        } else {
+                            std::ptr::copy_nonoverlapping(src.add(p * NR), d, w);
+                            std::ptr::write_bytes(d.add(w), 0, NR - w);
+                        }
+                    }
+                }
+            }
+
+            /// Computes one region of `out` (see the module docs).
+            ///
+            /// # Safety
+            /// The CPU must have `$feat`; the region's pointers must address its elements.
+            #[target_feature(enable = $feat)]
+            pub(crate) unsafe fn region(r: &Region) {
+                PANELS.with(|cell| {
+                    let mut buf = cell.borrow_mut();
+                    let need = (KC * NC).div_ceil(16);
+                    if buf.len() < need {
+                        buf.resize(need, Block::default());
+                    }
+                    let panels = buf.as_mut_ptr().cast::<f32>();
+                    let mut jc = 0;
+                    while jc < r.n {
+                        let nc = (r.n - jc).min(NC);
+                        let full = nc / NR;
+                        let mut pc = 0;
+                        while pc < r.k {
+                            let kc = (r.k - pc).min(KC);
+                            let b = r.b.add(pc * r.ldb + jc);
+                            if !r.direct {
+                                pack(b, r.ldb, kc, nc, panels);
+                            }
+                            let load_c = pc > 0;
+                            let bias = if pc + kc == r.k && !r.bias.is_null() {
+                                r.bias.add(jc)
+                            } else {
+                                std::ptr::null()
+                            };
+                            let a = r.a.add(pc);
+                            let c = r.c.add(jc);
+                            let mut i = 0;
+                            while i < r.m {
+                                let h = (r.m - i).min(MR);
+                                let (ai, ci) = (a.add(i * r.lda), c.add(i * r.ldc));
+                                if r.direct {
+                                    let vec_cols = nc / LANES * LANES;
+                                    let pf = if i == 0 { nc } else { 0 };
+                                    direct(
+                                        ai, r.lda, h, b, r.ldb, kc, ci, r.ldc, load_c, bias,
+                                        vec_cols, pf,
+                                    );
+                                    let at = |p: *const f32| {
+                                        if p.is_null() {
+                                            p
+                                        } else {
+                                            p.add(vec_cols)
+                                        }
+                                    };
+                                    tail(
+                                        ai,
+                                        r.lda,
+                                        h,
+                                        b.add(vec_cols),
+                                        r.ldb,
+                                        kc,
+                                        ci.add(vec_cols),
+                                        r.ldc,
+                                        load_c,
+                                        at(bias),
+                                        nc - vec_cols,
+                                    );
+                                } else {
+                                    for p in 0..full {
+                                        let bp = panels.add(p * kc * NR).cast_const();
+                                        let bias_p = if bias.is_null() {
+                                            bias
+                                        } else {
+                                            bias.add(p * NR)
+                                        };
+                                        let c = ci.add(p * NR);
+                                        rows(ai, r.lda, h, bp, NR, kc, c, r.ldc, load_c, bias_p);
+                                    }
+                                }
+                                if !r.direct && full * NR < nc {
+                                    let bias_p = if bias.is_null() {
+                                        bias
+                                    } else {
+                                        bias.add(full * NR)
+                                    };
+                                    ragged(
+                                        ai,
+                                        r.lda,
+                                        h,
+                                        panels.add(full * kc * NR),
+                                        kc,
+                                        ci.add(full * NR),
+                                        r.ldc,
+                                        nc - full * NR,
+                                        load_c,
+                                        bias_p,
+                                    );
+                                }
+                                i += MR;
+                            }
+                            pc += kc;
+                        }
+                        jc += nc;
+                    }
+                });
+            }
+        }
+    };
+}
+
+dense_kernel!(avx512, "avx512f", 4, [16, 12, 8, 6, 4, 4], avx512_ops);
+dense_kernel!(avx2, "avx2,fma", 2, [8, 6, 4, 3, 2, 2], avx2_ops);
