@@ -4,10 +4,9 @@ and vs the head's floor.
 Per shape (B queries, K classes, D = 512), all in one process, on the same weights:
 
 * ``oltr``: :class:`oltr.nn.MetaEmbeddingClassifier` in eval mode under ``torch.no_grad()``
-  (the cached Rust index of the memory, normalised cosine weights, transposed centroids and,
-  for B = 1, transposed weights; all built by the warm-up call, as in any run over more than
-  one batch). Its products run on numpy's OpenBLAS in tiles shared by ``torch.get_num_threads()``
-  threads (:mod:`oltr.nn._products`) where numpy has an OpenBLAS, with torch otherwise.
+  (the cached Rust index of the memory and transposed weights, built by the warm-up call, as
+  in any run over more than one batch). Its products run on the Rust core's batch-invariant
+  ``matmul`` (:mod:`oltr.nn._products`), on the core's threads.
 * ``official``: the official forward, re-stated in ``benches/bench_train_step.py``: the
   (B, K, D) expand + ``torch.norm`` + sort distance, ``10 / d``, softmax, and the cosine
   weights normalised on every call. Skipped where its (B, K, D) tensor exceeds
@@ -71,12 +70,10 @@ def load_average() -> str:
 
 
 def products_where() -> str:
-    """Where the head's products run here: numpy (for which shapes) or torch."""
+    """Where the head's products run here: the Rust core (float32 CPU) or torch."""
     from oltr.nn import _products
 
-    if not _products.available(_products.MIN_HEAD_WIDTH, 2, torch.zeros(1)):
-        return "torch"
-    return f"numpy where K·D ≥ {_products.MIN_HEAD_WIDTH} or B = 1, torch otherwise"
+    return "the Rust core's matmul" if _products.available(torch.zeros(1)) else "torch.mm (no Rust core)"
 
 
 def _shape(batch: int, num_classes: int) -> str:
@@ -178,10 +175,9 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            f"- D = {meta['dim']}; medians of {meta['repeats']} calls ({max(3, meta['repeats'] // 3)} where B·K ≥ 1e7; "
            f"official: a third as many), best of {meta['rounds']} interleaved rounds",
            f"- load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}", "",
-           "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index, "
-           "transposed centroids and normalised cosine and hallucinator weights; products on numpy's "
-           "OpenBLAS in tiles shared by the threads, `oltr.nn._products`, where the line above says; "
-           "torch.mm with the same caches elsewhere). "
+           "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index "
+           "and transposed hallucinator, selector and normalised cosine weights; products on the Rust "
+           "core's batch-invariant `matmul`, `oltr.nn._products`). "
            "`official` = the official forward "
            "(expand + norm + sort distance, "
            "cosine weights normalised per call; skipped where its B×K×D tensor would exceed "

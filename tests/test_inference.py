@@ -117,9 +117,9 @@ def test_the_index_is_built_once_per_model_across_batches(runs, images, count_in
     predictor.predict_features(x[:3])               # 2 more
     predictor.predict(images["paths"])              # 4 batches of images
     assert len(count_index_builds) == 1
-    if stage == "oltr":  # the head's normalised weights and transposed centroids: built once too
+    if stage == "oltr":  # the head's transposed weights (core path): built once too
         builds = predictor.model.classifier.cache_builds
-        assert builds["unit_weight"] == 1 and builds["centroids_t"] == 1
+        assert (builds["unit_weight"], builds["centroids_t"], builds["weights_t"]) == (0, 0, 3)
     again = Predictor.from_checkpoint(runs[stage], "cpu", batch_size=2)  # a new model: its own index
     np.testing.assert_array_equal(again.predict_features(x).labels, first.labels)
     assert len(count_index_builds) == 2

@@ -26,6 +26,7 @@ import threading
 import weakref
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -119,8 +120,11 @@ class NearestCentroidDispatch:
             dist, idx = _torch_nearest(query, centroids.detach().to(query.dtype))
             return dist.to(x.dtype), idx
         index = self._index_for(centroids)
-        dist, idx = index.search(x.detach().to(torch.float32), k=1)
-        return dist[:, 0].to(x.dtype), idx[:, 0].to(torch.long)
+        # a float32 C-contiguous numpy array takes the index's direct path (the core checks it)
+        query = np.ascontiguousarray((x if x.dtype is torch.float32 else x.float()).detach().numpy())
+        dist, idx = index.search(query, k=1)
+        distance = torch.from_numpy(dist[:, 0])
+        return (distance if x.dtype is torch.float32 else distance.to(x.dtype)), torch.from_numpy(idx[:, 0])
 
     def extend(self, old: Tensor, new: Tensor, old_key: Optional[tuple] = None) -> None:
         """``new`` is ``old`` with rows appended (a class enrolled; or none: the same values

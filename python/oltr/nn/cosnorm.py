@@ -117,9 +117,8 @@ class CosNormClassifier(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.in_dims:
             raise ValueError(f"x must have shape (B, {self.in_dims}), got {tuple(x.shape)}")
         if inference_fast_path(self, x):
-            if _products.available(self.weight.shape[0] * self.weight.shape[1], x.shape[0], x, self.weight):
-                with _products.single_threaded_blas():
-                    return torch.from_numpy(self.inference_logits(_products.view(x)))
+            if _products.available(x, self.weight):
+                return torch.from_numpy(self.inference_logits(_products.view(x)))
             return self._torch_inference(x)
         norm = x.norm(p=2, dim=1, keepdim=True)
         if self.squash == "code":
@@ -140,15 +139,13 @@ class CosNormClassifier(nn.Module):
         return torch.mm(x * factor, self.unit_weight().t())
 
     def inference_logits(self, v: np.ndarray) -> np.ndarray:
-        """The logits of ``v`` (B, in_dims) at inference, on numpy's BLAS (same dtype as the
-        weight, no autograd): :meth:`squash_into`, then the product with the cached unit
-        weight (:meth:`inference_product`). Call inside
-        :class:`oltr.nn._products.single_threaded_blas`."""
+        """The logits (B, K) of ``v`` (B, in_dims) float32 at inference, on the Rust core
+        (:func:`oltr.nn._products.matmul`, batch-invariant): ``v`` times its rows' squash
+        factors (:meth:`squash_into`), times the cached transposed unit weight (in_dims, K).
+        K is the cached weight's: ``out_dims`` may run ahead of it while a class is enrolled."""
         scaled = np.empty_like(v)
         self.squash_into(v, scaled)
-        logits, tasks = self.inference_product(scaled)
-        _products.run([tasks], scaled.shape[0] * logits.shape[1] * scaled.shape[1])
-        return logits
+        return _products.matmul(scaled, _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed)))
 
     def squash_into(self, v: np.ndarray, out: np.ndarray) -> None:
         """``out = logit_scale * squash(v)`` for ``v`` (B, in_dims): each row times its
@@ -163,19 +160,6 @@ class CosNormClassifier(nn.Module):
             factor /= norm * norm + 1
         np.multiply(v, factor[:, None], out=out)
 
-    def inference_product(self, scaled: np.ndarray) -> tuple[np.ndarray, _products.Tasks]:
-        """``(logits, tasks)``: the (B, K) logits array and the tasks that fill it with
-        ``scaled @ unit_weight.T`` (:func:`oltr.nn._products.run`), from the cached transposed
-        unit weight (D, K), which OpenBLAS reads faster than the (K, D) one at every batch
-        size (see :meth:`MetaEmbeddingClassifier._numpy_inference`). K is the
-        cached weight's row count: ``out_dims`` may run ahead of it while a class is enrolled."""
-        batch = scaled.shape[0]
-        weight = _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed))
-        classes = weight.shape[1]
-        logits = np.empty((batch, classes), dtype=scaled.dtype)
-        return logits, (_products.product_into, (scaled, weight, logits, True),
-                        _products.tiles(batch, classes, scaled.shape[1]))
-
     def extra_repr(self) -> str:
         return (f"in_dims={self.in_dims}, out_dims={self.out_dims}, logit_scale={self.logit_scale}, "
                 f"squash={self.squash!r}")
@@ -186,7 +170,7 @@ def _normalise_rows(weight: Tensor) -> Tensor:
 
 
 def _normalised_transposed(weight: Tensor) -> Tensor:
-    # (in_dims, out_dims) contiguous: the numpy path's weight for every batch (inference_product);
+    # (in_dims, out_dims) contiguous: the core path's weight for every batch (inference_logits);
     # the torch path's for a batch of one row, where torch.mm(x, .) runs ~2.5x faster than
     # x @ W.t() with MKL on this CPU (1 x 512 @ 512 x 1e4: ~0.8 vs ~2 ms). The torch path's
     # batches of more rows keep W.t(): with MKL and the transposed copy a row's logits would
