@@ -121,8 +121,8 @@ class NearestCentroidDispatch:
             return dist.to(x.dtype), idx
         index = self._index_for(centroids)
         # a float32 C-contiguous numpy array takes the index's direct path (the core checks it)
-        query = np.ascontiguousarray((x if x.dtype is torch.float32 else x.float()).detach().numpy())
-        dist, idx = index.search(query, k=1)
+        rows = np.ascontiguousarray((x if x.dtype is torch.float32 else x.float()).detach().numpy())
+        dist, idx = index.search(rows, k=1)
         distance = torch.from_numpy(dist[:, 0])
         return (distance if x.dtype is torch.float32 else distance.to(x.dtype)), torch.from_numpy(idx[:, 0])
 
