@@ -40,7 +40,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle OpenMP
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_seconds  # benches/ helper (the script's folder is on sys.path)
+from _timing import median_seconds, replace_section, write_section  # noqa: F401  (benches/ helpers)
 from bench_train_step import _OfficialMetaEmbedding  # noqa: E402  (the official forward, one copy)
 from oltr._platform import cpu_info  # noqa: E402
 from oltr.memory.bench import Case, format_case, format_time  # noqa: E402
@@ -199,29 +199,6 @@ def section(rows: Sequence[dict], meta: dict) -> str:
     else:
         out += ["Every target met in this run.", ""]
     return "\n".join(out)
-
-
-def replace_section(document: str, title: str, new: str) -> str:
-    """``document`` with the top-level section whose heading line is ``title`` replaced by
-    ``new`` (appended when absent); every other section is kept as it was."""
-    lines = document.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.strip() == title), None)
-    if start is None:
-        body = document.rstrip("\n")
-        return (body + "\n\n" if body else "") + new.rstrip("\n") + "\n"
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("# ")), len(lines))
-    kept_after = "\n".join(lines[end:])
-    before = "\n".join(lines[:start]).rstrip("\n")
-    parts = [p for p in (before, new.rstrip("\n"), kept_after.rstrip("\n")) if p]
-    return "\n\n".join(parts) + "\n"
-
-
-def write_section(path: str, text: str, title: str) -> None:
-    target = Path(path)
-    document = target.read_text() if target.exists() else ""
-    temp = target.with_name(f".{target.name}.tmp")
-    temp.write_text(replace_section(document, title, text))
-    os.replace(temp, target)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

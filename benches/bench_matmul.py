@@ -39,9 +39,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import median_seconds  # noqa: E402  (benches/ helper)
+from _timing import median_seconds, write_section  # noqa: E402  (benches/ helpers)
 from oltr import _core  # noqa: E402
 from oltr._platform import cpu_info  # noqa: E402
+
+SECTION_TITLE = "# Benchmark: float32 matmul of the head's products"
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--pause", type=float, default=0.3,
                         help="idle seconds before each method's calls (default 0.3)")
     parser.add_argument("--no-check", action="store_true", help="report misses without exit status 1")
+    parser.add_argument("--write", metavar="FILE", help="replace this benchmark's section of FILE")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.repeats < 1 or args.rounds < 1 or args.pause < 0:
         parser.error("--threads, --repeats and --rounds must be >= 1, --pause >= 0")
@@ -185,14 +188,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         load = f"{os.getloadavg()[0]:.2f}"
     except OSError:
         load = "n/a"
-    print(f"CPU: {cpu_info().label}")
-    print(f"oltr kernel={args.kernel}, {args.threads} thread(s); torch {torch.__version__} "
-          f"({args.threads} thread(s)); numpy {np.__version__}; load average {load}")
-    print(f"medians of {args.repeats} calls, best of {args.rounds} interleaved rounds, "
-          f"{args.pause:g} s pause before each method\n")
-    print(text)
-    if misses:
-        print("\nmissed: " + "; ".join(misses))
+    command = "python3 benches/bench_matmul.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    title = f"{SECTION_TITLE} ({cpu_info().model_name})"
+    lines = [title, "", "Command:", "", "```", command.rstrip(), "```", "",
+             f"- cpu: {cpu_info().label}",
+             f"- oltr kernel={args.kernel}, {args.threads} thread(s); torch {torch.__version__} "
+             f"({args.threads} thread(s)); numpy {np.__version__}; load average at the end {load}",
+             f"- medians of {args.repeats} calls, best of {args.rounds} interleaved rounds, "
+             f"{args.pause:g} s pause before each method", "",
+             "`oltr` = `oltr._core.matmul` (every entry one chain of fused multiply-adds in k order: "
+             "a row's bits do not depend on its batch); the head's products use it at float32 CPU "
+             "inference (`oltr.nn._products`). The two 205 MB shapes read b from memory on every call.", "",
+             text, ""]
+    lines += (["Missed in this run: " + "; ".join(misses), ""] if misses else ["Every target met in this run.", ""])
+    section = "\n".join(lines)
+    print(section)
+    if args.write:
+        write_section(args.write, section, title)
+        print(f"wrote the section '{title}' of {args.write}", file=sys.stderr)
     return 1 if misses and not args.no_check else 0
 
 
