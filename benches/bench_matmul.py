@@ -198,7 +198,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
              f"{args.pause:g} s pause before each method", "",
              "`oltr` = `oltr._core.matmul` (every entry one chain of fused multiply-adds in k order: "
              "a row's bits do not depend on its batch); the head's products use it at float32 CPU "
-             "inference (`oltr.nn._products`). The two 205 MB shapes read b from memory on every call.", "",
+             "inference (`oltr.nn._products`). The two 205 MB shapes read b from memory on every call. "
+             "The `target` column holds the kernel's own design goals, not an issue's targets.", "",
              text, ""]
     lines += (["Missed in this run: " + "; ".join(misses), ""] if misses else ["Every target met in this run.", ""])
     section = "\n".join(lines)

@@ -57,13 +57,13 @@ class CosNormClassifier(nn.Module):
     Input (B, in_dims) float, output (B, out_dims).
 
     At inference (eval mode, autograd off) the row-normalised weight is cached (a transposed
-    (in_dims, out_dims) copy on the numpy path below; on the torch path an (out_dims, in_dims)
+    (in_dims, out_dims) copy on the core path below; on the torch path an (out_dims, in_dims)
     copy, and a transposed one too once a single-row batch is seen) and
     rebuilt only when ``weight`` changes (:mod:`oltr.nn._weight_cache`); call :meth:`clear_cache`
-    after writing the weight in place through ``weight.data``. With CPU float32 or float64
-    tensors the product runs on numpy's OpenBLAS in tiles shared by threads
-    (:meth:`inference_logits`, :mod:`oltr.nn._products`), otherwise with ``torch.mm``. Training
-    and autograd always normalise on the fly.
+    after writing the weight in place through ``weight.data``. With CPU float32 tensors and the
+    Rust core the product runs on the core's batch-invariant ``matmul`` (:meth:`inference_logits`,
+    :mod:`oltr.nn._products`: a row's logits have the same bits in any batch), otherwise with
+    ``torch.mm``. Training and autograd always normalise on the fly.
     """
 
     def __init__(self, in_dims: int, out_dims: int, logit_scale: Optional[float] = None, squash: str = "code",
