@@ -4,11 +4,12 @@ use ndarray::{Array2, ArrayView2};
 
 use super::{pool, CentroidIndex, Engine, KernelError};
 
-/// Small deterministic generator (xorshift64*), uniform in [-1, 1) and ~normal.
-struct Rng(u64);
+/// Small deterministic generator (xorshift64*), uniform in [-1, 1) and ~normal (the kernel
+/// modules' tests share it).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn uniform(&mut self) -> f32 {
+    pub(crate) fn uniform(&mut self) -> f32 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -17,6 +18,9 @@ impl Rng {
     }
     fn normal(&mut self) -> f32 {
         (0..4).map(|_| self.uniform()).sum::<f32>() * 0.866
+    }
+    pub(crate) fn vec(&mut self, len: usize) -> Vec<f32> {
+        (0..len).map(|_| self.uniform()).collect()
     }
     fn matrix(&mut self, rows: usize, cols: usize, scale: f32) -> Array2<f32> {
         Array2::from_shape_fn((rows, cols), |_| self.normal() * scale)

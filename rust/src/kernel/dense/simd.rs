@@ -118,6 +118,37 @@ macro_rules! dense_kernel {
                 }
             }
 
+            /// Up to `at_most` [`micro`] tiles of `R` rows × `W` vectors from column `j` while
+            /// they fit in `cols`; returns the column after the last. A tile at column 0
+            /// prefetches `prefetch_cols` columns of the row [`PREFETCH_ROWS`] ahead.
+            #[target_feature(enable = $feat)]
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn tiles<const R: usize, const W: usize>(
+                a: *const f32,
+                lda: usize,
+                b: *const f32,
+                ldb: usize,
+                kc: usize,
+                c: *mut f32,
+                ldc: usize,
+                load_c: bool,
+                bias: *const f32,
+                cols: usize,
+                prefetch_cols: usize,
+                mut j: usize,
+                at_most: usize,
+            ) -> usize {
+                let mut count = 0;
+                while count < at_most && j + W * LANES <= cols {
+                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    let bias = if bias.is_null() { bias } else { bias.add(j) };
+                    micro::<R, W>(a, lda, b.add(j), ldb, kc, c.add(j), ldc, load_c, bias, pf);
+                    j += W * LANES;
+                    count += 1;
+                }
+                j
+            }
+
             /// [`micro`] tiles of `R` rows × `W` vectors (then narrower ones) across the first
             /// `cols` columns (a multiple of LANES) of `b` read in place. The first tile
             /// prefetches `prefetch_cols` columns of the row [`PREFETCH_ROWS`] ahead, so that
@@ -137,90 +168,21 @@ macro_rules! dense_kernel {
                 cols: usize,
                 prefetch_cols: usize,
             ) {
-                let at = |p: *const f32, j: usize| if p.is_null() { p } else { p.add(j) };
-                let mut j = 0;
-                while j + W * LANES <= cols {
-                    let pf = if j == 0 { prefetch_cols } else { 0 };
-                    micro::<R, W>(
-                        a,
-                        lda,
-                        b.add(j),
-                        ldb,
-                        kc,
-                        c.add(j),
-                        ldc,
-                        load_c,
-                        at(bias, j),
-                        pf,
-                    );
-                    j += W * LANES;
-                }
+                let (pf, all) = (prefetch_cols, usize::MAX);
+                let mut j =
+                    tiles::<R, W>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, 0, all);
                 // The rest in halving widths (a single-vector tile of one row would wait on
                 // its FMA latency: 15 of them took longer than a 256-column tile).
-                if W > 8 && j + 8 * LANES <= cols {
-                    let pf = if j == 0 { prefetch_cols } else { 0 };
-                    micro::<R, 8>(
-                        a,
-                        lda,
-                        b.add(j),
-                        ldb,
-                        kc,
-                        c.add(j),
-                        ldc,
-                        load_c,
-                        at(bias, j),
-                        pf,
-                    );
-                    j += 8 * LANES;
+                if W > 8 {
+                    j = tiles::<R, 8>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, 1);
                 }
-                if W > 4 && j + 4 * LANES <= cols {
-                    let pf = if j == 0 { prefetch_cols } else { 0 };
-                    micro::<R, 4>(
-                        a,
-                        lda,
-                        b.add(j),
-                        ldb,
-                        kc,
-                        c.add(j),
-                        ldc,
-                        load_c,
-                        at(bias, j),
-                        pf,
-                    );
-                    j += 4 * LANES;
+                if W > 4 {
+                    j = tiles::<R, 4>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, 1);
                 }
-                if W > 2 && j + 2 * LANES <= cols {
-                    let pf = if j == 0 { prefetch_cols } else { 0 };
-                    micro::<R, 2>(
-                        a,
-                        lda,
-                        b.add(j),
-                        ldb,
-                        kc,
-                        c.add(j),
-                        ldc,
-                        load_c,
-                        at(bias, j),
-                        pf,
-                    );
-                    j += 2 * LANES;
+                if W > 2 {
+                    j = tiles::<R, 2>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, 1);
                 }
-                while j < cols {
-                    let pf = if j == 0 { prefetch_cols } else { 0 };
-                    micro::<R, 1>(
-                        a,
-                        lda,
-                        b.add(j),
-                        ldb,
-                        kc,
-                        c.add(j),
-                        ldc,
-                        load_c,
-                        at(bias, j),
-                        pf,
-                    );
-                    j += LANES;
-                }
+                tiles::<R, 1>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, all);
             }
 
             /// The direct (unpacked) read of `cols` columns for `m <= MR` rows: the widest tile

@@ -1,22 +1,7 @@
 //! Tests of the dense kernels: every engine against the contract's loop, batch invariance.
 
 use super::*;
-
-/// Small deterministic generator (xorshift64*), uniform in [-1, 1).
-struct Rng(u64);
-
-impl Rng {
-    fn uniform(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        (v as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-    fn vec(&mut self, len: usize) -> Vec<f32> {
-        (0..len).map(|_| self.uniform()).collect()
-    }
-}
+use crate::kernel::tests::Rng;
 
 /// A dense row-major matrix (stride = cols).
 struct Dense {
