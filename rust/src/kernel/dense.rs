@@ -58,6 +58,11 @@ pub const DIRECT_MAX_ROWS: usize = 12;
 /// 12–26 ms with 8 rows against 23–37 ms without; 8, 16, 32 and 64 rows then measured
 /// 24–29 ms alike, and 16 was best for 1 × 1000 × 512 (34 µs against 37–41 µs).
 pub const PREFETCH_ROWS: usize = 16;
+/// What a tile prefetches while it reads `b`: (columns, distance in elements from the row it
+/// reads to the row it fetches); `(0, _)` fetches nothing.
+pub type Prefetch = (usize, isize);
+/// No prefetch.
+pub const NO_PREFETCH: Prefetch = (0, 0);
 /// Below this many multiply-adds (M·N·K) a call runs on the caller's thread alone.
 const PARALLEL_MIN_WORK: usize = 4_000_000;
 /// A call of at most [`DIRECT_MAX_ROWS`] rows whose `b` has at least this many bytes is split

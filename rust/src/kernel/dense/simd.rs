@@ -5,7 +5,9 @@
 macro_rules! dense_kernel {
     ($name:ident, $feat:literal, $np:expr, $wide:expr, $ops:ident) => {
         pub(crate) mod $name {
-            use crate::kernel::dense::{Region, KC, NC, PANELS, PREFETCH_ROWS};
+            use crate::kernel::dense::{
+                Prefetch, Region, KC, NC, NO_PREFETCH, PANELS, PREFETCH_ROWS,
+            };
             use crate::kernel::simd_f32::$ops::*;
             use crate::kernel::simd_f32::Block;
 
@@ -35,8 +37,9 @@ macro_rules! dense_kernel {
                 ldc: usize,
                 load_c: bool,
                 bias: *const f32,
-                prefetch_cols: usize,
+                fetch: Prefetch,
             ) {
+                let (prefetch_cols, prefetch_offset) = fetch;
                 let mut acc = [[zero(); W]; R];
                 if load_c {
                     for (r, row) in acc.iter_mut().enumerate() {
@@ -47,7 +50,7 @@ macro_rules! dense_kernel {
                 }
                 for kk in 0..kc {
                     let bk = b.add(kk * ldb);
-                    let ahead = bk.wrapping_add(PREFETCH_ROWS * ldb);
+                    let ahead = bk.wrapping_offset(prefetch_offset);
                     for q in (0..prefetch_cols).step_by(16) {
                         prefetch(ahead.wrapping_add(q));
                     }
@@ -103,24 +106,25 @@ macro_rules! dense_kernel {
                         ldc,
                         load_c,
                         bias,
-                        0,
+                        NO_PREFETCH,
                     );
                     i += MR;
                 }
                 let (a, c) = (a.add(i * lda), c.add(i * ldc));
                 match m - i {
                     0 => {}
-                    1 => micro::<1, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
-                    2 => micro::<2, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
-                    3 => micro::<3, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
-                    4 => micro::<4, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
-                    _ => micro::<5, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, 0),
+                    1 => micro::<1, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
+                    2 => micro::<2, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
+                    3 => micro::<3, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
+                    4 => micro::<4, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
+                    _ => micro::<5, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
                 }
             }
 
             /// Up to `at_most` [`micro`] tiles of `R` rows × `W` vectors from column `j` while
-            /// they fit in `cols`; returns the column after the last. A tile at column 0
-            /// prefetches `prefetch_cols` columns of the row [`PREFETCH_ROWS`] ahead.
+            /// they fit in `cols`; returns the column after the last. The tile at column 0
+            /// prefetches as `fetch` says, or with `spread` every tile its own columns of the
+            /// row `fetch.1` elements past the one it reads.
             #[target_feature(enable = $feat)]
             #[allow(clippy::too_many_arguments)]
             unsafe fn tiles<const R: usize, const W: usize>(
@@ -134,13 +138,20 @@ macro_rules! dense_kernel {
                 load_c: bool,
                 bias: *const f32,
                 cols: usize,
-                prefetch_cols: usize,
+                fetch: Prefetch,
+                spread: bool,
                 mut j: usize,
                 at_most: usize,
             ) -> usize {
                 let mut count = 0;
                 while count < at_most && j + W * LANES <= cols {
-                    let pf = if j == 0 { prefetch_cols } else { 0 };
+                    let pf = if spread {
+                        (W * LANES, fetch.1)
+                    } else if j == 0 {
+                        fetch
+                    } else {
+                        NO_PREFETCH
+                    };
                     let bias = if bias.is_null() { bias } else { bias.add(j) };
                     micro::<R, W>(a, lda, b.add(j), ldb, kc, c.add(j), ldc, load_c, bias, pf);
                     j += W * LANES;
@@ -150,9 +161,8 @@ macro_rules! dense_kernel {
             }
 
             /// [`micro`] tiles of `R` rows × `W` vectors (then narrower ones) across the first
-            /// `cols` columns (a multiple of LANES) of `b` read in place. The first tile
-            /// prefetches `prefetch_cols` columns of the row [`PREFETCH_ROWS`] ahead, so that
-            /// `b` is fetched in row order (long sequential runs) for every tile.
+            /// `cols` columns (a multiple of LANES) of `b` read in place, prefetching as
+            /// [`tiles`] says.
             #[target_feature(enable = $feat)]
             #[allow(clippy::too_many_arguments)]
             unsafe fn sweep<const R: usize, const W: usize>(
@@ -166,23 +176,27 @@ macro_rules! dense_kernel {
                 load_c: bool,
                 bias: *const f32,
                 cols: usize,
-                prefetch_cols: usize,
+                fetch: Prefetch,
+                spread: bool,
             ) {
-                let (pf, all) = (prefetch_cols, usize::MAX);
-                let mut j =
-                    tiles::<R, W>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, 0, all);
+                let (pf, sp, all) = (fetch, spread, usize::MAX);
+                let mut j = tiles::<R, W>(
+                    a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, 0, all,
+                );
                 // The rest in halving widths (a single-vector tile of one row would wait on
                 // its FMA latency: 15 of them took longer than a 256-column tile).
                 if W > 8 {
-                    j = tiles::<R, 8>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, 1);
+                    j = tiles::<R, 8>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, 1);
                 }
                 if W > 4 {
-                    j = tiles::<R, 4>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, 1);
+                    j = tiles::<R, 4>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, 1);
                 }
                 if W > 2 {
-                    j = tiles::<R, 2>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, 1);
+                    j = tiles::<R, 2>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, 1);
                 }
-                tiles::<R, 1>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, j, all);
+                tiles::<R, 1>(
+                    a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, all,
+                );
             }
 
             /// The direct (unpacked) read of `cols` columns for `m <= MR` rows: the widest tile
@@ -202,28 +216,29 @@ macro_rules! dense_kernel {
                 load_c: bool,
                 bias: *const f32,
                 cols: usize,
-                prefetch_cols: usize,
+                fetch: Prefetch,
+                spread: bool,
             ) {
-                let pf = prefetch_cols;
+                let (pf, sp) = (fetch, spread);
                 match m {
-                    1 => {
-                        sweep::<1, { WIDE[0] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
-                    }
-                    2 => {
-                        sweep::<2, { WIDE[1] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
-                    }
-                    3 => {
-                        sweep::<3, { WIDE[2] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
-                    }
-                    4 => {
-                        sweep::<4, { WIDE[3] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
-                    }
-                    5 => {
-                        sweep::<5, { WIDE[4] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
-                    }
-                    _ => {
-                        sweep::<MR, { WIDE[5] }>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf)
-                    }
+                    1 => sweep::<1, { WIDE[0] }>(
+                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
+                    ),
+                    2 => sweep::<2, { WIDE[1] }>(
+                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
+                    ),
+                    3 => sweep::<3, { WIDE[2] }>(
+                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
+                    ),
+                    4 => sweep::<4, { WIDE[3] }>(
+                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
+                    ),
+                    5 => sweep::<5, { WIDE[4] }>(
+                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
+                    ),
+                    _ => sweep::<MR, { WIDE[5] }>(
+                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
+                    ),
                 }
             }
 
@@ -339,6 +354,18 @@ macro_rules! dense_kernel {
             /// # Safety
             /// The CPU must have `$feat`; the region's pointers must address its elements.
             #[target_feature(enable = $feat)]
+            /// What the last row group of block (`jc`, `pc`) prefetches: the rows of the next
+            /// block (`pc + kc`, or row 0 of the next column block) at the same offsets.
+            fn next_block(r: &Region, jc: usize, nc: usize, pc: usize, kc: usize) -> Prefetch {
+                if pc + kc < r.k {
+                    (nc, (kc * r.ldb) as isize)
+                } else if jc + nc < r.n {
+                    (nc, nc as isize - (pc * r.ldb) as isize)
+                } else {
+                    NO_PREFETCH
+                }
+            }
+
             pub(crate) unsafe fn region(r: &Region) {
                 PANELS.with(|cell| {
                     let mut buf = cell.borrow_mut();
@@ -372,10 +399,20 @@ macro_rules! dense_kernel {
                                 let (ai, ci) = (a.add(i * r.lda), c.add(i * r.ldc));
                                 if r.direct {
                                     let vec_cols = nc / LANES * LANES;
-                                    let pf = if i == 0 { nc } else { 0 };
+                                    // The first rows fetch this block's rows PREFETCH_ROWS
+                                    // ahead; when more rows follow, the last ones (which
+                                    // read the block from L2) fetch the next block, each
+                                    // tile its own columns, so memory streams throughout.
+                                    let (pf, spread) = if i == 0 {
+                                        ((nc, (PREFETCH_ROWS * r.ldb) as isize), false)
+                                    } else if i + h == r.m {
+                                        (next_block(r, jc, nc, pc, kc), true)
+                                    } else {
+                                        (NO_PREFETCH, false)
+                                    };
                                     direct(
                                         ai, r.lda, h, b, r.ldb, kc, ci, r.ldc, load_c, bias,
-                                        vec_cols, pf,
+                                        vec_cols, pf, spread,
                                     );
                                     let at = |p: *const f32| {
                                         if p.is_null() {
