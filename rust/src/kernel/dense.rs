@@ -51,6 +51,9 @@ use super::simd_f32::Block;
 pub const KC: usize = 256;
 /// Columns of `b` per packed block (KC × NC floats = 512 KiB, a Zen 4 core's L2 holds two).
 pub const NC: usize = 512;
+/// Rows and columns of `b` per block of a direct (unpacked) read.
+pub const DIRECT_KC: usize = 64;
+pub const DIRECT_NC: usize = 2048;
 /// Calls of at most this many rows read `b` in place instead of packing it.
 pub const DIRECT_MAX_ROWS: usize = 12;
 /// Rows ahead of the current one that a direct (unpacked) read of `b` prefetches. On the

@@ -6,7 +6,7 @@ macro_rules! dense_kernel {
     ($name:ident, $feat:literal, $np:expr, $wide:expr, $ops:ident) => {
         pub(crate) mod $name {
             use crate::kernel::dense::{
-                Prefetch, Region, KC, NC, NO_PREFETCH, PANELS, PREFETCH_ROWS,
+                Prefetch, Region, DIRECT_KC, DIRECT_NC, KC, NC, NO_PREFETCH, PANELS, PREFETCH_ROWS,
             };
             use crate::kernel::simd_f32::$ops::*;
             use crate::kernel::simd_f32::Block;
@@ -376,11 +376,16 @@ macro_rules! dense_kernel {
                     let panels = buf.as_mut_ptr().cast::<f32>();
                     let mut jc = 0;
                     while jc < r.n {
-                        let nc = (r.n - jc).min(NC);
+                        let (kc_max, nc_max) = if r.direct {
+                            (DIRECT_KC, DIRECT_NC)
+                        } else {
+                            (KC, NC)
+                        };
+                        let nc = (r.n - jc).min(nc_max);
                         let full = nc / NR;
                         let mut pc = 0;
                         while pc < r.k {
-                            let kc = (r.k - pc).min(KC);
+                            let kc = (r.k - pc).min(kc_max);
                             let b = r.b.add(pc * r.ldb + jc);
                             if !r.direct {
                                 pack(b, r.ldb, kc, nc, panels);

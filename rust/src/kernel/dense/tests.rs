@@ -88,6 +88,9 @@ fn every_engine_matches_the_fma_loop_bit_for_bit_and_f64_closely() {
         (10, 270, 1000),
         (12, 64, 513),
         (1, 300, 1040),
+        // Direct reads over several blocks of DIRECT_KC rows and DIRECT_NC columns per
+        // thread (the last row group fetching the next block).
+        (9, 2 * DIRECT_KC + 5, 2 * 2 * DIRECT_NC + 37),
     ] {
         let a = Dense::random(&mut rng, m, k);
         let b = Dense::random(&mut rng, k, n);
