@@ -14,21 +14,28 @@ Per K (classes; D = 512 as the ResNet features), on this CPU, one process:
   a buffer with room for K/4 more classes (O(K·D), amortised over the next K/4 enrolls).
 
 Times are medians of ``--repeats`` runs (each on a fresh copy where the operation changes the
-state). Run: ``python3 benches/bench_enroll.py [--classes 1e4 1e5] [--repeats 5]``. Exits 1
-when ``index add`` + first search or the model's (steady-state) ``enroll`` is not >= 10x
-faster than the index rebuild at the largest K.
+state). As the other benchmarks, the script sets ``OMP_WAIT_POLICY=PASSIVE`` (unless set): with
+torch's default, its OpenMP threads spin after each parallel op and take a core from the
+core's threads (an enroll at K = 1e5 measured ~4 ms slower).
+
+Run: ``python3 benches/bench_enroll.py [--classes 1e4 1e5] [--repeats 5]``. Exits 1 when
+``index add`` + first search or the model's (steady-state) ``enroll`` is not >= 10x faster
+than the index rebuild at the largest K.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import sys
 import time
 from typing import Optional
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle OpenMP threads sleep
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 
 def _median(fn, repeats: int, setup=None) -> float:

@@ -205,3 +205,20 @@ def test_heads_called_from_several_threads_at_once_give_their_sequential_results
     assert sorted(results) == list(range(len(inputs)))
     for i, runs in results.items():
         assert all(torch.equal(run, alone[i]) for run in runs), i
+
+
+@pytest.mark.parametrize("core", [True, False])
+def test_meta_directions_are_the_unit_meta_embeddings_without_a_search(monkeypatch, core):
+    head, x, centroids = _head(12, 400, 32)
+    monkeypatch.setattr(_products, "enabled", core)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(head.forward_features(x, centroids).meta_embedding, dim=1)
+    if core:  # the core path needs no nearest centroid: the reachability only scales each row
+        monkeypatch.setattr(head, "nearest", lambda *args: pytest.fail("searched"))
+    directions = head.meta_directions(x, centroids)
+    assert directions.dtype == torch.float32 and directions.shape == (12, 32)
+    torch.testing.assert_close(directions, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="x must have shape"):
+        head.meta_directions(x[:, :5], centroids)
+    with pytest.raises(ValueError, match="centroids must have shape"):
+        head.meta_directions(x, centroids[:7])

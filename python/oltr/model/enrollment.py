@@ -192,15 +192,15 @@ def enroll_class(model: Any, x: Any, class_name: Optional[str] = None, *, imprin
 
 def _meta_directions(model: Any, features: Tensor) -> Tensor:
     """Unit meta-embeddings (B, D) of direct features, through the classifier's inference
-    path (eval mode, no autograd), whose caches enrollment keeps current."""
+    path (eval mode, no autograd), whose caches enrollment keeps current: their directions do
+    not depend on the reachability, so no nearest-centroid search is made
+    (:meth:`~oltr.nn.MetaEmbeddingClassifier.meta_directions`)."""
     modes = [(m, m.training) for m in model.classifier.modules()]
     model.classifier.eval()
     try:
-        with torch.no_grad():
-            extras = model.classifier.forward_features(features.to(model.centroids.dtype), model.centroids)
+        return model.classifier.meta_directions(features.to(model.centroids.dtype), model.centroids)
     finally:
         _restore(modes)
-    return torch.nn.functional.normalize(extras.meta_embedding.float(), dim=1)
 
 
 def _cosine_direction(model: Any, features: Tensor, label: int, imprint: str) -> Tensor:

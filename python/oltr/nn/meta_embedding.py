@@ -127,7 +127,27 @@ class MetaEmbeddingClassifier(nn.Module):
         K = 1e5 the cosine product is a third of the head)."""
         return self._forward(x, centroids, False)[1]
 
-    def _forward(self, x: Tensor, centroids: Tensor, with_logits: bool) -> tuple[Optional[Tensor], Extras]:
+    def meta_directions(self, x: Tensor, centroids: Tensor) -> Tensor:
+        """Unit meta-embeddings (B, D) float32 of ``x`` (B, D) at inference (no autograd): the
+        direction of ``forward``'s ``meta_embedding``. The reachability scales each row by a
+        positive factor, so the direction is that of ``x + selector * memory`` and no
+        nearest-centroid search is made (float32 rounding apart, the same as normalising
+        :meth:`forward_features`' meta-embeddings; enrollment imprints from these)."""
+        self._check_inputs(x, centroids)
+        with torch.no_grad():
+            layers = self.fc_hallucinator, self.fc_selector
+            if inference_fast_path(self, x) and _products.available(x, centroids, *(layer.weight for layer in layers)):
+                xa = _products.view(x)
+                memory, selector = self._core_memory(xa, centroids, *layers)
+                direction = torch.from_numpy(xa + selector * memory)
+            else:
+                meta = self.forward_features(x, centroids).meta_embedding
+                assert meta is not None  # the head's extras always carry it
+                direction = meta
+            return torch.nn.functional.normalize(direction.float(), dim=1)
+
+    def _check_inputs(self, x: Tensor, centroids: Tensor) -> None:
+        """ValueError naming what is wrong with ``x`` (B, D) or ``centroids`` (K, D), if anything."""
         if x.dim() != 2 or x.shape[1] != self.feat_dim:
             raise ValueError(f"x must have shape (B, {self.feat_dim}), got {tuple(x.shape)}")
         if (not isinstance(centroids, Tensor) or centroids.dim() != 2
@@ -136,6 +156,9 @@ class MetaEmbeddingClassifier(nn.Module):
             raise ValueError(f"centroids must have shape ({self.num_classes}, {self.feat_dim}), got {shape}")
         if centroids.device != x.device:
             raise ValueError(f"centroids are on {centroids.device} but x is on {x.device}")
+
+    def _forward(self, x: Tensor, centroids: Tensor, with_logits: bool) -> tuple[Optional[Tensor], Extras]:
+        self._check_inputs(x, centroids)
         if inference_fast_path(self, x):
             layers = self.fc_hallucinator, self.fc_selector, self.cosnorm_classifier
             if _products.available(x, centroids, *(layer.weight for layer in layers)):
@@ -176,15 +199,8 @@ class MetaEmbeddingClassifier(nn.Module):
         cosine layer's :meth:`~oltr.nn.CosNormClassifier.inference_logits` (its forward hooks
         do not run, as ``nn.MultiheadAttention`` does not call its ``out_proj``). The layers
         are this head's, passed in to look them up once."""
-        view, matmul = _products.view, _products.matmul
-        xa = view(x)
-        scores = matmul(xa, view(self._hallucinator_t.get(hallucinator.weight, _transposed)), view(hallucinator.bias))
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        memory = matmul(scores, view(centroids))
-        memory /= scores.sum(axis=1, keepdims=True)
-        selector = np.tanh(matmul(xa, view(self._selector_t.get(selector_layer.weight, _transposed)),
-                                  view(selector_layer.bias)))
+        xa = _products.view(x)
+        memory, selector = self._core_memory(xa, centroids, hallucinator, selector_layer)
         nearest_dist, nearest_idx = self.nearest(x, centroids)
         # reach_scale / max(d, eps) rounded as torch's scalar / tensor (a reciprocal, then a product)
         reach = np.reciprocal(np.maximum(_products.view(nearest_dist), np.float32(REACHABILITY_EPS)))
@@ -197,6 +213,22 @@ class MetaEmbeddingClassifier(nn.Module):
                         selector=torch.from_numpy(selector), reachability=torch.from_numpy(reach),
                         nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=torch.from_numpy(meta))
         return logits, extras
+
+    def _core_memory(self, xa: np.ndarray, centroids: Tensor, hallucinator: nn.Linear,
+                     selector_layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+        """``(memory, selector)`` (B, D) float32 of ``xa`` (B, D) on the core path: the
+        hallucinator scores from the cached transposed weight (D, K), the softmax read-out as
+        ``exp(scores - max) @ C`` divided by the exponentials' sums, ``tanh`` of the selector
+        from its cached transposed weight."""
+        view, matmul = _products.view, _products.matmul
+        scores = matmul(xa, view(self._hallucinator_t.get(hallucinator.weight, _transposed)), view(hallucinator.bias))
+        scores -= scores.max(axis=1, keepdims=True)
+        np.exp(scores, out=scores)
+        memory = matmul(scores, view(centroids))
+        memory /= scores.sum(axis=1, keepdims=True)
+        selector = np.tanh(matmul(xa, view(self._selector_t.get(selector_layer.weight, _transposed)),
+                                  view(selector_layer.bias)))
+        return memory, selector
 
     def extra_repr(self) -> str:
         return (f"feat_dim={self.feat_dim}, num_classes={self.num_classes}, reach_scale={self.reach_scale}, "
