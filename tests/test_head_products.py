@@ -222,3 +222,14 @@ def test_meta_directions_are_the_unit_meta_embeddings_without_a_search(monkeypat
         head.meta_directions(x[:, :5], centroids)
     with pytest.raises(ValueError, match="centroids must have shape"):
         head.meta_directions(x, centroids[:7])
+
+
+@needs_core
+def test_core_head_takes_expanded_inputs():
+    """``expand`` gives rows that overlap (row stride 0): copied before the core's products."""
+    head, x, centroids = _head(6, 50, 16)
+    row, one = x[:1].expand(6, 16), centroids[:1].expand(50, 16)
+    logits, extras = _inference(head, row, one)
+    expected, expected_extras = _inference(head, row.contiguous(), one.contiguous())
+    assert torch.equal(logits, expected) and torch.equal(extras.memory, expected_extras.memory)
+    assert torch.equal(head.meta_directions(row, one), head.meta_directions(row.contiguous(), one.contiguous()))

@@ -50,7 +50,8 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: Optional[np.ndarray] = None,
            out: Optional[np.ndarray] = None) -> np.ndarray:
     """``a @ b`` (``+ bias``) on the core: ``a`` (M, K), ``b`` (K, N), ``bias`` (N,), all
     float32; into ``out`` (M, N) float32 (a new array by default), returned. Rows may be
-    strided (views of wider buffers); an operand whose last axis is strided is copied first."""
+    strided (views of wider buffers); an operand whose last axis is strided or whose rows
+    overlap (``expand``) is copied first."""
     global _core_matmul
     if _core_matmul is None:
         from oltr.memory._rust import load_core
@@ -58,14 +59,18 @@ def matmul(a: np.ndarray, b: np.ndarray, bias: Optional[np.ndarray] = None,
         _core_matmul = load_core().matmul
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.float32)
-    _core_matmul(_unit_inner_stride(a), _unit_inner_stride(b), out, None if bias is None else _unit_inner_stride(bias))
+    _core_matmul(_core_layout(a), _core_layout(b), out, None if bias is None else _core_layout(bias))
     return out
 
 
 _core_matmul: Any = None  # oltr._core.matmul, once loaded
 
 
-def _unit_inner_stride(array: np.ndarray) -> np.ndarray:
+def _core_layout(array: np.ndarray) -> np.ndarray:
+    """``array`` as the core takes it: unit stride along the last axis and rows that do not
+    overlap (an ``expand``-ed tensor has row stride 0); a copy only when it is not."""
     if array.ndim and array.shape[-1] > 1 and array.strides[-1] != array.itemsize:
+        return np.ascontiguousarray(array)
+    if array.ndim == 2 and array.shape[0] > 1 and array.strides[0] < array.shape[1] * array.itemsize:
         return np.ascontiguousarray(array)
     return array
