@@ -349,11 +349,6 @@ macro_rules! dense_kernel {
                 }
             }
 
-            /// Computes one region of `out` (see the module docs).
-            ///
-            /// # Safety
-            /// The CPU must have `$feat`; the region's pointers must address its elements.
-            #[target_feature(enable = $feat)]
             /// What the last row group of block (`jc`, `pc`) prefetches: the rows of the next
             /// block (`pc + kc`, or row 0 of the next column block) at the same offsets.
             fn next_block(r: &Region, jc: usize, nc: usize, pc: usize, kc: usize) -> Prefetch {
@@ -366,6 +361,11 @@ macro_rules! dense_kernel {
                 }
             }
 
+            /// Computes one region of `out` (see the module docs).
+            ///
+            /// # Safety
+            /// The CPU must have `$feat`; the region's pointers must address its elements.
+            #[target_feature(enable = $feat)]
             pub(crate) unsafe fn region(r: &Region) {
                 PANELS.with(|cell| {
                     let mut buf = cell.borrow_mut();
