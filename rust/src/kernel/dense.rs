@@ -61,6 +61,54 @@ pub const DIRECT_MAX_ROWS: usize = 12;
 /// 12–26 ms with 8 rows against 23–37 ms without; 8, 16, 32 and 64 rows then measured
 /// 24–29 ms alike, and 16 was best for 1 × 1000 × 512 (34 µs against 37–41 µs).
 pub const PREFETCH_ROWS: usize = 16;
+/// One block of a call as the kernels see it: `kc` columns of `a` (row stride `lda`) from the
+/// block's first k, rows of `b` (stride `ldb`) from its first column, `c` (stride `ldc`),
+/// whether `c` already holds the partial sums of earlier k blocks (`load_c`), and the bias
+/// (null: none, or not the last k block).
+#[derive(Clone, Copy)]
+pub(crate) struct Operands {
+    pub(crate) a: *const f32,
+    pub(crate) lda: usize,
+    pub(crate) b: *const f32,
+    pub(crate) ldb: usize,
+    pub(crate) kc: usize,
+    pub(crate) c: *mut f32,
+    pub(crate) ldc: usize,
+    pub(crate) load_c: bool,
+    pub(crate) bias: *const f32,
+}
+
+impl Operands {
+    /// The same block from row `i` of `a` and `c` on.
+    ///
+    /// # Safety
+    /// Row `i` must lie within the arrays.
+    pub(crate) unsafe fn at_row(self, i: usize) -> Self {
+        Self {
+            a: self.a.add(i * self.lda),
+            c: self.c.add(i * self.ldc),
+            ..self
+        }
+    }
+
+    /// The same block from column `j` of `b`, `c` and the bias on.
+    ///
+    /// # Safety
+    /// Column `j` must lie within the arrays.
+    pub(crate) unsafe fn at_col(self, j: usize) -> Self {
+        Self {
+            b: self.b.add(j),
+            c: self.c.add(j),
+            bias: if self.bias.is_null() {
+                self.bias
+            } else {
+                self.bias.add(j)
+            },
+            ..self
+        }
+    }
+}
+
 /// What a tile prefetches while it reads `b`: (columns, distance in elements from the row it
 /// reads to the row it fetches); `(0, _)` fetches nothing.
 pub type Prefetch = (usize, isize);

@@ -6,7 +6,8 @@ macro_rules! dense_kernel {
     ($name:ident, $feat:literal, $np:expr, $wide:expr, $ops:ident) => {
         pub(crate) mod $name {
             use crate::kernel::dense::{
-                Prefetch, Region, DIRECT_KC, DIRECT_NC, KC, NC, NO_PREFETCH, PANELS, PREFETCH_ROWS,
+                Operands, Prefetch, Region, DIRECT_KC, DIRECT_NC, KC, NC, NO_PREFETCH, PANELS,
+                PREFETCH_ROWS,
             };
             use crate::kernel::simd_f32::$ops::*;
             use crate::kernel::simd_f32::Block;
@@ -23,22 +24,22 @@ macro_rules! dense_kernel {
             const WIDE: [usize; MR] = $wide;
 
             /// `c[0..R, 0..W·LANES] = (load_c ? c : 0) + a[0..R, 0..kc] · b[0..kc, 0..W·LANES]`
-            /// (+ bias when `bias` is not null), one FMA per (row, column, k) in k order.
+            /// (+ bias when `bias` is not null) over the block `o`, one FMA per (row, column,
+            /// k) in k order, prefetching as `fetch` says.
             #[target_feature(enable = $feat)]
             #[inline]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn micro<const R: usize, const W: usize>(
-                a: *const f32,
-                lda: usize,
-                b: *const f32,
-                ldb: usize,
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                load_c: bool,
-                bias: *const f32,
-                fetch: Prefetch,
-            ) {
+            unsafe fn micro<const R: usize, const W: usize>(o: Operands, fetch: Prefetch) {
+                let Operands {
+                    a,
+                    lda,
+                    b,
+                    ldb,
+                    kc,
+                    c,
+                    ldc,
+                    load_c,
+                    bias,
+                } = o;
                 let (prefetch_cols, prefetch_offset) = fetch;
                 let mut acc = [[zero(); W]; R];
                 if load_c {
@@ -79,45 +80,22 @@ macro_rules! dense_kernel {
                 }
             }
 
-            /// [`micro`] over `m` rows (slivers of MR, then one shorter tile).
+            /// [`micro`] over `m` rows of a packed panel (slivers of MR, then one shorter tile).
             #[target_feature(enable = $feat)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn rows(
-                a: *const f32,
-                lda: usize,
-                m: usize,
-                b: *const f32,
-                ldb: usize,
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                load_c: bool,
-                bias: *const f32,
-            ) {
+            unsafe fn rows(o: Operands, m: usize) {
                 let mut i = 0;
                 while i + MR <= m {
-                    micro::<MR, NP>(
-                        a.add(i * lda),
-                        lda,
-                        b,
-                        ldb,
-                        kc,
-                        c.add(i * ldc),
-                        ldc,
-                        load_c,
-                        bias,
-                        NO_PREFETCH,
-                    );
+                    micro::<MR, NP>(o.at_row(i), NO_PREFETCH);
                     i += MR;
                 }
-                let (a, c) = (a.add(i * lda), c.add(i * ldc));
+                let o = o.at_row(i);
                 match m - i {
                     0 => {}
-                    1 => micro::<1, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
-                    2 => micro::<2, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
-                    3 => micro::<3, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
-                    4 => micro::<4, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
-                    _ => micro::<5, NP>(a, lda, b, ldb, kc, c, ldc, load_c, bias, NO_PREFETCH),
+                    1 => micro::<1, NP>(o, NO_PREFETCH),
+                    2 => micro::<2, NP>(o, NO_PREFETCH),
+                    3 => micro::<3, NP>(o, NO_PREFETCH),
+                    4 => micro::<4, NP>(o, NO_PREFETCH),
+                    _ => micro::<5, NP>(o, NO_PREFETCH),
                 }
             }
 
@@ -126,17 +104,8 @@ macro_rules! dense_kernel {
             /// prefetches as `fetch` says, or with `spread` every tile its own columns of the
             /// row `fetch.1` elements past the one it reads.
             #[target_feature(enable = $feat)]
-            #[allow(clippy::too_many_arguments)]
             unsafe fn tiles<const R: usize, const W: usize>(
-                a: *const f32,
-                lda: usize,
-                b: *const f32,
-                ldb: usize,
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                load_c: bool,
-                bias: *const f32,
+                o: Operands,
                 cols: usize,
                 fetch: Prefetch,
                 spread: bool,
@@ -152,8 +121,7 @@ macro_rules! dense_kernel {
                     } else {
                         NO_PREFETCH
                     };
-                    let bias = if bias.is_null() { bias } else { bias.add(j) };
-                    micro::<R, W>(a, lda, b.add(j), ldb, kc, c.add(j), ldc, load_c, bias, pf);
+                    micro::<R, W>(o.at_col(j), pf);
                     j += W * LANES;
                     count += 1;
                 }
@@ -164,101 +132,57 @@ macro_rules! dense_kernel {
             /// `cols` columns (a multiple of LANES) of `b` read in place, prefetching as
             /// [`tiles`] says.
             #[target_feature(enable = $feat)]
-            #[allow(clippy::too_many_arguments)]
             unsafe fn sweep<const R: usize, const W: usize>(
-                a: *const f32,
-                lda: usize,
-                b: *const f32,
-                ldb: usize,
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                load_c: bool,
-                bias: *const f32,
+                o: Operands,
                 cols: usize,
                 fetch: Prefetch,
                 spread: bool,
             ) {
-                let (pf, sp, all) = (fetch, spread, usize::MAX);
-                let mut j = tiles::<R, W>(
-                    a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, 0, all,
-                );
+                let mut j = tiles::<R, W>(o, cols, fetch, spread, 0, usize::MAX);
                 // The rest in halving widths (a single-vector tile of one row would wait on
                 // its FMA latency: 15 of them took longer than a 256-column tile).
                 if W > 8 {
-                    j = tiles::<R, 8>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, 1);
+                    j = tiles::<R, 8>(o, cols, fetch, spread, j, 1);
                 }
                 if W > 4 {
-                    j = tiles::<R, 4>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, 1);
+                    j = tiles::<R, 4>(o, cols, fetch, spread, j, 1);
                 }
                 if W > 2 {
-                    j = tiles::<R, 2>(a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, 1);
+                    j = tiles::<R, 2>(o, cols, fetch, spread, j, 1);
                 }
-                tiles::<R, 1>(
-                    a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp, j, all,
-                );
+                tiles::<R, 1>(o, cols, fetch, spread, j, usize::MAX);
             }
 
             /// The direct (unpacked) read of `cols` columns for `m <= MR` rows: the widest tile
             /// the registers hold for that many rows ([`WIDE`]), so that each k reads a long
             /// run of row k of `b`.
             #[target_feature(enable = $feat)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn direct(
-                a: *const f32,
-                lda: usize,
-                m: usize,
-                b: *const f32,
-                ldb: usize,
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                load_c: bool,
-                bias: *const f32,
-                cols: usize,
-                fetch: Prefetch,
-                spread: bool,
-            ) {
-                let (pf, sp) = (fetch, spread);
+            unsafe fn direct(o: Operands, m: usize, cols: usize, fetch: Prefetch, spread: bool) {
                 match m {
-                    1 => sweep::<1, { WIDE[0] }>(
-                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
-                    ),
-                    2 => sweep::<2, { WIDE[1] }>(
-                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
-                    ),
-                    3 => sweep::<3, { WIDE[2] }>(
-                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
-                    ),
-                    4 => sweep::<4, { WIDE[3] }>(
-                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
-                    ),
-                    5 => sweep::<5, { WIDE[4] }>(
-                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
-                    ),
-                    _ => sweep::<MR, { WIDE[5] }>(
-                        a, lda, b, ldb, kc, c, ldc, load_c, bias, cols, pf, sp,
-                    ),
+                    1 => sweep::<1, { WIDE[0] }>(o, cols, fetch, spread),
+                    2 => sweep::<2, { WIDE[1] }>(o, cols, fetch, spread),
+                    3 => sweep::<3, { WIDE[2] }>(o, cols, fetch, spread),
+                    4 => sweep::<4, { WIDE[3] }>(o, cols, fetch, spread),
+                    5 => sweep::<5, { WIDE[4] }>(o, cols, fetch, spread),
+                    _ => sweep::<MR, { WIDE[5] }>(o, cols, fetch, spread),
                 }
             }
 
             /// The last `cols < LANES` columns of a direct read, one `f32::mul_add` (an FMA
             /// instruction here) per (row, column, k) in k order: the lanes' arithmetic.
             #[target_feature(enable = $feat)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn tail(
-                a: *const f32,
-                lda: usize,
-                m: usize,
-                b: *const f32,
-                ldb: usize,
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                load_c: bool,
-                bias: *const f32,
-                cols: usize,
-            ) {
+            unsafe fn tail(o: Operands, m: usize, cols: usize) {
+                let Operands {
+                    a,
+                    lda,
+                    b,
+                    ldb,
+                    kc,
+                    c,
+                    ldc,
+                    load_c,
+                    bias,
+                } = o;
                 for i in 0..m {
                     for j in 0..cols {
                         let out = c.add(i * ldc + j);
@@ -274,53 +198,39 @@ macro_rules! dense_kernel {
                 }
             }
 
-            /// A ragged panel (`cols < NR` columns): the tile goes through a buffer of MR × NR
-            /// (zero padding in the columns past `cols`; `b` is zero-padded too).
+            /// A ragged panel (`cols < NR` columns; `o.b` its packed panel, zero-padded): the
+            /// tile goes through a buffer of MR × NR (zero padding in the columns past `cols`).
             #[target_feature(enable = $feat)]
-            #[allow(clippy::too_many_arguments)]
-            unsafe fn ragged(
-                a: *const f32,
-                lda: usize,
-                m: usize,
-                b: *const f32,
-                kc: usize,
-                c: *mut f32,
-                ldc: usize,
-                cols: usize,
-                load_c: bool,
-                bias: *const f32,
-            ) {
+            unsafe fn ragged(o: Operands, m: usize, cols: usize) {
                 let mut tile = [0.0f32; MR * NR];
                 let mut padded_bias = [0.0f32; NR];
-                let bias = if bias.is_null() {
-                    bias
+                let bias = if o.bias.is_null() {
+                    o.bias
                 } else {
-                    padded_bias[..cols].copy_from_slice(std::slice::from_raw_parts(bias, cols));
+                    padded_bias[..cols].copy_from_slice(std::slice::from_raw_parts(o.bias, cols));
                     padded_bias.as_ptr()
                 };
                 let mut i = 0;
                 while i < m {
                     let h = (m - i).min(MR);
-                    if load_c {
+                    let c = o.c.add(i * o.ldc);
+                    if o.load_c {
                         for r in 0..h {
-                            let src = std::slice::from_raw_parts(c.add((i + r) * ldc), cols);
+                            let src = std::slice::from_raw_parts(c.add(r * o.ldc), cols);
                             tile[r * NR..r * NR + cols].copy_from_slice(src);
                         }
                     }
-                    rows(
-                        a.add(i * lda),
-                        lda,
-                        h,
-                        b,
-                        NR,
-                        kc,
-                        tile.as_mut_ptr(),
-                        NR,
-                        load_c,
+                    let in_tile = Operands {
+                        a: o.a.add(i * o.lda),
+                        ldb: NR,
+                        c: tile.as_mut_ptr(),
+                        ldc: NR,
                         bias,
-                    );
+                        ..o
+                    };
+                    rows(in_tile, h);
                     for r in 0..h {
-                        let dst = std::slice::from_raw_parts_mut(c.add((i + r) * ldc), cols);
+                        let dst = std::slice::from_raw_parts_mut(c.add(r * o.ldc), cols);
                         dst.copy_from_slice(&tile[r * NR..r * NR + cols]);
                     }
                     i += MR;
@@ -390,18 +300,26 @@ macro_rules! dense_kernel {
                             if !r.direct {
                                 pack(b, r.ldb, kc, nc, panels);
                             }
-                            let load_c = pc > 0;
                             let bias = if pc + kc == r.k && !r.bias.is_null() {
                                 r.bias.add(jc)
                             } else {
                                 std::ptr::null()
                             };
-                            let a = r.a.add(pc);
-                            let c = r.c.add(jc);
+                            let block = Operands {
+                                a: r.a.add(pc),
+                                lda: r.lda,
+                                b,
+                                ldb: r.ldb,
+                                kc,
+                                c: r.c.add(jc),
+                                ldc: r.ldc,
+                                load_c: pc > 0,
+                                bias,
+                            };
                             let mut i = 0;
                             while i < r.m {
                                 let h = (r.m - i).min(MR);
-                                let (ai, ci) = (a.add(i * r.lda), c.add(i * r.ldc));
+                                let o = block.at_row(i);
                                 if r.direct {
                                     let vec_cols = nc / LANES * LANES;
                                     // The first rows fetch this block's rows PREFETCH_ROWS
@@ -415,60 +333,21 @@ macro_rules! dense_kernel {
                                     } else {
                                         (NO_PREFETCH, false)
                                     };
-                                    direct(
-                                        ai, r.lda, h, b, r.ldb, kc, ci, r.ldc, load_c, bias,
-                                        vec_cols, pf, spread,
-                                    );
-                                    let at = |p: *const f32| {
-                                        if p.is_null() {
-                                            p
-                                        } else {
-                                            p.add(vec_cols)
-                                        }
-                                    };
-                                    tail(
-                                        ai,
-                                        r.lda,
-                                        h,
-                                        b.add(vec_cols),
-                                        r.ldb,
-                                        kc,
-                                        ci.add(vec_cols),
-                                        r.ldc,
-                                        load_c,
-                                        at(bias),
-                                        nc - vec_cols,
-                                    );
+                                    direct(o, h, vec_cols, pf, spread);
+                                    tail(o.at_col(vec_cols), h, nc - vec_cols);
                                 } else {
-                                    for p in 0..full {
-                                        let bp = panels.add(p * kc * NR).cast_const();
-                                        let bias_p = if bias.is_null() {
-                                            bias
-                                        } else {
-                                            bias.add(p * NR)
-                                        };
-                                        let c = ci.add(p * NR);
-                                        rows(ai, r.lda, h, bp, NR, kc, c, r.ldc, load_c, bias_p);
-                                    }
-                                }
-                                if !r.direct && full * NR < nc {
-                                    let bias_p = if bias.is_null() {
-                                        bias
-                                    } else {
-                                        bias.add(full * NR)
+                                    // panel p holds columns p·NR.. packed: row stride NR
+                                    let panel = |p: usize| Operands {
+                                        b: panels.add(p * kc * NR).cast_const(),
+                                        ldb: NR,
+                                        ..o.at_col(p * NR)
                                     };
-                                    ragged(
-                                        ai,
-                                        r.lda,
-                                        h,
-                                        panels.add(full * kc * NR),
-                                        kc,
-                                        ci.add(full * NR),
-                                        r.ldc,
-                                        nc - full * NR,
-                                        load_c,
-                                        bias_p,
-                                    );
+                                    for p in 0..full {
+                                        rows(panel(p), h);
+                                    }
+                                    if full * NR < nc {
+                                        ragged(panel(full), h, nc - full * NR);
+                                    }
                                 }
                                 i += MR;
                             }
