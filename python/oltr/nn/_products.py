@@ -46,19 +46,16 @@ def view(tensor: Tensor) -> np.ndarray:
     return tensor.detach().numpy()
 
 
-def matmul(a: np.ndarray, b: np.ndarray, bias: Optional[np.ndarray] = None,
-           out: Optional[np.ndarray] = None) -> np.ndarray:
+def matmul(a: np.ndarray, b: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
     """``a @ b`` (``+ bias``) on the core: ``a`` (M, K), ``b`` (K, N), ``bias`` (N,), all
-    float32; into ``out`` (M, N) float32 (a new array by default), returned. Rows may be
-    strided (views of wider buffers); an operand whose last axis is strided or whose rows
-    overlap (``expand``) is copied first."""
+    float32 -> a new (M, N) float32 array. Rows may be strided (views of wider buffers); an
+    operand whose last axis is strided or whose rows overlap (``expand``) is copied first."""
     global _core_matmul
     if _core_matmul is None:
         from oltr.memory._rust import load_core
 
         _core_matmul = load_core().matmul
-    if out is None:
-        out = np.empty((a.shape[0], b.shape[1]), np.float32)
+    out = np.empty((a.shape[0], b.shape[1]), np.float32)
     _core_matmul(_core_layout(a), _core_layout(b), out, None if bias is None else _core_layout(bias))
     return out
 

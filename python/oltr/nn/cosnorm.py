@@ -79,7 +79,7 @@ class CosNormClassifier(nn.Module):
         self.squash = squash
         self.weight = nn.Parameter(torch.empty(self.out_dims, self.in_dims))
         self._unit_weight = DerivedCache()
-        self._unit_weight_t = DerivedCache()  # transposed (numpy path; torch path: single rows)
+        self._unit_weight_t = DerivedCache()  # transposed (core path; torch path: single rows)
         self.reset_parameters()
 
     @property

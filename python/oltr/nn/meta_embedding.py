@@ -16,6 +16,7 @@ from oltr.nn.extras import Extras
 
 __all__ = ["MetaEmbeddingClassifier"]
 
+
 class MetaEmbeddingClassifier(nn.Module):
     """Meta-embedding + cosine classifier, exactly the official forward::
 
@@ -123,8 +124,7 @@ class MetaEmbeddingClassifier(nn.Module):
     def forward_features(self, x: Tensor, centroids: Tensor) -> Extras:
         """Everything :meth:`forward` computes but the cosine logits (the meta-embedding,
         reachability, nearest centroid, memory...): ``forward``'s Extras, bit for bit, for
-        callers that need no logits (enrollment imprints from the meta-embeddings; at
-        K = 1e5 the cosine product is a third of the head)."""
+        callers that need no logits (at K = 1e5 the cosine product is a third of the head)."""
         return self._forward(x, centroids, False)[1]
 
     def meta_directions(self, x: Tensor, centroids: Tensor) -> Tensor:
@@ -193,12 +193,10 @@ class MetaEmbeddingClassifier(nn.Module):
                         selector_layer: nn.Linear, cosine: CosNormClassifier) -> tuple[Optional[Tensor], Extras]:
         """The inference forward with the Rust core's batch-invariant products
         (:mod:`oltr.nn._products`) and numpy's elementwise steps, on float32 CPU tensors: the
-        hallucinator scores from the cached transposed weight (D, K), the softmax read-out
-        as ``exp(scores - max) @ C`` divided by the exponentials' sums, the selector from its
-        cached transposed weight, the nearest centroid from the cached Rust index, then the
-        cosine layer's :meth:`~oltr.nn.CosNormClassifier.inference_logits` (its forward hooks
-        do not run, as ``nn.MultiheadAttention`` does not call its ``out_proj``). The layers
-        are this head's, passed in to look them up once."""
+        memory and selector (:meth:`_core_memory`), the nearest centroid from the cached Rust
+        index, then the cosine layer's :meth:`~oltr.nn.CosNormClassifier.inference_logits`
+        (its forward hooks do not run, as ``nn.MultiheadAttention`` does not call its
+        ``out_proj``). The layers are this head's, passed in to look them up once."""
         xa = _products.view(x)
         memory, selector = self._core_memory(xa, centroids, hallucinator, selector_layer)
         nearest_dist, nearest_idx = self.nearest(x, centroids)
