@@ -187,7 +187,7 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            "products. The floor leaves out two of those five products (the read-out has the flops of a floor "
            "product, the search about half), so where the products are compute-bound (B ≥ 64) a head whose "
            "products ran at `torch.mm`'s speed would take ~1.7× the floor or more; oltr's products (the core's "
-           "`matmul`, `benches/bench_matmul.py`) run 1.1–2.3× faster than `torch.mm` there "
+           "`matmul`, `benches/bench_matmul.py`) run 1.1–2.4× faster than `torch.mm` there "
            "(1.1–1.2× at B = 1024), not enough to hide two more products everywhere. At K = 1e3 the "
            "search costs about as much as a float product and the floor's D×D selector is half a K×D product. "
            "`oltr ÷ products` is the head's cost over the work it has to do. "
