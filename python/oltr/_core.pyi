@@ -17,6 +17,8 @@ __all__ = [
     "get_num_threads",
     "available_kernels",
     "matmul",
+    "meta_embedding",
+    "cosine_logits",
 ]
 
 __version__: Final[str]
@@ -116,4 +118,61 @@ def matmul(
     stride, a read-only ``out``, ``out`` overlapping a, b or bias in memory, or an unknown or
     unsupported kernel raises ValueError naming the argument. Runs on
     :func:`get_num_threads` threads (GIL released).
+    """
+
+def meta_embedding(
+    x: NDArray[np.float32],
+    hallucinator_t: NDArray[np.float32],
+    hallucinator_bias: NDArray[np.float32],
+    centroids: NDArray[np.float32],
+    selector_t: NDArray[np.float32],
+    selector_bias: NDArray[np.float32],
+    nearest_distance: NDArray[np.float32] | None = None,
+    *,
+    reach_scale: float = 10.0,
+    eps: float = 1e-12,
+    kernel: str = "auto",
+) -> tuple[
+    NDArray[np.float32],
+    NDArray[np.float32],
+    NDArray[np.float32],
+    NDArray[np.float32],
+    NDArray[np.float32] | None,
+]:
+    """The meta-embedding head's inference formulas in one call (GIL released).
+
+    x: float32 (B, D); hallucinator_t: (D, K) (the hallucinator weight transposed) and
+    hallucinator_bias (K,); centroids (K, D); selector_t: (D, D) (the selector weight
+    transposed) and selector_bias (D,); nearest_distance: (B,) or None. Returns new float32
+    arrays ``(memory, selector, infused, meta)`` (B, D) and ``reachability`` (B,) (None without
+    a distance)::
+
+        memory   = softmax(x @ hallucinator_t + hallucinator_bias) @ centroids
+        selector = tanh(x @ selector_t + selector_bias)
+        infused  = selector * memory
+        reach    = reach_scale / max(nearest_distance, eps)
+        meta     = reach * (x + infused)        (x + infused without a distance)
+
+    Products as :func:`matmul` (``kernel`` picks its engine), elementwise steps with the same
+    IEEE operations on every CPU (exp and tanh within 2 ulp): a row's results have the same
+    bits in any batch, at any thread count, with any kernel. Layouts as :func:`matmul`; a
+    wrong dtype, number of dimensions, shape or inner stride, or a reach_scale or eps that is
+    not finite and > 0 raises ValueError naming the argument.
+    """
+
+def cosine_logits(
+    v: NDArray[np.float32],
+    unit_weight_t: NDArray[np.float32],
+    logit_scale: float,
+    *,
+    squash: str = "code",
+    kernel: str = "auto",
+) -> NDArray[np.float32]:
+    """The cosine classifier's logits, float32 (B, K), of v: float32 (B, D) (GIL released).
+
+    Each row of v times ``logit_scale / (1 + ||v||)`` (``squash="code"``, the official code)
+    or ``logit_scale * ||v|| / (1 + ||v||^2)`` (``"paper"``), then ``@ unit_weight_t`` (D, K),
+    the classifier's unit weight rows transposed; a zero row gives zero logits. Batch-invariant
+    bits as :func:`meta_embedding`. ValueError naming the argument for a bad layout or shape,
+    an unknown squash, a non-finite logit_scale or an unknown kernel.
     """

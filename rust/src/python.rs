@@ -4,7 +4,7 @@
 //! views of them and allocates its outputs, which become NumPy arrays after re-attaching.
 //! Inputs must not be modified by another thread during a call.
 
-use numpy::ndarray::Ix2;
+use numpy::ndarray::{Array2, Ix2};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
     PyUntypedArrayMethods,
@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::kernel::dense::{self, MatMut, MatRef};
+use crate::kernel::head::{self, MetaWeights, Reach, Squash};
 use crate::kernel::{pool, CentroidIndex, Engine, KernelError};
 
 impl From<KernelError> for PyErr {
@@ -259,6 +260,152 @@ fn matmul_array<'a, 'py>(
     ))
 }
 
+/// A float32 input array borrowed read-only for a call, with its layout (`matmul_array`).
+struct Input<'py> {
+    _guard: numpy::PyReadonlyArrayDyn<'py, f32>,
+    layout: Layout,
+}
+
+impl<'py> Input<'py> {
+    /// `obj` as an input of `ndim` dimensions (see `matmul_array`), borrowed read-only.
+    fn new(obj: &Bound<'py, PyAny>, argument: &'static str, ndim: usize) -> PyResult<Self> {
+        let (array, layout) = matmul_array(obj, argument, ndim)?;
+        Ok(Self {
+            _guard: array.try_readonly()?,
+            layout,
+        })
+    }
+
+    /// The elements the array spans.
+    fn data(&self) -> &[f32] {
+        // SAFETY: the layout spans `len` elements inside the array (checked by
+        // `matmul_array`), and the read-only borrow keeps it alive and unwritten by Rust code
+        // while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.layout.ptr.cast_const(), self.layout.len) }
+    }
+
+    /// The array as a matrix view (a 1-D array is one row).
+    fn matrix(&self, argument: &'static str) -> Result<MatRef<'_>, KernelError> {
+        let lay = &self.layout;
+        MatRef::new(argument, self.data(), lay.rows, lay.cols, lay.stride)
+    }
+}
+
+/// `values` (rows × cols, row-major) as a new 2-D NumPy array.
+fn to_numpy<'py>(
+    py: Python<'py>,
+    values: Vec<f32>,
+    rows: usize,
+    cols: usize,
+) -> Bound<'py, PyArray2<f32>> {
+    Array2::from_shape_vec((rows, cols), values)
+        .expect("the kernel returns rows × cols values")
+        .into_pyarray(py)
+}
+
+/// `(memory, selector, infused, meta, reachability)` of the meta-embedding head.
+type MetaResult<'py> = (
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray2<f32>>,
+    Bound<'py, PyArray2<f32>>,
+    Option<Bound<'py, PyArray1<f32>>>,
+);
+
+/// The meta-embedding head's inference formulas in one call (see `kernel::head`).
+#[pyfunction]
+#[pyo3(signature = (
+    x, hallucinator_t, hallucinator_bias, centroids, selector_t, selector_bias,
+    nearest_distance = None, *, reach_scale = 10.0, eps = 1e-12, kernel = "auto"
+))]
+#[allow(clippy::too_many_arguments)]
+fn meta_embedding<'py>(
+    py: Python<'py>,
+    x: &Bound<'py, PyAny>,
+    hallucinator_t: &Bound<'py, PyAny>,
+    hallucinator_bias: &Bound<'py, PyAny>,
+    centroids: &Bound<'py, PyAny>,
+    selector_t: &Bound<'py, PyAny>,
+    selector_bias: &Bound<'py, PyAny>,
+    nearest_distance: Option<&Bound<'py, PyAny>>,
+    reach_scale: f64,
+    eps: f64,
+    kernel: &str,
+) -> PyResult<MetaResult<'py>> {
+    let engine = dense::engine(kernel)?;
+    for (argument, value) in [("reach_scale", reach_scale), ("eps", eps)] {
+        if !(value.is_finite() && value > 0.0) {
+            return Err(KernelError::NotPositive { argument, value }.into());
+        }
+    }
+    let x = Input::new(x, "x", 2)?;
+    let inputs = [
+        Input::new(hallucinator_t, "hallucinator_t", 2)?,
+        Input::new(hallucinator_bias, "hallucinator_bias", 1)?,
+        Input::new(centroids, "centroids", 2)?,
+        Input::new(selector_t, "selector_t", 2)?,
+        Input::new(selector_bias, "selector_bias", 1)?,
+    ];
+    let nearest = nearest_distance
+        .map(|d| Input::new(d, "nearest_distance", 1))
+        .transpose()?;
+    let xm = x.matrix("x")?;
+    let weights = MetaWeights {
+        hallucinator_t: inputs[0].matrix("hallucinator_t")?,
+        hallucinator_bias: inputs[1].data(),
+        centroids: inputs[2].matrix("centroids")?,
+        selector_t: inputs[3].matrix("selector_t")?,
+        selector_bias: inputs[4].data(),
+    };
+    let reach = nearest.as_ref().map(|d| Reach {
+        nearest_distance: d.data(),
+        scale: reach_scale as f32,
+        eps: eps as f32,
+    });
+    let parts = py.detach(|| head::meta_embedding(xm, &weights, reach.as_ref(), engine))?;
+    let (b, d) = (xm.rows(), xm.cols());
+    Ok((
+        to_numpy(py, parts.memory, b, d),
+        to_numpy(py, parts.selector, b, d),
+        to_numpy(py, parts.infused, b, d),
+        to_numpy(py, parts.meta, b, d),
+        parts.reachability.map(|r| r.into_pyarray(py)),
+    ))
+}
+
+/// The cosine classifier's logits (see `kernel::head::cosine_logits`).
+#[pyfunction]
+#[pyo3(signature = (v, unit_weight_t, logit_scale, *, squash = "code", kernel = "auto"))]
+fn cosine_logits<'py>(
+    py: Python<'py>,
+    v: &Bound<'py, PyAny>,
+    unit_weight_t: &Bound<'py, PyAny>,
+    logit_scale: f64,
+    squash: &str,
+    kernel: &str,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
+    let engine = dense::engine(kernel)?;
+    let squash = match squash {
+        "code" => Squash::Code,
+        "paper" => Squash::Paper,
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "squash must be 'code' or 'paper', got {other:?}"
+            )))
+        }
+    };
+    if !logit_scale.is_finite() {
+        return Err(PyValueError::new_err(format!(
+            "logit_scale must be finite, got {logit_scale}"
+        )));
+    }
+    let v = Input::new(v, "v", 2)?;
+    let weight = Input::new(unit_weight_t, "unit_weight_t", 2)?;
+    let (vm, wm) = (v.matrix("v")?, weight.matrix("unit_weight_t")?);
+    let logits = py.detach(|| head::cosine_logits(vm, wm, logit_scale as f32, squash, engine))?;
+    Ok(to_numpy(py, logits, vm.rows(), wm.cols()))
+}
+
 /// out = a @ b (+ bias) in float32 with fused multiply-adds in k order (see `kernel::dense`).
 #[pyfunction]
 #[pyo3(signature = (a, b, out, bias = None, *, kernel = "auto"))]
@@ -271,16 +418,16 @@ fn matmul(
     kernel: &str,
 ) -> PyResult<()> {
     let engine = dense::engine(kernel)?;
-    let (a_arr, a_lay) = matmul_array(a, "a", 2)?;
-    let (b_arr, b_lay) = matmul_array(b, "b", 2)?;
+    let a = Input::new(a, "a", 2)?;
+    let b = Input::new(b, "b", 2)?;
     let (out_arr, out_lay) = matmul_array(out, "out", 2)?;
-    let bias = bias.map(|bias| matmul_array(bias, "bias", 1)).transpose()?;
+    let bias = bias.map(|bias| Input::new(bias, "bias", 1)).transpose()?;
     let (o0, o1) = out_lay.bytes();
-    let inputs = [("a", &a_lay), ("b", &b_lay)]
+    let inputs = [("a", &a), ("b", &b)]
         .into_iter()
-        .chain(bias.as_ref().map(|(_, lay)| ("bias", lay)));
-    for (name, lay) in inputs {
-        let (s, e) = lay.bytes();
+        .chain(bias.as_ref().map(|input| ("bias", input)));
+    for (name, input) in inputs {
+        let (s, e) = input.layout.bytes();
         if s < e && o0 < o1 && s < o1 && o0 < e {
             return Err(bad(
                 "out",
@@ -288,31 +435,17 @@ fn matmul(
             ));
         }
     }
-    let _a_guard = a_arr.try_readonly()?;
-    let _b_guard = b_arr.try_readonly()?;
-    let _bias_guard = bias
-        .as_ref()
-        .map(|(arr, _)| arr.try_readonly())
-        .transpose()?;
     let _out_guard = out_arr.try_readwrite().map_err(|err| match err {
         numpy::BorrowError::NotWriteable => bad("out", "must be writeable".to_string()),
         other => bad("out", format!("cannot be borrowed for writing: {other}")),
     })?;
-    // SAFETY: each layout spans `len` elements inside its array (checked by `matmul_array`),
-    // the borrow guards keep the arrays alive and unaliased by other Rust borrows during the
-    // call, and out does not overlap the inputs (checked above).
-    let (a_data, b_data, out_data, bias_data) = unsafe {
-        (
-            std::slice::from_raw_parts(a_lay.ptr.cast_const(), a_lay.len),
-            std::slice::from_raw_parts(b_lay.ptr.cast_const(), b_lay.len),
-            std::slice::from_raw_parts_mut(out_lay.ptr, out_lay.len),
-            bias.as_ref()
-                .map(|(_, lay)| std::slice::from_raw_parts(lay.ptr.cast_const(), lay.len)),
-        )
-    };
-    let a_view = MatRef::new("a", a_data, a_lay.rows, a_lay.cols, a_lay.stride)?;
-    let b_view = MatRef::new("b", b_data, b_lay.rows, b_lay.cols, b_lay.stride)?;
+    // SAFETY: the layout spans `len` elements inside `out` (checked by `matmul_array`), the
+    // write borrow keeps it alive and unaliased by other Rust borrows during the call, and it
+    // does not overlap the inputs (checked above).
+    let out_data = unsafe { std::slice::from_raw_parts_mut(out_lay.ptr, out_lay.len) };
     let out_view = MatMut::new("out", out_data, out_lay.rows, out_lay.cols, out_lay.stride)?;
+    let (a_view, b_view) = (a.matrix("a")?, b.matrix("b")?);
+    let bias_data = bias.as_ref().map(Input::data);
     py.detach(|| dense::matmul(a_view, b_view, out_view, bias_data, engine))?;
     Ok(())
 }
@@ -334,5 +467,7 @@ fn core_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(available_kernels, m)?)?;
     m.add_function(wrap_pyfunction!(matmul, m)?)?;
+    m.add_function(wrap_pyfunction!(meta_embedding, m)?)?;
+    m.add_function(wrap_pyfunction!(cosine_logits, m)?)?;
     Ok(())
 }

@@ -61,7 +61,7 @@ class CosNormClassifier(nn.Module):
     copy, and a transposed one too once a single-row batch is seen) and
     rebuilt only when ``weight`` changes (:mod:`oltr.nn._weight_cache`); call :meth:`clear_cache`
     after writing the weight in place through ``weight.data``. With CPU float32 tensors and the
-    Rust core the product runs on the core's batch-invariant ``matmul`` (:meth:`inference_logits`,
+    Rust core the squash and the product run in one core call (:meth:`inference_logits`,
     :mod:`oltr.nn._products`: a row's logits have the same bits in any batch), otherwise with
     ``torch.mm``. Training and autograd always normalise on the fly.
     """
@@ -140,25 +140,11 @@ class CosNormClassifier(nn.Module):
 
     def inference_logits(self, v: np.ndarray) -> np.ndarray:
         """The logits (B, K) of ``v`` (B, in_dims) float32 at inference, on the Rust core
-        (:func:`oltr.nn._products.matmul`, batch-invariant): ``v`` times its rows' squash
-        factors (:meth:`squash_into`), times the cached transposed unit weight (in_dims, K).
-        K is the cached weight's: ``out_dims`` may run ahead of it while a class is enrolled."""
-        scaled = np.empty_like(v)
-        self.squash_into(v, scaled)
-        return _products.matmul(scaled, _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed)))
-
-    def squash_into(self, v: np.ndarray, out: np.ndarray) -> None:
-        """``out = logit_scale * squash(v)`` for ``v`` (B, in_dims): each row times its
-        factor (code: ``1 / (1 + ||v||)``; paper: ``||v|| / (1 + ||v||^2)``)."""
-        norm = np.sqrt(np.einsum("ij,ij->i", v, v))
-        scale = v.dtype.type(self.logit_scale)
-        if self.squash == "code":
-            factor = np.reciprocal(norm + 1, out=norm)
-            factor *= scale
-        else:
-            factor = norm * scale
-            factor /= norm * norm + 1
-        np.multiply(v, factor[:, None], out=out)
+        (:func:`oltr.nn._products.cosine_logits`, batch-invariant): ``v`` times its rows'
+        squash factors times the cached transposed unit weight (in_dims, K). K is the cached
+        weight's: ``out_dims`` may run ahead of it while a class is enrolled."""
+        unit_t = _products.view(self._unit_weight_t.get(self.weight, _normalised_transposed))
+        return _products.cosine_logits(v, unit_t, self.logit_scale, self.squash)
 
     def extra_repr(self) -> str:
         return (f"in_dims={self.in_dims}, out_dims={self.out_dims}, logit_scale={self.logit_scale}, "

@@ -46,10 +46,11 @@ class MetaEmbeddingClassifier(nn.Module):
     depends on the weights and memory built once and kept until they change (the Rust index
     of the centroids, the normalised cosine weights, transposed copies of the weights), the
     softmax folded into the memory read-out (the exponentials times the memory, then divided
-    by their sums). With float32 CPU tensors and the Rust core, the products run on the core's
-    batch-invariant ``matmul`` (:mod:`oltr.nn._products`): a row's results have the same bits
-    in any batch, at any thread count, and the cosine logits come from the cosine layer's
-    inference method (its forward hooks do not run). Otherwise (float64, GPU, no core) the
+    by their sums). With float32 CPU tensors and the Rust core, everything after the nearest
+    centroid search is one core call (``oltr._core.meta_embedding``, :mod:`oltr.nn._products`:
+    batch-invariant products and elementwise steps), so a row's results have the same bits in
+    any batch, at any thread count, and the cosine logits come from the cosine layer's
+    inference method (its forward hooks do not run; ``oltr._core.cosine_logits``). Otherwise (float64, GPU, no core) the
     same caches feed torch products. Either way the results equal the formulas to float32
     rounding. Training and autograd always run the formulas above as written. The extras
     carry the batch's nearest distance and reachability, so no consumer searches again.
@@ -137,9 +138,7 @@ class MetaEmbeddingClassifier(nn.Module):
         with torch.no_grad():
             layers = self.fc_hallucinator, self.fc_selector
             if inference_fast_path(self, x) and _products.available(x, centroids, *(layer.weight for layer in layers)):
-                xa = _products.view(x)
-                memory, selector = self._core_memory(xa, centroids, *layers)
-                direction = torch.from_numpy(xa + selector * memory)
+                direction = torch.from_numpy(self._core_meta(x, centroids, None, *layers)[3])
             else:
                 meta = self.forward_features(x, centroids).meta_embedding
                 assert meta is not None  # the head's extras always carry it
@@ -191,42 +190,34 @@ class MetaEmbeddingClassifier(nn.Module):
 
     def _core_inference(self, x: Tensor, centroids: Tensor, with_logits: bool, hallucinator: nn.Linear,
                         selector_layer: nn.Linear, cosine: CosNormClassifier) -> tuple[Optional[Tensor], Extras]:
-        """The inference forward with the Rust core's batch-invariant products
-        (:mod:`oltr.nn._products`) and numpy's elementwise steps, on float32 CPU tensors: the
-        memory and selector (:meth:`_core_memory`), the nearest centroid from the cached Rust
-        index, then the cosine layer's :meth:`~oltr.nn.CosNormClassifier.inference_logits`
-        (its forward hooks do not run, as ``nn.MultiheadAttention`` does not call its
-        ``out_proj``). The layers are this head's, passed in to look them up once."""
-        xa = _products.view(x)
-        memory, selector = self._core_memory(xa, centroids, hallucinator, selector_layer)
+        """The inference forward on the Rust core, on float32 CPU tensors: the nearest
+        centroid from the cached Rust index, the meta-embedding (:meth:`_core_meta`), then the
+        cosine layer's :meth:`~oltr.nn.CosNormClassifier.inference_logits` (its forward hooks
+        do not run, as ``nn.MultiheadAttention`` does not call its ``out_proj``). The layers
+        are this head's, passed in to look them up once."""
         nearest_dist, nearest_idx = self.nearest(x, centroids)
-        # reach_scale / max(d, eps) rounded as torch's scalar / tensor (a reciprocal, then a product)
-        reach = np.reciprocal(np.maximum(_products.view(nearest_dist), np.float32(REACHABILITY_EPS)))
-        reach *= np.float32(self.reach_scale)
-        infused = selector * memory
-        meta = xa + infused
-        meta *= reach[:, None]
+        memory, selector, infused, meta, reach = self._core_meta(x, centroids, nearest_dist, hallucinator,
+                                                                 selector_layer)
+        assert reach is not None  # a distance was given
         logits = torch.from_numpy(cosine.inference_logits(meta)) if with_logits else None
         extras = Extras(direct=x, infused=torch.from_numpy(infused), memory=torch.from_numpy(memory),
                         selector=torch.from_numpy(selector), reachability=torch.from_numpy(reach),
                         nearest=nearest_idx, nearest_distance=nearest_dist, meta_embedding=torch.from_numpy(meta))
         return logits, extras
 
-    def _core_memory(self, xa: np.ndarray, centroids: Tensor, hallucinator: nn.Linear,
-                     selector_layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
-        """``(memory, selector)`` (B, D) float32 of ``xa`` (B, D) on the core path: the
-        hallucinator scores from the cached transposed weight (D, K), the softmax read-out as
-        ``exp(scores - max) @ C`` divided by the exponentials' sums, ``tanh`` of the selector
-        from its cached transposed weight."""
-        view, matmul = _products.view, _products.matmul
-        scores = matmul(xa, view(self._hallucinator_t.get(hallucinator.weight, _transposed)), view(hallucinator.bias))
-        scores -= scores.max(axis=1, keepdims=True)
-        np.exp(scores, out=scores)
-        memory = matmul(scores, view(centroids))
-        memory /= scores.sum(axis=1, keepdims=True)
-        selector = np.tanh(matmul(xa, view(self._selector_t.get(selector_layer.weight, _transposed)),
-                                  view(selector_layer.bias)))
-        return memory, selector
+    def _core_meta(self, x: Tensor, centroids: Tensor, nearest_dist: Optional[Tensor], hallucinator: nn.Linear,
+                   selector_layer: nn.Linear) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                       Optional[np.ndarray]]:
+        """``(memory, selector, infused, meta (B, D), reachability (B,) or None)`` float32 of
+        ``x`` (B, D) from :func:`oltr.nn._products.meta_embedding` (one core call) with the
+        cached transposed hallucinator and selector weights; without ``nearest_dist`` (B,) the
+        meta-embedding is not scaled (``x + infused``) and no reachability is returned."""
+        view = _products.view
+        return _products.meta_embedding(
+            view(x), view(self._hallucinator_t.get(hallucinator.weight, _transposed)), view(hallucinator.bias),
+            view(centroids), view(self._selector_t.get(selector_layer.weight, _transposed)),
+            view(selector_layer.bias), None if nearest_dist is None else view(nearest_dist),
+            self.reach_scale, REACHABILITY_EPS)
 
     def extra_repr(self) -> str:
         return (f"feat_dim={self.feat_dim}, num_classes={self.num_classes}, reach_scale={self.reach_scale}, "

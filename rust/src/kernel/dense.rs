@@ -194,6 +194,23 @@ impl<'a> MatRef<'a> {
     }
 }
 
+impl MatRef<'_> {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `i` (its `cols` elements).
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.stride..i * self.stride + self.cols]
+    }
+}
+
 impl<'a> MatMut<'a> {
     /// `rows × cols` over `data` with row stride `stride` (elements).
     pub fn new(

@@ -8,6 +8,7 @@ pub mod distance;
 pub mod engine;
 pub mod error;
 pub mod executor;
+pub mod head;
 pub mod index;
 pub mod linger;
 pub mod margin;

@@ -1,0 +1,263 @@
+//! The meta-embedding head and the cosine classifier at inference, one call each.
+//!
+//! [`meta_embedding`] computes, for a batch `x` (B, D), the official head's formulas
+//! (Liu et al., CVPR 2019, eq. 2–4 as the official `MetaEmbedding_Classifier` codes them):
+//!
+//! ```text
+//! memory   = softmax(x · Hᵀ + h) · C        hallucinator H (K, D), h (K,); centroids C (K, D)
+//! selector = tanh(x · Sᵀ + s)               selector S (D, D), s (D,)
+//! infused  = selector ⊙ memory
+//! reach    = scale / max(d, eps)            d: each row's nearest-centroid distance (given)
+//! meta     = reach ⊙ (x + infused)          (no reach given: x + infused)
+//! ```
+//!
+//! and [`cosine_logits`] the cosine classifier of a batch `v`: `σ(‖v‖) · v · Wᵀ` with the unit
+//! rows of `W` given transposed and `σ` the code squash `logit_scale / (1 + ‖v‖)` or the
+//! paper's `logit_scale · ‖v‖ / (1 + ‖v‖²)`.
+//!
+//! The products run on [`dense::matmul`] (one FMA chain per entry in k order) and the
+//! elementwise steps on [`math`] (the same IEEE operations on every CPU), each row on its own:
+//! a row's results have the same bits in any batch, at any thread count, with any engine.
+//! Weights come transposed (D, K) so the products read them row by row. The softmax is folded
+//! into the read-out: `exp(z - max z) · C` divided by the row's sum of exponentials.
+
+pub mod math;
+
+use std::cell::RefCell;
+
+use super::dense::{self, MatMut, MatRef};
+use super::engine::Engine;
+use super::error::KernelError;
+
+/// The head's weights, as [`meta_embedding`] takes them (D features, K classes).
+#[derive(Clone, Copy, Debug)]
+pub struct MetaWeights<'a> {
+    /// The hallucinator's weight, transposed: (D, K).
+    pub hallucinator_t: MatRef<'a>,
+    /// The hallucinator's bias: K values.
+    pub hallucinator_bias: &'a [f32],
+    /// The memory (class centroids): (K, D).
+    pub centroids: MatRef<'a>,
+    /// The concept selector's weight, transposed: (D, D).
+    pub selector_t: MatRef<'a>,
+    /// The concept selector's bias: D values.
+    pub selector_bias: &'a [f32],
+}
+
+/// The reachability of each row: `scale / max(nearest_distance, eps)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Reach<'a> {
+    /// Each row's distance to its nearest centroid: B values.
+    pub nearest_distance: &'a [f32],
+    pub scale: f32,
+    pub eps: f32,
+}
+
+/// What [`meta_embedding`] returns: (B, D) row-major arrays and, with a [`Reach`], B values.
+#[derive(Debug)]
+pub struct MetaParts {
+    pub memory: Vec<f32>,
+    pub selector: Vec<f32>,
+    pub infused: Vec<f32>,
+    pub meta: Vec<f32>,
+    pub reachability: Option<Vec<f32>>,
+}
+
+/// The cosine classifier's squash of a row's norm `n` into its logit factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Squash {
+    /// The official code: `logit_scale / (1 + n)`.
+    Code,
+    /// The paper: `logit_scale · n / (1 + n²)`.
+    Paper,
+}
+
+fn shape_error(argument: &'static str, want: String, rows: usize, cols: usize) -> KernelError {
+    KernelError::BadMatrix {
+        argument,
+        detail: format!("must have shape {want}, got ({rows}, {cols})"),
+    }
+}
+
+fn check_shape(
+    argument: &'static str,
+    m: &MatRef<'_>,
+    rows: usize,
+    cols: usize,
+) -> Result<(), KernelError> {
+    if (m.rows(), m.cols()) == (rows, cols) {
+        return Ok(());
+    }
+    Err(shape_error(
+        argument,
+        format!("({rows}, {cols})"),
+        m.rows(),
+        m.cols(),
+    ))
+}
+
+fn check_len(argument: &'static str, values: &[f32], len: usize) -> Result<(), KernelError> {
+    if values.len() == len {
+        return Ok(());
+    }
+    Err(KernelError::BadMatrix {
+        argument,
+        detail: format!("must have {len} elements, got {}", values.len()),
+    })
+}
+
+/// `out = a · b (+ bias)`, `out` holding exactly `a.rows() × b.cols()` values (row-major).
+fn product_into(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    engine: Engine,
+) -> Result<(), KernelError> {
+    let (rows, cols) = (a.rows(), b.cols());
+    dense::matmul(
+        a,
+        b,
+        MatMut::new("out", out, rows, cols, cols)?,
+        bias,
+        engine,
+    )
+}
+
+/// A `rows × cols` product `a · b (+ bias)` into a new vector.
+fn product(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    bias: Option<&[f32]>,
+    engine: Engine,
+) -> Result<Vec<f32>, KernelError> {
+    let mut out = vec![0.0f32; a.rows() * b.cols()];
+    product_into(a, b, bias, &mut out, engine)?;
+    Ok(out)
+}
+
+/// Floats of scratch a thread keeps between calls (64 MiB).
+const SCRATCH_KEEP: usize = 16 << 20;
+
+thread_local! {
+    /// The calling thread's scratch (the (B, K) scores, the scaled (B, D) rows), kept between
+    /// calls up to [`SCRATCH_KEEP`] floats: on the shared VM each first touch of a fresh page
+    /// cost ~2.5 µs, 2–3 ms per call at B × K = 1024 × 1000 if this buffer were new each time.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` on `len` floats of this thread's scratch (contents unspecified: `f` writes them first).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    if buffer.len() < len {
+        buffer = vec![0.0f32; len];
+    }
+    let result = f(&mut buffer[..len]);
+    if buffer.len() <= SCRATCH_KEEP {
+        SCRATCH.with(|s| *s.borrow_mut() = buffer);
+    }
+    result
+}
+
+/// The meta-embedding of every row of `x` (B, D) (see the module docs). Errors name the
+/// argument whose shape disagrees with `x` and the hallucinator's (D, K).
+pub fn meta_embedding(
+    x: MatRef<'_>,
+    w: &MetaWeights<'_>,
+    reach: Option<&Reach<'_>>,
+    engine: Engine,
+) -> Result<MetaParts, KernelError> {
+    let (b, d, k) = (x.rows(), x.cols(), w.hallucinator_t.cols());
+    check_shape("hallucinator_t", &w.hallucinator_t, d, k)?;
+    check_len("hallucinator_bias", w.hallucinator_bias, k)?;
+    check_shape("centroids", &w.centroids, k, d)?;
+    check_shape("selector_t", &w.selector_t, d, d)?;
+    check_len("selector_bias", w.selector_bias, d)?;
+    if let Some(reach) = reach {
+        check_len("nearest_distance", reach.nearest_distance, b)?;
+    }
+    let (sums, mut memory) = with_scratch(b * k, |scores| {
+        product_into(
+            x,
+            w.hallucinator_t,
+            Some(w.hallucinator_bias),
+            scores,
+            engine,
+        )?;
+        let sums: Vec<f32> = if k == 0 {
+            vec![0.0; b]
+        } else {
+            scores
+                .chunks_exact_mut(k)
+                .map(math::softmax_numerators)
+                .collect()
+        };
+        let exps = MatRef::new("scores", scores, b, k, k)?;
+        Ok::<_, KernelError>((sums, product(exps, w.centroids, None, engine)?))
+    })?;
+    let mut selector = product(x, w.selector_t, Some(w.selector_bias), engine)?;
+    math::tanh_in_place(&mut selector);
+    let mut infused = vec![0.0f32; b * d];
+    let mut meta = vec![0.0f32; b * d];
+    let reachability = reach.map(|r| {
+        r.nearest_distance
+            .iter()
+            .map(|&dist| (1.0 / if dist < r.eps { r.eps } else { dist }) * r.scale)
+            .collect::<Vec<f32>>()
+    });
+    if d > 0 {
+        let rows = memory
+            .chunks_exact_mut(d)
+            .zip(selector.chunks_exact(d))
+            .zip(infused.chunks_exact_mut(d).zip(meta.chunks_exact_mut(d)));
+        for (i, ((memory, selector), (infused, meta))) in rows.enumerate() {
+            let row = math::MetaRow {
+                x: x.row(i),
+                memory,
+                selector,
+                infused,
+                meta,
+            };
+            math::combine_row(row, sums[i], reachability.as_ref().map(|r| r[i]));
+        }
+    }
+    Ok(MetaParts {
+        memory,
+        selector,
+        infused,
+        meta,
+        reachability,
+    })
+}
+
+/// The cosine classifier's logits (B, K) of `v` (B, D): each row times its squash factor
+/// (`logit_scale` and [`Squash`]; the row norm from [`math::norm`]), times `unit_weight_t`
+/// (D, K), the classifier's unit rows transposed.
+pub fn cosine_logits(
+    v: MatRef<'_>,
+    unit_weight_t: MatRef<'_>,
+    logit_scale: f32,
+    squash: Squash,
+    engine: Engine,
+) -> Result<Vec<f32>, KernelError> {
+    let (b, d) = (v.rows(), v.cols());
+    check_shape("unit_weight_t", &unit_weight_t, d, unit_weight_t.cols())?;
+    with_scratch(b * d, |scaled| {
+        if d > 0 {
+            for (i, out) in scaled.chunks_exact_mut(d).enumerate() {
+                let row = v.row(i);
+                let norm = math::norm(row);
+                let factor = match squash {
+                    Squash::Code => (1.0 / (norm + 1.0)) * logit_scale,
+                    Squash::Paper => (norm * logit_scale) / (norm * norm + 1.0),
+                };
+                math::scale_row(row, factor, out);
+            }
+        }
+        let scaled = MatRef::new("v", scaled, b, d, d)?;
+        product(scaled, unit_weight_t, None, engine)
+    })
+}
+
+#[cfg(test)]
+mod tests;
