@@ -7,9 +7,13 @@
 //!
 //! Few-query calls (at most [`BF16_STORAGE_MAX_ROWS`] queries per block) are bound by reading
 //! the panels, not by the FMAs: they read a second copy of the panels stored as bf16 (half the
-//! bytes), widened to f32 in registers by a 16-bit shift (no BF16 instructions needed). The
-//! queries stay f32, so the margin adds only the centroids' storage rounding:
-//! `‖x‖·max‖c − ĉ‖ + γ_{D+2}·‖x‖·max‖ĉ‖` (`margin::dot_error_bf16` with no query residual).
+//! bytes). Each 32-bit word of that copy holds one centroid's dimensions 2m (low half) and
+//! 2m + 1 (high half), so one load gives two f32 vectors by a 16-bit shift and a mask (no
+//! shuffle, no BF16 instruction). A single query sums its even and its odd dimensions in two
+//! accumulators (twice the independent FMA chains), added at the end. The queries stay f32, so
+//! the margin adds only the centroids' storage rounding:
+//! `‖x‖·max‖c − ĉ‖ + γ_{D+2}·‖x‖·max‖ĉ‖` (`margin::dot_error_bf16` with no query residual; two
+//! partial sums of at most ⌈D/2⌉ terms and their sum round within `γ_{D+2}`).
 
 use super::bf16::round_with_norms;
 use super::candidates::{set_f32_margins, ExactData, QueryState};
@@ -76,7 +80,9 @@ pub struct F32Centroids {
     panels: Vec<Block>,
     /// `‖c_j‖²` rounded to f32 at offset `p * lanes + i`; +inf in padding lanes.
     norms: Vec<Block>,
-    /// The same panels rounded to bf16 (same offsets, 2 bytes each).
+    /// The centroids rounded to bf16, two dimensions per 32-bit word: panel p, dimension pair
+    /// m (dimensions 2m, 2m + 1; a zero above an odd D), lane i at word offset
+    /// `(p * ⌈D/2⌉ + m) * lanes + i`, dimension 2m in the low 16 bits.
     panels_bf16: Vec<HalfBlock>,
     /// `max_j ‖ĉ_j‖` and `max_j ‖c_j − ĉ_j‖` of the bf16 copy.
     c_hat_max: f64,
@@ -103,22 +109,25 @@ impl F32Centroids {
         for (j, &n) in norms_sq.iter().enumerate().take(num) {
             flat_norms[j] = n as f32;
         }
-        let mut panels_bf16 = vec![HalfBlock::default(); (num_panels * dim * lanes).div_ceil(32)];
+        let pairs = dim.div_ceil(2);
+        let mut panels_bf16 = vec![HalfBlock::default(); (num_panels * pairs * lanes).div_ceil(16)];
         let (mut c_hat_max, mut c_residual_max) = (0.0f64, 0.0f64);
         {
-            // SAFETY: `HalfBlock` is `repr(C)` over `[u16; 32]` with no padding (64 bytes).
-            let flat: &mut [u16] = unsafe {
+            // SAFETY: `HalfBlock` is `repr(C, align(64))` over `[u16; 32]` with no padding (64
+            // bytes, 16 aligned u32 words).
+            let words: &mut [u32] = unsafe {
                 std::slice::from_raw_parts_mut(
                     panels_bf16.as_mut_ptr().cast(),
-                    panels_bf16.len() * 32,
+                    panels_bf16.len() * 16,
                 )
             };
-            let mut hat = vec![0u16; dim];
+            let mut hat = vec![0u16; 2 * pairs];
             for j in 0..num {
                 let (p, lane) = (j / lanes, j % lanes);
-                let (h, r) = round_with_norms(&rows[j * dim..(j + 1) * dim], &mut hat);
-                for (l, &v) in hat.iter().enumerate() {
-                    flat[(p * dim + l) * lanes + lane] = v;
+                let (h, r) = round_with_norms(&rows[j * dim..(j + 1) * dim], &mut hat[..dim]);
+                for (m, pair) in hat.chunks_exact(2).enumerate() {
+                    words[(p * pairs + m) * lanes + lane] =
+                        u32::from(pair[0]) | (u32::from(pair[1]) << 16);
                 }
                 c_hat_max = c_hat_max.max(h);
                 c_residual_max = c_residual_max.max(r);
@@ -214,7 +223,7 @@ pub fn scan(
 /// Writes the kernel module `$name` for one instruction set: `$feat` its target features,
 /// `$lanes` its vector width, `$group` the rows per micro-group and `$tiles` the NP used
 /// for each MR variant (MR ∈ {1, 2, 4, $group}); `$ops` a module of `#[inline]` vector ops
-/// (`zero`, `load`, `load_bf16`, `bcast`, `fma`, `le_mask`, `store`, type `V`: [`avx2_ops`],
+/// (`zero`, `load`, `load_bf16_pair`, `bcast`, `fma`, `add`, `le_mask`, `store`, type `V`: [`avx2_ops`],
 /// [`avx512_ops`]).
 #[cfg(target_arch = "x86_64")]
 macro_rules! f32_kernel {
@@ -237,7 +246,7 @@ macro_rules! f32_kernel {
             unsafe fn micro<const MR: usize, const NP: usize, const HALF: bool>(
                 xg: *const f32,
                 panels: *const f32,
-                panels_bf16: *const u16,
+                panels_bf16: *const u32,
                 norms: *const f32,
                 dim: usize,
                 first_centroid: usize,
@@ -245,21 +254,47 @@ macro_rules! f32_kernel {
                 data: &ExactData<'_>,
             ) {
                 let mut acc = [[zero(); NP]; MR];
-                for l in 0..dim {
-                    let mut cv = [zero(); NP];
-                    for (p, c) in cv.iter_mut().enumerate() {
-                        let at = (p * dim + l) * LANES;
-                        *c = if HALF {
-                            load_bf16(panels_bf16.add(at))
-                        } else {
-                            load(panels.add(at))
-                        };
+                if HALF {
+                    // Dimension pairs: even dimensions into `acc`, odd ones into `odd` for a
+                    // single query (more independent chains), into `acc` too otherwise.
+                    let mut odd = [[zero(); NP]; MR];
+                    for m in 0..dim.div_ceil(2) {
+                        let mut even_v = [zero(); NP];
+                        let mut odd_v = [zero(); NP];
+                        for p in 0..NP {
+                            (even_v[p], odd_v[p]) =
+                                load_bf16_pair(panels_bf16.add((p * dim.div_ceil(2) + m) * LANES));
+                        }
+                        let xl = xg.add(2 * m * MR);
+                        for (r, (row, odd_row)) in acc.iter_mut().zip(odd.iter_mut()).enumerate() {
+                            let (xe, xo) = (bcast(*xl.add(r)), bcast(*xl.add(MR + r)));
+                            for p in 0..NP {
+                                row[p] = fma(xe, even_v[p], row[p]);
+                                if MR == 1 {
+                                    odd_row[p] = fma(xo, odd_v[p], odd_row[p]);
+                                } else {
+                                    row[p] = fma(xo, odd_v[p], row[p]);
+                                }
+                            }
+                        }
                     }
-                    let xl = xg.add(l * MR);
-                    for (r, row) in acc.iter_mut().enumerate() {
-                        let xb = bcast(*xl.add(r));
-                        for (a, c) in row.iter_mut().zip(cv.iter()) {
-                            *a = fma(xb, *c, *a);
+                    if MR == 1 {
+                        for p in 0..NP {
+                            acc[0][p] = add(acc[0][p], odd[0][p]);
+                        }
+                    }
+                } else {
+                    for l in 0..dim {
+                        let mut cv = [zero(); NP];
+                        for (p, c) in cv.iter_mut().enumerate() {
+                            *c = load(panels.add((p * dim + l) * LANES));
+                        }
+                        let xl = xg.add(l * MR);
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let xb = bcast(*xl.add(r));
+                            for (a, c) in row.iter_mut().zip(cv.iter()) {
+                                *a = fma(xb, *c, *a);
+                            }
                         }
                     }
                 }
@@ -288,14 +323,15 @@ macro_rules! f32_kernel {
             ) {
                 let dim = packed.dim;
                 let base = packed.panels.as_ptr().cast::<f32>();
-                let base_bf16 = packed.panels_bf16.as_ptr().cast::<u16>();
+                let base_bf16 = packed.panels_bf16.as_ptr().cast::<u32>();
+                let pairs = dim.div_ceil(2);
                 let norms = packed.norms.as_ptr().cast::<f32>();
                 let mut p = p0;
                 while p + NP <= p1 {
                     micro::<MR, NP, HALF>(
                         xg.as_ptr(),
                         base.add(p * dim * LANES),
-                        base_bf16.add(p * dim * LANES),
+                        base_bf16.add(p * pairs * LANES),
                         norms.add(p * LANES),
                         dim,
                         p * LANES,
@@ -308,7 +344,7 @@ macro_rules! f32_kernel {
                     micro::<MR, 1, HALF>(
                         xg.as_ptr(),
                         base.add(p * dim * LANES),
-                        base_bf16.add(p * dim * LANES),
+                        base_bf16.add(p * pairs * LANES),
                         norms.add(p * LANES),
                         dim,
                         p * LANES,
@@ -341,7 +377,8 @@ macro_rules! f32_kernel {
                             3..=4 => 4,
                             _ => GROUP,
                         };
-                        let mut words = vec![0.0f32; d * mr];
+                        // an even number of dimension rows: the bf16 pass reads them in pairs
+                        let mut words = vec![0.0f32; d.next_multiple_of(2) * mr];
                         for r in 0..len {
                             let row = states[start + r].row;
                             for (l, &v) in data.x[row * d..(row + 1) * d].iter().enumerate() {
@@ -358,7 +395,7 @@ macro_rules! f32_kernel {
                     let c1 = (c0 + chunk).min(p1);
                     for (start, len, words) in &groups {
                         let st = &mut states[*start..*start + *len];
-                        match words.len() / d {
+                        match words.len() / d.next_multiple_of(2) {
                             1 => group::<1, $np1, HALF>(packed, words, st, data, c0, c1),
                             2 => group::<2, $np2, HALF>(packed, words, st, data, c0, c1),
                             4 => group::<4, $np4, HALF>(packed, words, st, data, c0, c1),
@@ -398,13 +435,15 @@ pub(crate) mod avx2_ops {
     pub fn bcast(v: f32) -> V {
         _mm256_set1_ps(v)
     }
-    /// 8 bf16 values widened to f32 (a 16-bit shift).
+    /// 8 words of two bf16 values each, widened to f32: (low halves by a 16-bit shift, high
+    /// halves by a mask).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    pub unsafe fn load_bf16(p: *const u16) -> V {
-        _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-            _mm_load_si128(p.cast()),
-        )))
+    pub unsafe fn load_bf16_pair(p: *const u32) -> (V, V) {
+        let w = _mm256_load_si256(p.cast());
+        let low = _mm256_castsi256_ps(_mm256_slli_epi32::<16>(w));
+        let high = _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(-65536)));
+        (low, high)
     }
     #[target_feature(enable = "avx2,fma")]
     #[inline]
@@ -460,13 +499,15 @@ pub(crate) mod avx512_ops {
     pub fn bcast(v: f32) -> V {
         _mm512_set1_ps(v)
     }
-    /// 16 bf16 values widened to f32 (a 16-bit shift).
+    /// 16 words of two bf16 values each, widened to f32: (low halves by a 16-bit shift, high
+    /// halves by a mask).
     #[target_feature(enable = "avx512f")]
     #[inline]
-    pub unsafe fn load_bf16(p: *const u16) -> V {
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-            _mm256_load_si256(p.cast()),
-        )))
+    pub unsafe fn load_bf16_pair(p: *const u32) -> (V, V) {
+        let w = _mm512_load_si512(p.cast());
+        let low = _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w));
+        let high = _mm512_castsi512_ps(_mm512_and_si512(w, _mm512_set1_epi32(-65536)));
+        (low, high)
     }
     #[target_feature(enable = "avx512f")]
     #[inline]
