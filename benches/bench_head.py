@@ -5,8 +5,9 @@ Per shape (B queries, K classes, D = 512), all in one process, on the same weigh
 
 * ``oltr``: :class:`oltr.nn.MetaEmbeddingClassifier` in eval mode under ``torch.no_grad()``
   (the cached Rust index of the memory and transposed weights, built by the warm-up call, as
-  in any run over more than one batch). Its products run on the Rust core's batch-invariant
-  ``matmul`` (:mod:`oltr.nn._products`), on the core's threads.
+  in any run over more than one batch). After the nearest-centroid search it is two calls of
+  the Rust core (``oltr._core.meta_embedding``, ``oltr._core.cosine_logits``: batch-invariant
+  products and elementwise steps, :mod:`oltr.nn._products`), on the core's threads.
 * ``official``: the official forward, re-stated in ``benches/bench_train_step.py``: the
   (B, K, D) expand + ``torch.norm`` + sort distance, ``10 / d``, softmax, and the cosine
   weights normalised on every call. Skipped where its (B, K, D) tensor exceeds
@@ -176,8 +177,9 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            f"official: a third as many), best of {meta['rounds']} interleaved rounds",
            f"- load average (1 min) at start / end: {meta['load_start']} / {meta['load_end']}", "",
            "`oltr` = `MetaEmbeddingClassifier` in eval mode under `torch.no_grad()` (cached Rust index "
-           "and transposed hallucinator, selector and normalised cosine weights; products on the Rust "
-           "core's batch-invariant `matmul`, `oltr.nn._products`). "
+           "and transposed hallucinator, selector and normalised cosine weights; after the search, the "
+           "head is two Rust core calls, `oltr._core.meta_embedding` and `cosine_logits`: batch-invariant "
+           "products on the core's `matmul` and elementwise steps, `oltr.nn._products`). "
            "`official` = the official forward "
            "(expand + norm + sort distance, "
            "cosine weights normalised per call; skipped where its B×K×D tensor would exceed "
@@ -189,7 +191,10 @@ def section(rows: Sequence[dict], meta: dict) -> str:
            "products ran at `torch.mm`'s speed would take ~1.7× the floor or more; oltr's products (the core's "
            "`matmul`, `benches/bench_matmul.py`) run 1.1–2.4× faster than `torch.mm` there "
            "(1.1–1.2× at B = 1024), not enough to hide two more products everywhere. At K = 1e3 the "
-           "search costs about as much as a float product and the floor's D×D selector is half a K×D product. "
+           "int8 search costs about half a float product (its per-query work weighs more at small K) and the "
+           "floor's D×D selector is half a K×D product; at B = 1 the head reads its four weight matrices and "
+           "the index (~7.5 MB at K = 1e3) where the floor reads three (5 MB), so when they fall out of the "
+           "shared cache between calls the ratio nears 1.5×. "
            "`oltr ÷ products` is the head's cost over the work it has to do. "
            "The machine is shared: read ratios, rerun before trusting one figure.", "",
            table(rows), "",
