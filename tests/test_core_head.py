@@ -147,3 +147,43 @@ def test_cosine_logits_names_the_bad_argument():
         _core.cosine_logits(v, np.zeros((8, 5), np.float32), float("inf"))
     with pytest.raises(ValueError, match="kernel must be one of"):
         _core.cosine_logits(v, np.zeros((8, 5), np.float32), 16.0, kernel="nope")
+
+
+def test_empty_batches_and_no_classes():
+    z = np.zeros
+    memory = _core.meta_embedding(z((0, 4), np.float32), z((4, 3), np.float32), z(3, np.float32),
+                                  z((3, 4), np.float32), z((4, 4), np.float32), z(4, np.float32))[0]
+    assert memory.shape == (0, 4)
+    assert _core.cosine_logits(z((0, 4), np.float32), np.ones((4, 3), np.float32), 16.0).shape == (0, 3)
+    # K = 0: an empty softmax reads out zeros (as torch's softmax(...) @ C of an empty dimension)
+    memory = _core.meta_embedding(np.ones((2, 4), np.float32), z((4, 0), np.float32), z(0, np.float32),
+                                  z((0, 4), np.float32), z((4, 4), np.float32), z(4, np.float32))[0]
+    assert np.array_equal(memory, z((2, 4), np.float32))
+
+
+def test_a_nan_feature_poisons_its_row_only():
+    x = np.ones((2, 4), np.float32)
+    x[0, 1] = np.nan
+    ones = np.ones
+    meta = _core.meta_embedding(x, ones((4, 3), np.float32), np.zeros(3, np.float32), ones((3, 4), np.float32),
+                                ones((4, 4), np.float32), np.zeros(4, np.float32), ones(2, np.float32))[3]
+    assert np.isnan(meta[0]).all() and np.isfinite(meta[1]).all()
+
+
+def _overcommits_always() -> bool:
+    try:
+        with open("/proc/sys/vm/overcommit_memory") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(_overcommits_always(), reason="the kernel would grant 4 TiB of address space")
+def test_results_too_large_to_allocate_raise_memory_error():
+    # B x K = 2^40 scores (4 TiB) from 4 MB inputs: MemoryError, not an abort of the process
+    rows = classes = 1 << 20
+    ones = np.ones
+    with pytest.raises(MemoryError, match="cannot allocate 4398046511104 bytes"):
+        _core.meta_embedding(ones((rows, 1), np.float32), ones((1, classes), np.float32),
+                             np.zeros(classes, np.float32), ones((classes, 1), np.float32),
+                             ones((1, 1), np.float32), np.zeros(1, np.float32))

@@ -157,7 +157,8 @@ def meta_embedding(
     IEEE operations on every CPU (exp and tanh within 2 ulp): a row's results have the same
     bits in any batch, at any thread count, with any kernel. Layouts as :func:`matmul`; a
     wrong dtype, number of dimensions, shape or inner stride, or a reach_scale or eps that is
-    not finite and > 0 raises ValueError naming the argument.
+    not finite and > 0 raises ValueError naming the argument; results (and the (B, K) scores)
+    too large to allocate raise MemoryError. K = 0 reads out zeros.
     """
 
 def cosine_logits(
@@ -174,5 +175,6 @@ def cosine_logits(
     or ``logit_scale * ||v|| / (1 + ||v||^2)`` (``"paper"``), then ``@ unit_weight_t`` (D, K),
     the classifier's unit weight rows transposed; a zero row gives zero logits. Batch-invariant
     bits as :func:`meta_embedding`. ValueError naming the argument for a bad layout or shape,
-    an unknown squash, a non-finite logit_scale or an unknown kernel.
+    an unknown squash, a non-finite logit_scale or an unknown kernel; MemoryError for logits
+    too large to allocate.
     """

@@ -9,7 +9,7 @@ use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::kernel::dense::{self, MatMut, MatRef};
@@ -18,7 +18,10 @@ use crate::kernel::{pool, CentroidIndex, Engine, KernelError};
 
 impl From<KernelError> for PyErr {
     fn from(err: KernelError) -> PyErr {
-        PyValueError::new_err(err.to_string())
+        match err {
+            KernelError::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
+            _ => PyValueError::new_err(err.to_string()),
+        }
     }
 }
 

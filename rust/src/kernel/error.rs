@@ -38,6 +38,8 @@ pub enum KernelError {
         argument: &'static str,
         detail: String,
     },
+    /// An output of `bytes` bytes could not be allocated (the binding raises MemoryError).
+    OutOfMemory { bytes: usize },
 }
 
 impl fmt::Display for KernelError {
@@ -88,6 +90,10 @@ impl fmt::Display for KernelError {
                  (use kernel='auto')"
             ),
             Self::BadMatrix { argument, detail } => write!(f, "{argument} {detail}"),
+            Self::OutOfMemory { bytes } => write!(
+                f,
+                "cannot allocate {bytes} bytes for the results (split the batch into smaller ones)"
+            ),
         }
     }
 }

@@ -132,8 +132,22 @@ const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 /// anything touches it: a fresh large allocation is zero pages mapped on first write, and on
 /// the shared VM each 4 KiB fault cost ~2.5 µs (400 MB of logits at B × K = 1024 × 1e5:
 /// ~0.2 s of faults per call). Where the kernel refuses, nothing changes.
-fn zeroed(len: usize) -> Vec<f32> {
-    let mut values = vec![0.0f32; len];
+fn zeroed(len: usize) -> Result<Vec<f32>, KernelError> {
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let too_large = || KernelError::OutOfMemory {
+        bytes: len.saturating_mul(4),
+    };
+    let layout = std::alloc::Layout::array::<f32>(len).map_err(|_| too_large())?;
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<f32>();
+    if ptr.is_null() {
+        return Err(too_large());
+    }
+    // SAFETY: allocated by the global allocator with the layout of `len` f32 values, all
+    // zero bits (0.0): what `vec![0.0; len]` builds, without aborting when memory runs out.
+    let mut values = unsafe { Vec::from_raw_parts(ptr, len, len) };
     #[cfg(target_os = "linux")]
     if len * 4 >= HUGE_PAGE_MIN_BYTES {
         let start = values.as_mut_ptr() as usize;
@@ -146,7 +160,13 @@ fn zeroed(len: usize) -> Vec<f32> {
             libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
         }
     }
-    values
+    Ok(values)
+}
+
+/// `rows × cols` elements, or [`KernelError::OutOfMemory`] when that overflows.
+fn elements(rows: usize, cols: usize) -> Result<usize, KernelError> {
+    rows.checked_mul(cols)
+        .ok_or(KernelError::OutOfMemory { bytes: usize::MAX })
 }
 
 /// A `rows × cols` product `a · b (+ bias)` into a new vector.
@@ -156,7 +176,7 @@ fn product(
     bias: Option<&[f32]>,
     engine: Engine,
 ) -> Result<Vec<f32>, KernelError> {
-    let mut out = zeroed(a.rows() * b.cols());
+    let mut out = zeroed(elements(a.rows(), b.cols())?)?;
     product_into(a, b, bias, &mut out, engine)?;
     Ok(out)
 }
@@ -172,10 +192,14 @@ thread_local! {
 }
 
 /// `f` on `len` floats of this thread's scratch (contents unspecified: `f` writes them first).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+fn with_scratch<R>(
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> Result<R, KernelError>,
+) -> Result<R, KernelError> {
     let mut buffer = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     if buffer.len() < len {
-        buffer = zeroed(len);
+        drop(std::mem::take(&mut buffer)); // free the old scratch before the larger one
+        buffer = zeroed(len)?;
     }
     let result = f(&mut buffer[..len]);
     if buffer.len() <= SCRATCH_KEEP {
@@ -201,7 +225,7 @@ pub fn meta_embedding(
     if let Some(reach) = reach {
         check_len("nearest_distance", reach.nearest_distance, b)?;
     }
-    let (sums, mut memory) = with_scratch(b * k, |scores| {
+    let (sums, mut memory) = with_scratch(elements(b, k)?, |scores| {
         product_into(
             x,
             w.hallucinator_t,
@@ -210,7 +234,7 @@ pub fn meta_embedding(
             engine,
         )?;
         let sums: Vec<f32> = if k == 0 {
-            vec![0.0; b]
+            vec![1.0; b] // no class: an empty softmax, a zero read-out (as torch gives)
         } else {
             scores
                 .chunks_exact_mut(k)
@@ -218,12 +242,12 @@ pub fn meta_embedding(
                 .collect()
         };
         let exps = MatRef::new("scores", scores, b, k, k)?;
-        Ok::<_, KernelError>((sums, product(exps, w.centroids, None, engine)?))
+        Ok((sums, product(exps, w.centroids, None, engine)?))
     })?;
     let mut selector = product(x, w.selector_t, Some(w.selector_bias), engine)?;
     math::tanh_in_place(&mut selector);
-    let mut infused = zeroed(b * d);
-    let mut meta = zeroed(b * d);
+    let mut infused = zeroed(elements(b, d)?)?;
+    let mut meta = zeroed(elements(b, d)?)?;
     let reachability = reach.map(|r| {
         r.nearest_distance
             .iter()
@@ -267,7 +291,7 @@ pub fn cosine_logits(
 ) -> Result<Vec<f32>, KernelError> {
     let (b, d) = (v.rows(), v.cols());
     check_shape("unit_weight_t", &unit_weight_t, d, unit_weight_t.cols())?;
-    with_scratch(b * d, |scaled| {
+    with_scratch(elements(b, d)?, |scaled| {
         if d > 0 {
             for (i, out) in scaled.chunks_exact_mut(d).enumerate() {
                 let row = v.row(i);
