@@ -100,11 +100,13 @@ macro_rules! vectorised {
                 unsafe fn narrow($($arg: $ty),*) -> $ret {
                     body($($arg),*)
                 }
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                let widest = copies::widest();
+                if widest >= copies::WIDE && std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has AVX-512F
                     return unsafe { wide($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2")
+                if widest >= copies::NARROW
+                    && std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
                     // SAFETY: the CPU has AVX2 and FMA
@@ -114,6 +116,26 @@ macro_rules! vectorised {
             body($($arg),*)
         }
     };
+}
+
+/// Which compiled copies [`vectorised!`] functions may run (the tests run each in turn).
+mod copies {
+    #[cfg(test)]
+    pub const BASELINE: u8 = 0;
+    pub const NARROW: u8 = 1;
+    pub const WIDE: u8 = 2;
+
+    #[cfg(test)]
+    pub static WIDEST: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(WIDE);
+
+    /// The widest copy allowed: AVX-512F outside the tests.
+    #[inline(always)]
+    pub fn widest() -> u8 {
+        #[cfg(test)]
+        return WIDEST.load(std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(test))]
+        WIDE
+    }
 }
 
 /// Lanes of the f64 sums (one AVX-512 vector).
@@ -301,6 +323,31 @@ mod tests {
                 "{len}"
             );
         }
+    }
+
+    #[test]
+    fn every_compiled_copy_gives_the_same_bits() {
+        use std::sync::atomic::Ordering;
+        let _serial = crate::kernel::pool::TEST_THREADS_LOCK.lock();
+        let mut rng = crate::kernel::tests::Rng(8);
+        let values: Vec<f32> = rng.vec(1003).iter().map(|v| v * 12.0).collect();
+        let run = |copy: u8| {
+            copies::WIDEST.store(copy, Ordering::Relaxed);
+            let mut exps = values.clone();
+            let sum = softmax_numerators(&mut exps);
+            let mut tanhs = values.clone();
+            tanh_in_place(&mut tanhs);
+            let mut scaled = vec![0.0f32; values.len()];
+            scale_row(&values, 0.37, &mut scaled);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let sums = [sum.to_bits(), norm(&values).to_bits()];
+            (bits(&exps), bits(&tanhs), bits(&scaled), sums)
+        };
+        let wide = run(copies::WIDE);
+        let narrow = run(copies::NARROW);
+        let baseline = run(copies::BASELINE);
+        copies::WIDEST.store(copies::WIDE, Ordering::Relaxed);
+        assert!(wide == narrow && narrow == baseline);
     }
 
     #[test]
