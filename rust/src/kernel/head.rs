@@ -1,7 +1,7 @@
 //! The meta-embedding head and the cosine classifier at inference, one call each.
 //!
 //! [`meta_embedding`] computes, for a batch `x` (B, D), the official head's formulas
-//! (Liu et al., CVPR 2019, eq. 2–4 as the official `MetaEmbedding_Classifier` codes them):
+//! (Liu et al., CVPR 2019, as the official `MetaEmbedding_Classifier` codes them):
 //!
 //! ```text
 //! memory   = softmax(x · Hᵀ + h) · C        hallucinator H (K, D), h (K,); centroids C (K, D)
@@ -186,8 +186,8 @@ const SCRATCH_KEEP: usize = 16 << 20;
 
 thread_local! {
     /// The calling thread's scratch (the (B, K) scores, the scaled (B, D) rows), kept between
-    /// calls up to [`SCRATCH_KEEP`] floats: on the shared VM each first touch of a fresh page
-    /// cost ~2.5 µs, 2–3 ms per call at B × K = 1024 × 1000 if this buffer were new each time.
+    /// calls up to [`SCRATCH_KEEP`] floats: a buffer new on each call pays the first touch of
+    /// its pages (in a cargo test thread on the shared VM, 2–3 ms for 4 MB, B × K = 1024 × 1000).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
