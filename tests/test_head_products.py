@@ -47,16 +47,17 @@ def test_the_path_needs_float32_cpu_tensors_and_the_core(monkeypatch):
 
 
 @needs_core
-def test_matmul_wrapper_copies_operands_with_a_strided_last_axis():
+def test_core_wrappers_copy_operands_with_a_strided_last_axis():
     rng = np.random.default_rng(0)
-    a, b, bias = (rng.standard_normal(s).astype(np.float32) for s in ((5, 7), (7, 3), (3,)))
-    expected = _products.matmul(a, b, bias)
-    np.testing.assert_allclose(expected, a @ b + bias, rtol=1e-5, atol=1e-5)
-    strided_b = np.asfortranarray(b)  # last axis strided: copied, same bits
-    assert np.array_equal(_products.matmul(a, strided_b, bias), expected)
+    v, unit_t = (rng.standard_normal(s).astype(np.float32) for s in ((5, 7), (7, 3)))
+    expected = _products.cosine_logits(v, unit_t, 16.0, "code")
+    norm = np.linalg.norm(v.astype(np.float64), axis=1, keepdims=True)
+    np.testing.assert_allclose(expected, 16.0 / (1 + norm) * (v @ unit_t), rtol=1e-5, atol=1e-5)
+    strided_w = np.asfortranarray(unit_t)  # last axis strided: copied, same bits
+    assert np.array_equal(_products.cosine_logits(v, strided_w, 16.0, "code"), expected)
     wide = np.zeros((5, 20), np.float32)
-    wide[:, ::2][:, :7] = a
-    assert np.array_equal(_products.matmul(wide[:, ::2][:, :7], b, bias), expected)
+    wide[:, ::2][:, :7] = v
+    assert np.array_equal(_products.cosine_logits(wide[:, ::2][:, :7], unit_t, 16.0, "code"), expected)
 
 
 # -- the heads computed on the core -------------------------------------------------------------

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from oltr.nn._nearest import rust_core_available
 
-__all__ = ["available", "cosine_logits", "enabled", "matmul", "meta_embedding", "view"]
+__all__ = ["available", "cosine_logits", "enabled", "meta_embedding", "view"]
 
 #: Switch for tests and diagnostics: False sends every head call to the torch path.
 enabled = True
@@ -47,15 +47,6 @@ def available(*tensors: Tensor) -> bool:
 def view(tensor: Tensor) -> np.ndarray:
     """``tensor`` as a numpy array sharing its memory (any strides; no autograd)."""
     return tensor.detach().numpy()
-
-
-def matmul(a: np.ndarray, b: np.ndarray, bias: Optional[np.ndarray] = None) -> np.ndarray:
-    """``a @ b`` (``+ bias``) on the core: ``a`` (M, K), ``b`` (K, N), ``bias`` (N,), all
-    float32 -> a new (M, N) float32 array. Rows may be strided (views of wider buffers); an
-    operand whose last axis is strided or whose rows overlap (``expand``) is copied first."""
-    out = np.empty((a.shape[0], b.shape[1]), np.float32)
-    _core().matmul(_core_layout(a), _core_layout(b), out, None if bias is None else _core_layout(bias))
-    return out
 
 
 def meta_embedding(x: np.ndarray, hallucinator_t: np.ndarray, hallucinator_bias: np.ndarray,
