@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use super::engine::{quoted, Engine};
 use super::error::KernelError;
-use super::executor::run_tasks;
+use super::executor::{even_ranges, run_tasks};
 use super::pool;
 use super::simd_f32::Block;
 
@@ -360,17 +360,6 @@ fn panel_width(engine: Engine) -> usize {
     }
 }
 
-/// `parts` nearly equal ranges of `units` units of `width` (the last one capped at `n`).
-fn ranges(units: usize, parts: usize, width: usize, n: usize) -> Ranges {
-    let parts = parts.clamp(1, units.max(1));
-    (0..parts)
-        .map(|i| {
-            let (u0, u1) = (i * units / parts, (i + 1) * units / parts);
-            ((u0 * width).min(n), (u1 * width).min(n))
-        })
-        .collect()
-}
-
 /// `[start, end)` ranges of rows or columns.
 type Ranges = Vec<(usize, usize)>;
 
@@ -391,14 +380,14 @@ fn plan(
         // Whole vectors (16 columns) per range: no range ends in a ragged panel that would
         // need packing, and the ranges stay even (1 × 512 × 1000 on two threads: 496 and
         // 504 columns, each just inside a 1 MiB L2, where 512 + 488 left the first thrashing).
-        return (vec![(0, m)], ranges(n.div_ceil(16), threads, 16, n));
+        return (vec![(0, m)], even_ranges(n.div_ceil(16), threads, 16, n));
     }
     let target = threads * TASKS_PER_THREAD;
     let col_parts = target.min(panels);
     let row_parts = target.div_ceil(col_parts).min(m.div_ceil(6));
     (
-        ranges(m.div_ceil(6), row_parts, 6, m),
-        ranges(panels, col_parts, nr, n),
+        even_ranges(m.div_ceil(6), row_parts, 6, m),
+        even_ranges(panels, col_parts, nr, n),
     )
 }
 

@@ -125,6 +125,19 @@ where
     }
 }
 
+/// `parts` nearly equal `[start, end)` ranges of `units` units of `width` items (the last one
+/// capped at `n` items): how the kernels cut rows, columns, centroids or queries into tasks.
+/// Fewer parts when there are fewer units; one empty range when there is none.
+pub fn even_ranges(units: usize, parts: usize, width: usize, n: usize) -> Vec<(usize, usize)> {
+    let parts = parts.clamp(1, units.max(1));
+    (0..parts)
+        .map(|i| {
+            let (u0, u1) = (i * units / parts, (i + 1) * units / parts);
+            ((u0 * width).min(n), (u1 * width).min(n))
+        })
+        .collect()
+}
+
 /// Results of `task(0..count)` in order. With `parallel` and helper threads configured, the
 /// tasks are shared between the caller and the helpers (see the module docs).
 pub fn run_tasks<T, F>(count: usize, parallel: bool, task: F) -> Vec<T>

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::bf16::{self, LANES};
 use super::candidates::{finish_block, ExactData, QueryState};
 use super::distance::copy_with_squared_norms;
-use super::executor::run_tasks;
+use super::executor::{even_ranges, run_tasks};
 use super::index::{IndexData, Packed};
 use super::pool;
 use super::portable;
@@ -61,10 +61,7 @@ enum QueryPack {
 
 /// Splits `n` items into `parts` nearly equal ranges.
 fn split(n: usize, parts: usize) -> Vec<(usize, usize)> {
-    let parts = parts.clamp(1, n.max(1));
-    (0..parts)
-        .map(|i| (i * n / parts, (i + 1) * n / parts))
-        .collect()
+    even_ranges(n, parts, 1, n)
 }
 
 /// How many query blocks a call of `b` queries has: enough for at most QUERY_BLOCK queries
@@ -87,14 +84,7 @@ fn block_count(b: usize, group: usize, threads: usize, parallel: bool) -> usize 
 /// their group counts differing by at most one and spread evenly, so that any run of half
 /// the blocks (what each of two threads claims) holds half the queries.
 fn query_blocks(b: usize, group: usize, blocks: usize) -> Vec<(usize, usize)> {
-    let groups = b.div_ceil(group);
-    let blocks = blocks.clamp(1, groups.max(1));
-    (0..blocks)
-        .map(|i| {
-            let (g0, g1) = (i * groups / blocks, (i + 1) * groups / blocks);
-            ((g0 * group).min(b), (g1 * group).min(b))
-        })
-        .collect()
+    even_ranges(b.div_ceil(group), blocks, group, b)
 }
 
 /// Everything the tasks of one call read, owned so that helper threads may outlive the call
