@@ -258,12 +258,13 @@ macro_rules! f32_kernel {
                     // Dimension pairs: even dimensions into `acc`, odd ones into `odd` for a
                     // single query (more independent chains), into `acc` too otherwise.
                     let mut odd = [[zero(); NP]; MR];
-                    for m in 0..dim.div_ceil(2) {
+                    let pairs = dim.div_ceil(2);
+                    for m in 0..pairs {
                         let mut even_v = [zero(); NP];
                         let mut odd_v = [zero(); NP];
                         for p in 0..NP {
                             (even_v[p], odd_v[p]) =
-                                load_bf16_pair(panels_bf16.add((p * dim.div_ceil(2) + m) * LANES));
+                                load_bf16_pair(panels_bf16.add((p * pairs + m) * LANES));
                         }
                         let xl = xg.add(2 * m * MR);
                         for (r, (row, odd_row)) in acc.iter_mut().zip(odd.iter_mut()).enumerate() {
@@ -367,7 +368,7 @@ macro_rules! f32_kernel {
             ) {
                 let d = data.dim;
                 // Queries of each micro-group packed as [l][r] (padding rows zero).
-                let groups: Vec<(usize, usize, Vec<f32>)> = (0..states.len())
+                let groups: Vec<(usize, usize, usize, Vec<f32>)> = (0..states.len())
                     .step_by(GROUP)
                     .map(|start| {
                         let len = (states.len() - start).min(GROUP);
@@ -385,7 +386,7 @@ macro_rules! f32_kernel {
                                 words[l * mr + r] = v;
                             }
                         }
-                        (start, len, words)
+                        (start, len, mr, words)
                     })
                     .collect();
                 let bytes = if HALF { 2 } else { 4 };
@@ -393,9 +394,9 @@ macro_rules! f32_kernel {
                 let mut c0 = p0;
                 while c0 < p1 {
                     let c1 = (c0 + chunk).min(p1);
-                    for (start, len, words) in &groups {
+                    for (start, len, mr, words) in &groups {
                         let st = &mut states[*start..*start + *len];
-                        match words.len() / d.next_multiple_of(2) {
+                        match mr {
                             1 => group::<1, $np1, HALF>(packed, words, st, data, c0, c1),
                             2 => group::<2, $np2, HALF>(packed, words, st, data, c0, c1),
                             4 => group::<4, $np4, HALF>(packed, words, st, data, c0, c1),
