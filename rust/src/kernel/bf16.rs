@@ -339,7 +339,7 @@ mod avx512 {
                 if mask != 0 {
                     let mut vals = [0.0f32; LANES];
                     _mm512_storeu_ps(vals.as_mut_ptr(), v);
-                    st.offer_lanes(first_centroid + p * LANES, &vals, u32::from(mask), data);
+                    st.offer_lanes(first_centroid + p * LANES, &vals, data);
                 }
             }
         }

@@ -307,7 +307,7 @@ macro_rules! f32_kernel {
                         if mask != 0 {
                             let mut vals = [0.0f32; LANES];
                             store(vals.as_mut_ptr(), v);
-                            st.offer_lanes(first_centroid + p * LANES, &vals, mask, data);
+                            st.offer_lanes(first_centroid + p * LANES, &vals, data);
                         }
                     }
                 }

@@ -136,7 +136,7 @@ macro_rules! i8_kernel {
                     for (h, vh) in v.iter().enumerate() {
                         $store(vals.as_mut_ptr().add(h * VLANES), *vh);
                     }
-                    st.offer_lanes(p * LANES, &vals, mask, data);
+                    st.offer_lanes(p * LANES, &vals, data);
                 }
             }
 
