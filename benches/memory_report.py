@@ -98,6 +98,15 @@ def _auto_floors(case: Case, seconds: float, native: dict, dot: bool, miss: list
             miss.append(f"auto {seconds / read:.2f}× the read floor (target ≤ {READ_FLOOR_FACTOR}×)")
 
 
+def _control(load: dict) -> str:
+    """"; the same thread calling a no-op instead: ...×" where the run measured that control."""
+    if "ratio_noop_thread" not in load:
+        return ""
+    return (f"; the same thread calling a no-op instead of `search` (the cost of any Python thread "
+            f"waking every 1 ms): {load['mm_per_s_noop_thread']:.0f} calls/s = "
+            f"{load['ratio_noop_thread']:.3f}×")
+
+
 def load_misses(results: dict) -> list[str]:
     """Misses of the under-load and CPU-hog checks."""
     out = []
@@ -105,7 +114,7 @@ def load_misses(results: dict) -> list[str]:
     load = native.get("under_load")
     if load and load["ratio"] < UNDER_LOAD_RATIO:
         out.append(f"torch.mm beside the 1 ms search loop ran {load['ratio']:.3f}× its throughput "
-                   f"alone (target ≥ {UNDER_LOAD_RATIO}×)")
+                   f"alone (target ≥ {UNDER_LOAD_RATIO}×)" + _control(load))
     hog = native.get("hog")
     if hog:
         times = {(Case(*r["case"]), r["method"]): r["seconds"] for r in hog["times"]}
@@ -196,7 +205,7 @@ def _load_lines(results: dict) -> list[str]:
                   f"thread calling `search` (engine {load['kernel']}, 1 × 1e3, k = 1) every 1 ms "
                   f"({load['searches']} searches, {share:.1%} of the threads' time inside them): "
                   f"{load['mm_per_s_with']:.0f} calls/s = **{load['ratio']:.3f}×** (target ≥ "
-                  f"{UNDER_LOAD_RATIO}×)"]
+                  f"{UNDER_LOAD_RATIO}×)" + _control(load)]
     if hog:
         times = {(Case(*r["case"]), r["method"]): r["seconds"] for r in hog["times"]}
         for case in sorted({case for case, _ in times}, key=lambda c: (c.k, c.num_classes, c.batch)):

@@ -207,8 +207,10 @@ def _run_classes(spec: dict, cases: list, out: dict, timer: Callable, log: Calla
 
 
 def under_load(spec: dict, log: Callable[[str], None]) -> dict:
-    """torch.mm (512 × 512 × 512) throughput for ``load_seconds`` with and without a thread that
-    calls ``auto``'s ``search`` (1 × 1e3, k = 1) every 1 ms; alternated in four slices each."""
+    """torch.mm (512 × 512 × 512) throughput for ``load_seconds``: alone, beside a thread that
+    calls ``auto``'s ``search`` (1 × 1e3, k = 1) every 1 ms, and beside the same thread calling
+    a no-op instead (the control: what any Python thread waking every 1 ms costs, GIL hand-offs
+    and context switches, without the core); alternated in four slices each."""
     import torch
 
     from oltr.memory.bench import core_index, make_data
@@ -216,41 +218,46 @@ def under_load(spec: dict, log: Callable[[str], None]) -> dict:
     a, b = torch.randn(512, 512), torch.randn(512, 512)
     c, x = make_data(spec["seed"], 1, 1000)
     index = core_index(c)
-    totals = {False: [0, 0.0], True: [0, 0.0]}  # with search -> [mm calls, seconds]
+    conditions = ("alone", "no-op", "search")
+    totals = {name: [0, 0.0] for name in conditions}  # -> [mm calls, seconds]
     searches = [0, 0.0]  # calls, seconds spent in search
-    slice_s = spec["load_seconds"] / 8
+    slice_s = spec["load_seconds"] / (4 * len(conditions))
 
-    def searcher(stop: threading.Event) -> None:
+    def caller(stop: threading.Event, search: bool) -> None:
         while not stop.is_set():
             t0 = time.perf_counter()
-            index.search(x, 1)
-            searches[0] += 1
-            searches[1] += time.perf_counter() - t0
+            if search:
+                index.search(x, 1)
+                searches[0] += 1
+                searches[1] += time.perf_counter() - t0
             time.sleep(0.001)
 
     for _ in range(5):
         torch.mm(a, b)
-    for with_search in (False, True) * 4:
+    for name in conditions * 4:
         stop = threading.Event()
-        thread = threading.Thread(target=searcher, args=(stop,)) if with_search else None
+        thread = (threading.Thread(target=caller, args=(stop, name == "search"))
+                  if name != "alone" else None)
         if thread:
             thread.start()
         t0, calls = time.perf_counter(), 0
         while time.perf_counter() - t0 < slice_s:
             torch.mm(a, b)
             calls += 1
-        totals[with_search][0] += calls
-        totals[with_search][1] += time.perf_counter() - t0
+        totals[name][0] += calls
+        totals[name][1] += time.perf_counter() - t0
         stop.set()
         if thread:
             thread.join()
-    rate = {w: n / s for w, (n, s) in totals.items()}
-    result = {"mm_per_s_without": rate[False], "mm_per_s_with": rate[True],
-              "ratio": rate[True] / rate[False], "searches": searches[0],
-              "search_seconds": searches[1], "seconds_with": totals[True][1],
-              "kernel": index.kernel}
-    log(f"[under load] torch.mm {rate[False]:.0f}/s alone, {rate[True]:.0f}/s beside "
-        f"{searches[0]} searches ({result['ratio']:.3f}×)")
+    rate = {name: n / s for name, (n, s) in totals.items()}
+    result = {"mm_per_s_without": rate["alone"], "mm_per_s_with": rate["search"],
+              "mm_per_s_noop_thread": rate["no-op"],
+              "ratio": rate["search"] / rate["alone"],
+              "ratio_noop_thread": rate["no-op"] / rate["alone"],
+              "searches": searches[0], "search_seconds": searches[1],
+              "seconds_with": totals["search"][1], "kernel": index.kernel}
+    log(f"[under load] torch.mm {rate['alone']:.0f}/s alone, {rate['no-op']:.0f}/s beside a no-op "
+        f"thread, {rate['search']:.0f}/s beside {searches[0]} searches ({result['ratio']:.3f}×)")
     return result
 
 

@@ -154,6 +154,10 @@ def test_targets_each_miss_is_reported():
                                              for m, s in (("auto", 2.0), ("numpy", 1.0))]}
     extra = memory_report.load_misses(results)
     assert len(extra) == 2 and "0.900×" in extra[0] and "auto at 1 × 10, k = 1 ran 0.50× numpy" in extra[1]
+    assert "no-op" not in extra[0]  # an older run without the control: no control quoted
+    results["groups"][0]["under_load"].update(mm_per_s_noop_thread=97.0, ratio_noop_thread=0.97)
+    extra = memory_report.load_misses(results)
+    assert "calling a no-op instead of `search`" in extra[0] and "97 calls/s = 0.970×" in extra[0]
     text = memory_report.format_section(results)
     assert text.startswith(memory_report.begin_marker("Test CPU (family 1, model 2)"))
     assert "| 64 × 1e3, k = 10 |" in text and "auto 1.10× numpy" in text and "0.50× numpy" in text
@@ -202,7 +206,9 @@ def test_worker_group_in_process():
     assert ((3, 64, 2), "torch.mm") in methods  # the yardstick: once per shape, at its first k
     assert sum(m == "torch.mm" for _, m in methods) == 2 and sum(m == "read" for _, m in methods) == 1
     assert out["kernels"]["portable-f32"] == "portable-f32" and out["notes"] == []
-    assert out["under_load"]["ratio"] > 0 and out["under_load"]["searches"] > 0
+    load = out["under_load"]
+    assert load["ratio"] > 0 and load["searches"] > 0 and load["ratio_noop_thread"] > 0
+    assert load["ratio"] == load["mm_per_s_with"] / load["mm_per_s_without"]
     assert {r["method"] for r in out["hog"]["times"]} == {"auto", "numpy", "torch", "faiss"}
     assert any(b["api"] == "openblas" for b in out["libraries"]["blas"])
     out.update(engines=spec["engines"], env_note="unrestricted", warnings=[])
