@@ -96,12 +96,24 @@ impl QueryState {
         let t = self.t;
         let spare = self.pending.spare_capacity_mut();
         let mut taken = 0;
+        let mut least = f32::INFINITY;
         for (lane, &v) in vals.iter().enumerate() {
             spare[taken].write((v, (first + lane) as u32));
             taken += usize::from(v <= t);
+            least = least.min(v);
         }
         // SAFETY: the first `taken` spare slots were just written (`taken` <= lane + 1).
         unsafe { self.pending.set_len(self.pending.len() + taken) };
+        if self.k == 1 && least < f32::INFINITY {
+            // The best score seen is the k-th: the score threshold follows it at once (a
+            // selection pass of the buffer would find the same), so later vectors offer only
+            // scores within 2E of the best so far.
+            let ts = threshold_from_score(f64::from(least), self.x_norm_sq, self.margin);
+            if ts < self.t_scores {
+                self.t_scores = ts;
+                self.t = self.t_scores.min(self.t_exact);
+            }
+        }
         if self.pending.len() > self.capacity {
             self.compact(data);
         }
