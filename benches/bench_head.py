@@ -38,7 +38,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -50,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds, replace_section, write_section  # noqa: F401  (benches/ helpers)
 from bench_train_step import _OfficialMetaEmbedding  # noqa: E402  (the official forward, one copy)
 from oltr._platform import cpu_info  # noqa: E402
-from oltr.memory.bench import Case, format_case, format_time  # noqa: E402
+from oltr.memory.bench import Case, format_case, format_time, warm_up  # noqa: E402
 from oltr.nn import MetaEmbeddingClassifier  # noqa: E402
 
 SECTION_TITLE = "# Benchmark: meta-embedding head at inference"
@@ -129,28 +128,17 @@ def build(batch: int, num_classes: int, dim: int, official_max_gb: float, seed: 
     return {"oltr": oltr, "official": official, "floor": floor, "products": products}
 
 
-def warm_up(fn) -> None:
-    """Calls ``fn`` untimed until ``WARMUP_S`` has passed (at least once)."""
-    start = time.perf_counter()
-    fn()
-    while time.perf_counter() - start < WARMUP_S:
-        fn()
-
-
 def measure(batch: int, num_classes: int, dim: int, repeats: int, rounds: int, official_max_gb: float) -> dict:
     methods = build(batch, num_classes, dim, official_max_gb)
     best: dict[str, Optional[float]] = {name: None for name in methods}
     with torch.no_grad():
-        for fn in methods.values():
-            if fn is not None:
-                fn()  # warm-up: caches, allocator, thread pools
         for _ in range(rounds):
             for name, fn in methods.items():
                 if fn is None:
                     continue
                 # the official head is 10-1000x slower: fewer calls keep the run short
                 n = max(3, repeats // 3) if name == "official" else repeats
-                warm_up(fn)
+                warm_up(fn, WARMUP_S)  # caches, allocator, thread pools
                 t = median_seconds(fn, n)
                 best[name] = t if best[name] is None else min(best[name], t)
     return best

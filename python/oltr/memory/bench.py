@@ -47,6 +47,7 @@ __all__ = [
     "thread_count",
     "time_calls",
     "torch_search",
+    "warm_up",
 ]
 
 DIM = 512
@@ -116,19 +117,25 @@ def format_time(seconds: Optional[float], decimals: Optional[int] = None) -> str
     return f"{seconds:{spec}} s"
 
 
-def time_calls(fn: Callable[[], object], repeats: int, budget_s: float,
-               warmup_s: float) -> tuple[float, int]:
-    """Warm up, then time ``fn`` call by call: (median seconds, number of timed calls).
-
-    The warm-up runs one call, then more until ``warmup_s`` has passed (some thread pools are
-    slow for their first calls); then ``repeats`` calls, fewer (at least 3) when they would take
-    longer than ``budget_s``.
-    """
+def warm_up(fn: Callable[[], object], warmup_s: float) -> float:
+    """Calls ``fn`` untimed once, then again until ``warmup_s`` has passed (some thread pools
+    and caches are slow for their first calls); returns the first call's seconds."""
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
     while time.perf_counter() - start < warmup_s:
         fn()
+    return first
+
+
+def time_calls(fn: Callable[[], object], repeats: int, budget_s: float,
+               warmup_s: float) -> tuple[float, int]:
+    """Warm up, then time ``fn`` call by call: (median seconds, number of timed calls).
+
+    The warm-up is :func:`warm_up`; then ``repeats`` calls, fewer (at least 3) when they would
+    take longer than ``budget_s``.
+    """
+    first = warm_up(fn, warmup_s)
     calls = max(3, min(repeats, int(budget_s / max(first, 1e-9))))
     times = []
     for _ in range(calls):
