@@ -96,15 +96,18 @@ impl QueryState {
         let t = self.t;
         let spare = self.pending.spare_capacity_mut();
         let mut taken = 0;
-        let mut least = f32::INFINITY;
         for (lane, &v) in vals.iter().enumerate() {
             spare[taken].write((v, (first + lane) as u32));
             taken += usize::from(v <= t);
-            least = least.min(v);
         }
         // SAFETY: the first `taken` spare slots were just written (`taken` <= lane + 1).
         unsafe { self.pending.set_len(self.pending.len() + taken) };
-        if self.k == 1 && least < f32::INFINITY {
+        let least = if self.k == 1 {
+            vals.iter().fold(f32::INFINITY, |m, &v| m.min(v))
+        } else {
+            f32::INFINITY
+        };
+        if least < f32::INFINITY {
             // The best score seen is the k-th: the score threshold follows it at once (a
             // selection pass of the buffer would find the same), so later vectors offer only
             // scores within 2E of the best so far.
