@@ -267,6 +267,8 @@ fn matmul_array<'a, 'py>(
 struct Input<'py> {
     _guard: numpy::PyReadonlyArrayDyn<'py, f32>,
     layout: Layout,
+    /// The argument's name, for errors.
+    argument: &'static str,
 }
 
 impl<'py> Input<'py> {
@@ -276,6 +278,7 @@ impl<'py> Input<'py> {
         Ok(Self {
             _guard: array.try_readonly()?,
             layout,
+            argument,
         })
     }
 
@@ -288,9 +291,9 @@ impl<'py> Input<'py> {
     }
 
     /// The array as a matrix view (a 1-D array is one row).
-    fn matrix(&self, argument: &'static str) -> Result<MatRef<'_>, KernelError> {
+    fn matrix(&self) -> Result<MatRef<'_>, KernelError> {
         let lay = &self.layout;
-        MatRef::new(argument, self.data(), lay.rows, lay.cols, lay.stride)
+        MatRef::new(self.argument, self.data(), lay.rows, lay.cols, lay.stride)
     }
 }
 
@@ -352,12 +355,12 @@ fn meta_embedding<'py>(
     let nearest = nearest_distance
         .map(|d| Input::new(d, "nearest_distance", 1))
         .transpose()?;
-    let xm = x.matrix("x")?;
+    let xm = x.matrix()?;
     let weights = MetaWeights {
-        hallucinator_t: inputs[0].matrix("hallucinator_t")?,
+        hallucinator_t: inputs[0].matrix()?,
         hallucinator_bias: inputs[1].data(),
-        centroids: inputs[2].matrix("centroids")?,
-        selector_t: inputs[3].matrix("selector_t")?,
+        centroids: inputs[2].matrix()?,
+        selector_t: inputs[3].matrix()?,
         selector_bias: inputs[4].data(),
     };
     let reach = nearest.as_ref().map(|d| Reach {
@@ -404,7 +407,7 @@ fn cosine_logits<'py>(
     }
     let v = Input::new(v, "v", 2)?;
     let weight = Input::new(unit_weight_t, "unit_weight_t", 2)?;
-    let (vm, wm) = (v.matrix("v")?, weight.matrix("unit_weight_t")?);
+    let (vm, wm) = (v.matrix()?, weight.matrix()?);
     let logits = py.detach(|| head::cosine_logits(vm, wm, logit_scale as f32, squash, engine))?;
     Ok(to_numpy(py, logits, vm.rows(), wm.cols()))
 }
@@ -426,15 +429,15 @@ fn matmul(
     let (out_arr, out_lay) = matmul_array(out, "out", 2)?;
     let bias = bias.map(|bias| Input::new(bias, "bias", 1)).transpose()?;
     let (o0, o1) = out_lay.bytes();
-    let inputs = [("a", &a), ("b", &b)]
-        .into_iter()
-        .chain(bias.as_ref().map(|input| ("bias", input)));
-    for (name, input) in inputs {
+    for input in [&a, &b].into_iter().chain(bias.as_ref()) {
         let (s, e) = input.layout.bytes();
         if s < e && o0 < o1 && s < o1 && o0 < e {
             return Err(bad(
                 "out",
-                format!("must not overlap {name} in memory (out is written while {name} is read)"),
+                format!(
+                    "must not overlap {name} in memory (out is written while {name} is read)",
+                    name = input.argument
+                ),
             ));
         }
     }
@@ -447,7 +450,7 @@ fn matmul(
     // does not overlap the inputs (checked above).
     let out_data = unsafe { std::slice::from_raw_parts_mut(out_lay.ptr, out_lay.len) };
     let out_view = MatMut::new("out", out_data, out_lay.rows, out_lay.cols, out_lay.stride)?;
-    let (a_view, b_view) = (a.matrix("a")?, b.matrix("b")?);
+    let (a_view, b_view) = (a.matrix()?, b.matrix()?);
     let bias_data = bias.as_ref().map(Input::data);
     py.detach(|| dense::matmul(a_view, b_view, out_view, bias_data, engine))?;
     Ok(())
