@@ -5,6 +5,8 @@
 //! error of the result is about `D · 2⁻⁵³`, far below f32 resolution. These are the distances
 //! the kernel returns.
 
+use super::vectorised::vectorised;
+
 /// Lanes of independent partial sums of [`squared_norm_f64`] (lets the compiler vectorise).
 const LANES: usize = 16;
 
@@ -12,76 +14,51 @@ const LANES: usize = 16;
 /// the adds of one lane are not a chain of dependent latencies.
 const L2_LANES: usize = 32;
 
-/// Exact squared L2 distance `Σ (x_l − c_l)²` in f64. `x` and `c` have the same length.
-/// Runs as an AVX-512F, an AVX2+FMA or a plain copy of the same operations: fused
-/// multiply-adds are exactly rounded everywhere (a library call without hardware FMA), so
-/// every copy gives the same bits.
-#[inline]
-pub fn squared_l2_f64(x: &[f32], c: &[f32]) -> f64 {
-    debug_assert_eq!(x.len(), c.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { squared_l2_avx512(x, c) };
+vectorised! {
+    /// Exact squared L2 distance `Σ (x_l − c_l)²` in f64. `x` and `c` have the same length.
+    /// A [`vectorised!`] function: fused multiply-adds are exactly rounded everywhere (a
+    /// library call without hardware FMA), so every copy gives the same bits.
+    #[inline]
+    pub fn squared_l2_f64(x: &[f32], c: &[f32]) -> f64 {
+        debug_assert_eq!(x.len(), c.len());
+        let mut acc = [0.0f64; L2_LANES];
+        let mut xs = x.chunks_exact(L2_LANES);
+        let mut cs = c.chunks_exact(L2_LANES);
+        for (xc, cc) in (&mut xs).zip(&mut cs) {
+            for l in 0..L2_LANES {
+                let d = f64::from(xc[l]) - f64::from(cc[l]);
+                acc[l] = d.mul_add(d, acc[l]);
+            }
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the features were just detected.
-            return unsafe { squared_l2_avx2(x, c) };
+        let mut tail = 0.0f64;
+        for (&a, &b) in xs.remainder().iter().zip(cs.remainder()) {
+            let d = f64::from(a) - f64::from(b);
+            tail = d.mul_add(d, tail);
         }
+        acc.iter().sum::<f64>() + tail
     }
-    squared_l2_impl(x, c)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn squared_l2_avx512(x: &[f32], c: &[f32]) -> f64 {
-    squared_l2_impl(x, c)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn squared_l2_avx2(x: &[f32], c: &[f32]) -> f64 {
-    squared_l2_impl(x, c)
-}
-
-#[inline(always)]
-fn squared_l2_impl(x: &[f32], c: &[f32]) -> f64 {
-    let mut acc = [0.0f64; L2_LANES];
-    let mut xs = x.chunks_exact(L2_LANES);
-    let mut cs = c.chunks_exact(L2_LANES);
-    for (xc, cc) in (&mut xs).zip(&mut cs) {
-        for l in 0..L2_LANES {
-            let d = f64::from(xc[l]) - f64::from(cc[l]);
-            acc[l] = d.mul_add(d, acc[l]);
+vectorised! {
+    /// Squared L2 norm `Σ x_l²` in f64 (a [`vectorised!`] function: the same summation order
+    /// and bits in every copy).
+    #[inline]
+    pub fn squared_norm_f64(x: &[f32]) -> f64 {
+        let mut acc = [0.0f64; LANES];
+        let mut xs = x.chunks_exact(LANES);
+        for xc in &mut xs {
+            for l in 0..LANES {
+                let v = f64::from(xc[l]);
+                acc[l] += v * v;
+            }
         }
+        let tail: f64 = xs
+            .remainder()
+            .iter()
+            .map(|&v| f64::from(v) * f64::from(v))
+            .sum();
+        acc.iter().sum::<f64>() + tail
     }
-    let mut tail = 0.0f64;
-    for (&a, &b) in xs.remainder().iter().zip(cs.remainder()) {
-        let d = f64::from(a) - f64::from(b);
-        tail = d.mul_add(d, tail);
-    }
-    acc.iter().sum::<f64>() + tail
-}
-
-/// Squared L2 norm `Σ x_l²` in f64. Uses AVX-512 when the CPU has it (same summation order).
-#[inline]
-pub fn squared_norm_f64(x: &[f32]) -> f64 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the feature was just detected.
-            return unsafe { squared_norm_avx512(x) };
-        }
-    }
-    squared_norm_impl(x)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn squared_norm_avx512(x: &[f32]) -> f64 {
-    squared_norm_impl(x)
 }
 
 /// A copy of the rows of `x` (row-major, `dim` columns) and their squared norms
@@ -96,30 +73,15 @@ pub fn copy_with_squared_norms(x: &[f32], dim: usize) -> (Vec<f32>, Vec<f64>) {
     (copy, norms)
 }
 
-#[inline(always)]
-fn squared_norm_impl(x: &[f32]) -> f64 {
-    let mut acc = [0.0f64; LANES];
-    let mut xs = x.chunks_exact(LANES);
-    for xc in &mut xs {
-        for l in 0..LANES {
-            let v = f64::from(xc[l]);
-            acc[l] += v * v;
-        }
-    }
-    let tail: f64 = xs
-        .remainder()
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum();
-    acc.iter().sum::<f64>() + tail
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn matches_naive_sum_for_odd_lengths() {
+        use crate::kernel::vectorised::copies;
+        use std::sync::atomic::Ordering;
+        let _serial = crate::kernel::pool::TEST_THREADS_LOCK.lock();
         for d in [1usize, 3, 7, 8, 9, 17, 513] {
             let x: Vec<f32> = (0..d).map(|i| (i as f32 * 0.37).sin() * 25.0).collect();
             let c: Vec<f32> = (0..d).map(|i| (i as f32 * 0.11).cos() * 3.0).collect();
@@ -131,9 +93,21 @@ mod tests {
             assert!((squared_l2_f64(&x, &c) - naive).abs() <= 1e-12 * naive.max(1.0));
             let norm: f64 = x.iter().map(|&a| f64::from(a).powi(2)).sum();
             assert!((squared_norm_f64(&x) - norm).abs() <= 1e-12 * norm.max(1.0));
-            // The SIMD copies (where they run) give the plain one's bits.
-            assert_eq!(squared_norm_f64(&x), squared_norm_impl(&x));
-            assert_eq!(squared_l2_f64(&x, &c), squared_l2_impl(&x, &c));
+            // Every compiled copy (AVX-512F, AVX2+FMA, baseline) gives the same bits.
+            let run = |copy: u8| {
+                copies::WIDEST.store(copy, Ordering::Relaxed);
+                (
+                    squared_norm_f64(&x).to_bits(),
+                    squared_l2_f64(&x, &c).to_bits(),
+                )
+            };
+            let (wide, narrow, baseline) = (
+                run(copies::WIDE),
+                run(copies::NARROW),
+                run(copies::BASELINE),
+            );
+            copies::WIDEST.store(copies::WIDE, Ordering::Relaxed);
+            assert!(wide == narrow && narrow == baseline, "d {d}");
             let two_rows = [x.clone(), c.clone()].concat();
             let (copy, norms) = copy_with_squared_norms(&two_rows, d);
             assert_eq!(copy, two_rows);

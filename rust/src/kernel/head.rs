@@ -72,13 +72,6 @@ pub enum Squash {
     Paper,
 }
 
-fn shape_error(argument: &'static str, want: String, rows: usize, cols: usize) -> KernelError {
-    KernelError::BadMatrix {
-        argument,
-        detail: format!("must have shape {want}, got ({rows}, {cols})"),
-    }
-}
-
 fn check_shape(
     argument: &'static str,
     m: &MatRef<'_>,
@@ -88,12 +81,14 @@ fn check_shape(
     if (m.rows(), m.cols()) == (rows, cols) {
         return Ok(());
     }
-    Err(shape_error(
+    Err(KernelError::BadMatrix {
         argument,
-        format!("({rows}, {cols})"),
-        m.rows(),
-        m.cols(),
-    ))
+        detail: format!(
+            "must have shape ({rows}, {cols}), got ({}, {})",
+            m.rows(),
+            m.cols()
+        ),
+    })
 }
 
 fn check_len(argument: &'static str, values: &[f32], len: usize) -> Result<(), KernelError> {

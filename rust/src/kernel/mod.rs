@@ -18,6 +18,7 @@ pub mod reach;
 mod search;
 pub mod simd_f32;
 pub mod topk;
+pub mod vectorised;
 pub mod vnni;
 
 #[cfg(test)]

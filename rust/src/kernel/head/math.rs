@@ -10,6 +10,8 @@
 //! Accuracy (checked by the tests against f64 on dense grids): `exp` within 2 ulp on
 //! [-87, 88], `tanh` within 2 ulp everywhere.
 
+use super::super::vectorised::vectorised;
+
 /// log2(e).
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split in two (Cody–Waite): `n · LN2_HI` is exact for |n| < 2^15.
@@ -80,62 +82,6 @@ pub fn tanh(x: f32) -> f32 {
     let small = (p * z).mul_add(ac, ac);
     let magnitude = if a < TANH_SMALL { small } else { large };
     magnitude.copysign(x)
-}
-
-/// Defines `pub fn $name` that runs `$body` compiled for AVX-512F, else AVX2, else the
-/// baseline: the same IEEE operations in each, wider vectors.
-macro_rules! vectorised {
-    ($(#[$doc:meta])* pub fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty $body:block) => {
-        $(#[$doc])*
-        pub fn $name($($arg: $ty),*) -> $ret {
-            #[inline(always)]
-            fn body($($arg: $ty),*) -> $ret $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,fma")]
-                unsafe fn wide($($arg: $ty),*) -> $ret {
-                    body($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn narrow($($arg: $ty),*) -> $ret {
-                    body($($arg),*)
-                }
-                let widest = copies::widest();
-                if widest >= copies::WIDE && std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has AVX-512F
-                    return unsafe { wide($($arg),*) };
-                }
-                if widest >= copies::NARROW
-                    && std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has AVX2 and FMA
-                    return unsafe { narrow($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-
-/// Which compiled copies [`vectorised!`] functions may run (the tests run each in turn).
-mod copies {
-    #[cfg(test)]
-    pub const BASELINE: u8 = 0;
-    pub const NARROW: u8 = 1;
-    pub const WIDE: u8 = 2;
-
-    #[cfg(test)]
-    pub static WIDEST: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(WIDE);
-
-    /// The widest copy allowed: AVX-512F outside the tests.
-    #[inline(always)]
-    pub fn widest() -> u8 {
-        #[cfg(test)]
-        return WIDEST.load(std::sync::atomic::Ordering::Relaxed);
-        #[cfg(not(test))]
-        WIDE
-    }
 }
 
 /// Lanes of the f64 sums (one AVX-512 vector).
@@ -327,6 +273,7 @@ mod tests {
 
     #[test]
     fn every_compiled_copy_gives_the_same_bits() {
+        use crate::kernel::vectorised::copies;
         use std::sync::atomic::Ordering;
         let _serial = crate::kernel::pool::TEST_THREADS_LOCK.lock();
         let mut rng = crate::kernel::tests::Rng(8);
