@@ -172,26 +172,15 @@ macro_rules! dense_kernel {
             /// instruction here) per (row, column, k) in k order: the lanes' arithmetic.
             #[target_feature(enable = $feat)]
             unsafe fn tail(o: Operands, m: usize, cols: usize) {
-                let Operands {
-                    a,
-                    lda,
-                    b,
-                    ldb,
-                    kc,
-                    c,
-                    ldc,
-                    load_c,
-                    bias,
-                } = o;
                 for i in 0..m {
                     for j in 0..cols {
-                        let out = c.add(i * ldc + j);
-                        let mut acc = if load_c { *out } else { 0.0 };
-                        for kk in 0..kc {
-                            acc = (*a.add(i * lda + kk)).mul_add(*b.add(kk * ldb + j), acc);
+                        let out = o.c.add(i * o.ldc + j);
+                        let mut acc = if o.load_c { *out } else { 0.0 };
+                        for kk in 0..o.kc {
+                            acc = (*o.a.add(i * o.lda + kk)).mul_add(*o.b.add(kk * o.ldb + j), acc);
                         }
-                        if !bias.is_null() {
-                            acc += *bias.add(j);
+                        if !o.bias.is_null() {
+                            acc += *o.bias.add(j);
                         }
                         *out = acc;
                     }
