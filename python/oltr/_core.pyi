@@ -143,9 +143,10 @@ def meta_embedding(
 
     x: float32 (B, D); hallucinator_t: (D, K) (the hallucinator weight transposed) and
     hallucinator_bias (K,); centroids (K, D); selector_t: (D, D) (the selector weight
-    transposed) and selector_bias (D,); nearest_distance: (B,) or None. Returns new float32
-    arrays ``(memory, selector, infused, meta)`` (B, D) and ``reachability`` (B,) (None without
-    a distance)::
+    transposed) and selector_bias (D,); nearest_distance: (B,) or None. Returns float32
+    ``(memory, selector, infused, meta)`` (B, D), views of one new (4, B, D) array (one
+    allocation: any of them keeps all four alive), and ``reachability`` (B,) (None without a
+    distance)::
 
         memory   = softmax(x @ hallucinator_t + hallucinator_bias) @ centroids
         selector = tanh(x @ selector_t + selector_bias)

@@ -4,7 +4,7 @@
 //! views of them and allocates its outputs, which become NumPy arrays after re-attaching.
 //! Inputs must not be modified by another thread during a call.
 
-use numpy::ndarray::{Array2, Ix2};
+use numpy::ndarray::{Array2, Array3, Ix2};
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn,
     PyUntypedArrayMethods,
@@ -370,11 +370,18 @@ fn meta_embedding<'py>(
     });
     let parts = py.detach(|| head::meta_embedding(xm, &weights, reach.as_ref(), engine))?;
     let (b, d) = (xm.rows(), xm.cols());
+    // the four (B, D) arrays as views of one (4, B, D) array over the kernel's one allocation
+    let all = Array3::from_shape_vec((4, b, d), parts.values)
+        .expect("the kernel returns 4 × B × D values")
+        .into_pyarray(py);
+    let part = |i: usize| -> PyResult<Bound<'py, PyArray2<f32>>> {
+        Ok(all.as_any().get_item(i)?.cast_into::<PyArray2<f32>>()?)
+    };
     Ok((
-        to_numpy(py, parts.memory, b, d),
-        to_numpy(py, parts.selector, b, d),
-        to_numpy(py, parts.infused, b, d),
-        to_numpy(py, parts.meta, b, d),
+        part(0)?,
+        part(1)?,
+        part(2)?,
+        part(3)?,
         parts.reachability.map(|r| r.into_pyarray(py)),
     ))
 }

@@ -54,7 +54,8 @@ def meta_embedding(x: np.ndarray, hallucinator_t: np.ndarray, hallucinator_bias:
                    nearest_distance: Optional[np.ndarray], reach_scale: float,
                    eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """``(memory, selector, infused, meta (B, D), reachability (B,) or None)`` float32 of ``x``
-    (B, D): the meta-embedding head's formulas (:class:`oltr.nn.MetaEmbeddingClassifier`) from
+    (B, D), the four (B, D) arrays views of one (4, B, D) array: the meta-embedding head's
+    formulas (:class:`oltr.nn.MetaEmbeddingClassifier`) from
     its transposed weights (``hallucinator_t`` (D, K), ``selector_t`` (D, D)), biases and
     ``centroids`` (K, D). ``nearest_distance`` (B,): each row's nearest-centroid distance, for
     ``reach = reach_scale / max(d, eps)`` and ``meta = reach * (x + infused)``; None: no

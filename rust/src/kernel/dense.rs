@@ -32,18 +32,16 @@
 //! across calls when it fits); larger
 //! calls get about 4 tasks per thread, columns first (each block of `b` is then packed once).
 //! Small calls run on the caller alone. The tasks write `out` in place through pointers into
-//! the caller's arrays, so each region is claimed once (a duplicate the executor starts for a
-//! stalled helper returns at once) and the call returns only when every region is written:
-//! a stalled helper delays the call by at most the rest of its region, and nothing touches the
-//! arrays after the call.
+//! the caller's arrays, so they run by `executor::run_scoped`: each region is claimed once
+//! (a duplicate the executor starts for a stalled helper returns at once) and the call
+//! returns only when every region is written: a stalled helper delays the call by at most the
+//! rest of its region, and nothing touches the arrays after the call.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use super::engine::{quoted, Engine};
 use super::error::KernelError;
-use super::executor::{even_ranges, run_tasks};
+use super::executor::{even_ranges, run_scoped};
 use super::pool;
 use super::simd_f32::Block;
 
@@ -326,7 +324,7 @@ pub fn matmul(
     let nr = panel_width(engine);
     let (rows, cols) = plan(m, n, nr, threads, parallel, direct);
     let count = rows.len() * cols.len();
-    let job = Arc::new(Job {
+    let job = Job {
         a: Ptr(a.data.as_ptr()),
         lda: a.stride,
         b: Ptr(b.data.as_ptr()),
@@ -339,13 +337,8 @@ pub fn matmul(
         engine,
         rows,
         cols,
-        claimed: (0..count).map(|_| AtomicBool::new(false)).collect(),
-        done: AtomicUsize::new(0),
-        failed: AtomicBool::new(false),
-    });
-    let shared = Arc::clone(&job);
-    run_tasks(count, parallel, move |t| shared.run(t));
-    job.wait_all(count);
+    };
+    run_scoped(count, parallel, &|t| job.run(t));
     Ok(())
 }
 
@@ -397,7 +390,7 @@ struct Ptr(*const f32);
 struct PtrMut(*mut f32);
 
 /// One call's shared state: pointers into the caller's arrays (valid until `matmul` returns,
-/// which waits for every region: see the module docs) and the regions' claims.
+/// which waits for every region: see the module docs) and the regions.
 struct Job {
     a: Ptr,
     lda: usize,
@@ -411,27 +404,12 @@ struct Job {
     engine: Engine,
     rows: Vec<(usize, usize)>,
     cols: Vec<(usize, usize)>,
-    claimed: Vec<AtomicBool>,
-    done: AtomicUsize,
-    failed: AtomicBool,
 }
 
 // SAFETY: the pointers are only dereferenced by region tasks, which write disjoint regions of
-// `out` (each claimed once) and read `a`, `b`, `bias`; `matmul` waits for all of them.
+// `out` (each run once by `run_scoped`) and read `a`, `b`, `bias`; `matmul` waits for all.
 unsafe impl Send for Job {}
 unsafe impl Sync for Job {}
-
-/// Counts a claimed region as done even if its computation panics (then flags the call).
-struct DoneGuard<'a>(&'a Job);
-
-impl Drop for DoneGuard<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.failed.store(true, Ordering::SeqCst);
-        }
-        self.0.done.fetch_add(1, Ordering::Release);
-    }
-}
 
 /// One region of the call, as the kernels see it.
 #[derive(Clone, Copy)]
@@ -452,10 +430,6 @@ struct Region {
 
 impl Job {
     fn run(&self, t: usize) {
-        if self.claimed[t].swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _done = DoneGuard(self);
         let (r0, r1) = self.rows[t / self.cols.len()];
         let (c0, c1) = self.cols[t % self.cols.len()];
         if r0 == r1 || c0 == c1 {
@@ -485,24 +459,6 @@ impl Job {
                 _ => portable_region(&region),
             }
         }
-    }
-
-    /// Waits until all `count` regions are written (each was claimed before `run_tasks`
-    /// returned: it calls every task it has no result for).
-    fn wait_all(&self, count: usize) {
-        let mut spins = 0u32;
-        while self.done.load(Ordering::Acquire) < count {
-            spins += 1;
-            if spins < 1000 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
-        assert!(
-            !self.failed.load(Ordering::SeqCst),
-            "a matmul region task panicked"
-        );
     }
 }
 

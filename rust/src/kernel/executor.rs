@@ -197,6 +197,68 @@ where
     results
 }
 
+/// `task(t)` for every `t` in `0..count`, each exactly once, shared between the caller and
+/// the helpers as [`run_tasks`] shares them; returns when all have run. Unlike `run_tasks`,
+/// `task` may borrow from the caller (it writes disjoint parts of the caller's buffers: the
+/// dense products' regions, the head's rows): a task is claimed before it runs, so a late
+/// helper never starts one the caller ran, and the call waits for every claimed task to
+/// finish, so none runs after it returns. Panics if a task panicked.
+pub fn run_scoped<F: Fn(usize) + Sync>(count: usize, parallel: bool, task: &F) {
+    /// The borrowed task with its lifetime erased, and the tasks' claims.
+    struct Scope {
+        task: *const (dyn Fn(usize) + Sync),
+        claimed: Vec<AtomicBool>,
+        done: AtomicUsize,
+        failed: AtomicBool,
+    }
+    // SAFETY: `task` is `Sync` and only called (by the thread that claimed a task) while
+    // `run_scoped` waits below, so it outlives every call.
+    unsafe impl Send for Scope {}
+    unsafe impl Sync for Scope {}
+    /// Counts a claimed task as done even if it panics (then flags the call).
+    struct DoneGuard<'a>(&'a Scope);
+    impl Drop for DoneGuard<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.failed.store(true, Ordering::SeqCst);
+            }
+            self.0.done.fetch_add(1, Ordering::Release);
+        }
+    }
+    if count == 0 {
+        return;
+    }
+    let borrowed: *const (dyn Fn(usize) + Sync + '_) = task;
+    // SAFETY: only the lifetime changes (same fat pointer); see `Scope`.
+    let erased: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(borrowed) };
+    let scope = Arc::new(Scope {
+        task: erased,
+        claimed: (0..count).map(|_| AtomicBool::new(false)).collect(),
+        done: AtomicUsize::new(0),
+        failed: AtomicBool::new(false),
+    });
+    let shared = Arc::clone(&scope);
+    run_tasks(count, parallel, move |t| {
+        if shared.claimed[t].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let _done = DoneGuard(&shared);
+        // SAFETY: task `t` was claimed here, before `run_scoped` stopped waiting (below).
+        unsafe { (*shared.task)(t) }
+    });
+    // `run_tasks` called every task it had no result for: each is claimed; wait for them.
+    let mut spins = 0u32;
+    while scope.done.load(Ordering::Acquire) < count {
+        spins += 1;
+        if spins < 1000 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    assert!(!scope.failed.load(Ordering::SeqCst), "a core task panicked");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +272,26 @@ mod tests {
         let got = run_tasks(7, false, |t| t + 1);
         assert_eq!(got, (1..8).collect::<Vec<_>>());
         assert!(run_tasks(0, true, |t| t).is_empty());
+    }
+
+    #[test]
+    fn scoped_tasks_run_once_each_and_finish_before_the_call_returns() {
+        let _serial = pool::TEST_THREADS_LOCK.lock();
+        pool::set_num_threads(2).unwrap();
+        // A stalled helper's task is not run again by the caller (it is claimed), and the
+        // call waits for it: the borrowed counters see every task exactly once.
+        let runs: Vec<AtomicUsize> = (0..6).map(|_| AtomicUsize::new(0)).collect();
+        run_scoped(6, true, &|t| {
+            let on_helper = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with("oltr-core"));
+            if on_helper {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            runs[t].fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(runs.iter().all(|r| r.load(Ordering::SeqCst) == 1));
+        run_scoped(0, true, &|_| unreachable!());
     }
 
     #[test]

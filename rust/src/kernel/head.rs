@@ -28,6 +28,8 @@ use std::cell::RefCell;
 use super::dense::{self, MatMut, MatRef};
 use super::engine::Engine;
 use super::error::KernelError;
+use super::executor::{even_ranges, run_scoped};
+use super::pool;
 
 /// The head's weights, as [`meta_embedding`] takes them (D features, K classes).
 #[derive(Clone, Copy, Debug)]
@@ -53,14 +55,42 @@ pub struct Reach<'a> {
     pub eps: f32,
 }
 
-/// What [`meta_embedding`] returns: (B, D) row-major arrays and, with a [`Reach`], B values.
+/// What [`meta_embedding`] returns: four (B, D) row-major arrays in one allocation (memory,
+/// selector, infused, meta, in that order) and, with a [`Reach`], B values.
 #[derive(Debug)]
 pub struct MetaParts {
-    pub memory: Vec<f32>,
-    pub selector: Vec<f32>,
-    pub infused: Vec<f32>,
-    pub meta: Vec<f32>,
+    /// The four arrays, `4 × B × D` values.
+    pub values: Vec<f32>,
+    /// Values per array (B × D).
+    len: usize,
     pub reachability: Option<Vec<f32>>,
+}
+
+impl MetaParts {
+    /// Array `i` of the four.
+    fn part(&self, i: usize) -> &[f32] {
+        &self.values[i * self.len..(i + 1) * self.len]
+    }
+
+    /// `softmax(x · Hᵀ + h) · C`.
+    pub fn memory(&self) -> &[f32] {
+        self.part(0)
+    }
+
+    /// `tanh(x · Sᵀ + s)`.
+    pub fn selector(&self) -> &[f32] {
+        self.part(1)
+    }
+
+    /// `selector ⊙ memory`.
+    pub fn infused(&self) -> &[f32] {
+        self.part(2)
+    }
+
+    /// `reach ⊙ (x + infused)` (no reach: `x + infused`).
+    pub fn meta(&self) -> &[f32] {
+        self.part(3)
+    }
 }
 
 /// The cosine classifier's squash of a row's norm `n` into its logit factor.
@@ -203,8 +233,57 @@ fn with_scratch<R>(
     result
 }
 
+/// Values per elementwise task (fewer values: the caller's thread alone).
+const ROW_TASK_MIN_VALUES: usize = 1 << 16;
+
+/// A buffer that row tasks write in disjoint row ranges.
+#[derive(Clone, Copy)]
+struct SharedRows {
+    ptr: *mut f32,
+    width: usize,
+}
+
+// SAFETY: `rows` hands each task its own rows; `by_rows` returns after every task.
+unsafe impl Send for SharedRows {}
+unsafe impl Sync for SharedRows {}
+
+impl SharedRows {
+    fn new(values: &mut [f32], width: usize) -> Self {
+        Self {
+            ptr: values.as_mut_ptr(),
+            width,
+        }
+    }
+
+    /// Rows `r0..r1`.
+    ///
+    /// # Safety
+    /// The rows must lie in the buffer and no other task may hold them.
+    unsafe fn rows<'a>(self, r0: usize, r1: usize) -> &'a mut [f32] {
+        std::slice::from_raw_parts_mut(self.ptr.add(r0 * self.width), (r1 - r0) * self.width)
+    }
+}
+
+/// `task(r0, r1)` over ranges covering `rows` rows of `width` values, shared between the
+/// core's threads when there are at least two tasks' worth of values.
+fn by_rows(rows: usize, width: usize, task: &(impl Fn(usize, usize) + Sync)) {
+    let tasks =
+        (rows.saturating_mul(width) / ROW_TASK_MIN_VALUES).clamp(1, 4 * pool::num_threads());
+    let ranges = even_ranges(rows, tasks, 1, rows);
+    run_scoped(ranges.len(), ranges.len() > 1, &|t| {
+        let (r0, r1) = ranges[t];
+        if r0 < r1 {
+            task(r0, r1);
+        }
+    });
+}
+
 /// The meta-embedding of every row of `x` (B, D) (see the module docs). Errors name the
 /// argument whose shape disagrees with `x` and the hallucinator's (D, K).
+///
+/// The four (B, D) results share one allocation (from 4 MiB on, huge pages: one fresh
+/// mapping instead of four, each of whose pages would fault on first write), and the
+/// elementwise steps run on the core's threads, row ranges at a time.
 pub fn meta_embedding(
     x: MatRef<'_>,
     w: &MetaWeights<'_>,
@@ -220,7 +299,13 @@ pub fn meta_embedding(
     if let Some(reach) = reach {
         check_len("nearest_distance", reach.nearest_distance, b)?;
     }
-    let (sums, mut memory) = with_scratch(elements(b, k)?, |scores| {
+    let len = elements(b, d)?;
+    let mut values = zeroed(elements(len, 4)?)?;
+    let (memory, rest) = values.split_at_mut(len);
+    let (selector, rest) = rest.split_at_mut(len);
+    let (infused, meta) = rest.split_at_mut(len);
+    let mut sums = vec![1.0f32; b]; // no class: an empty softmax, a zero read-out (as torch gives)
+    with_scratch(elements(b, k)?, |scores| {
         product_into(
             x,
             w.hallucinator_t,
@@ -228,21 +313,20 @@ pub fn meta_embedding(
             scores,
             engine,
         )?;
-        let sums: Vec<f32> = if k == 0 {
-            vec![1.0; b] // no class: an empty softmax, a zero read-out (as torch gives)
-        } else {
-            scores
-                .chunks_exact_mut(k)
-                .map(math::softmax_numerators)
-                .collect()
-        };
+        if k > 0 {
+            let (rows, totals) = (SharedRows::new(scores, k), SharedRows::new(&mut sums, 1));
+            by_rows(b, k, &|r0, r1| {
+                // SAFETY: each task has its own rows of both buffers.
+                let (rows, totals) = unsafe { (rows.rows(r0, r1), totals.rows(r0, r1)) };
+                for (row, total) in rows.chunks_exact_mut(k).zip(totals) {
+                    *total = math::softmax_numerators(row);
+                }
+            });
+        }
         let exps = MatRef::new("scores", scores, b, k, k)?;
-        Ok((sums, product(exps, w.centroids, None, engine)?))
+        product_into(exps, w.centroids, None, memory, engine)
     })?;
-    let mut selector = product(x, w.selector_t, Some(w.selector_bias), engine)?;
-    math::tanh_in_place(&mut selector);
-    let mut infused = zeroed(elements(b, d)?)?;
-    let mut meta = zeroed(elements(b, d)?)?;
+    product_into(x, w.selector_t, Some(w.selector_bias), selector, engine)?;
     let reachability = reach.map(|r| {
         r.nearest_distance
             .iter()
@@ -250,26 +334,31 @@ pub fn meta_embedding(
             .collect::<Vec<f32>>()
     });
     if d > 0 {
-        let rows = memory
-            .chunks_exact_mut(d)
-            .zip(selector.chunks_exact(d))
-            .zip(infused.chunks_exact_mut(d).zip(meta.chunks_exact_mut(d)));
-        for (i, ((memory, selector), (infused, meta))) in rows.enumerate() {
-            let row = math::MetaRow {
-                x: x.row(i),
-                memory,
-                selector,
-                infused,
-                meta,
-            };
-            math::combine_row(row, sums[i], reachability.as_ref().map(|r| r[i]));
-        }
+        let outs = [memory, selector, infused, meta].map(|part| SharedRows::new(part, d));
+        let reachability = reachability.as_deref();
+        by_rows(b, d, &|r0, r1| {
+            // SAFETY: each task has its own rows of the four arrays.
+            let [memory, selector, infused, meta] = outs.map(|o| unsafe { o.rows(r0, r1) });
+            math::tanh_in_place(selector);
+            let rows = memory
+                .chunks_exact_mut(d)
+                .zip(selector.chunks_exact(d))
+                .zip(infused.chunks_exact_mut(d).zip(meta.chunks_exact_mut(d)));
+            for (i, ((memory, selector), (infused, meta))) in (r0..r1).zip(rows) {
+                let row = math::MetaRow {
+                    x: x.row(i),
+                    memory,
+                    selector,
+                    infused,
+                    meta,
+                };
+                math::combine_row(row, sums[i], reachability.map(|r| r[i]));
+            }
+        });
     }
     Ok(MetaParts {
-        memory,
-        selector,
-        infused,
-        meta,
+        values,
+        len,
         reachability,
     })
 }

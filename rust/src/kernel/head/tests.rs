@@ -114,11 +114,11 @@ fn meta_embedding_follows_the_formulas() {
         assert!((f64::from(reach[i]) - want_reach).abs() <= 1e-6 * want_reach);
         let (memory, selector, meta) = head.reference(&x[i * d..(i + 1) * d], want_reach);
         let row = i * d..(i + 1) * d;
-        assert_close(&parts.memory[row.clone()], &memory, "memory");
-        assert_close(&parts.selector[row.clone()], &selector, "selector");
-        assert_close(&parts.meta[row.clone()], &meta, "meta");
+        assert_close(&parts.memory()[row.clone()], &memory, "memory");
+        assert_close(&parts.selector()[row.clone()], &selector, "selector");
+        assert_close(&parts.meta()[row.clone()], &meta, "meta");
         for j in row {
-            assert_eq!(parts.infused[j], parts.selector[j] * parts.memory[j]);
+            assert_eq!(parts.infused()[j], parts.selector()[j] * parts.memory()[j]);
         }
     }
 }
@@ -131,7 +131,7 @@ fn without_reach_the_meta_embedding_is_x_plus_infused() {
     let xv = MatRef::new("x", &x, 3, 16, 16).unwrap();
     let parts = meta_embedding(xv, &head.weights(), None, Engine::Portable).unwrap();
     assert!(parts.reachability.is_none());
-    for ((&meta, &xv), &infused) in parts.meta.iter().zip(&x).zip(&parts.infused) {
+    for ((&meta, &xv), &infused) in parts.meta().iter().zip(&x).zip(parts.infused()) {
         assert_eq!(meta, xv + infused);
     }
 }
@@ -146,16 +146,49 @@ fn a_rows_bits_do_not_depend_on_its_batch_or_the_engine() {
     let all = run(&head, &x, &dist, Engine::Portable);
     for engine in ENGINES.into_iter().filter(|e| e.is_supported()) {
         let again = run(&head, &x, &dist, engine);
-        assert_eq!(again.meta, all.meta, "{}", engine.name());
+        assert_eq!(again.meta(), all.meta(), "{}", engine.name());
         for i in [0, 7, b - 1] {
             let one = run(&head, &x[i * d..(i + 1) * d], &dist[i..=i], engine);
             assert_eq!(
-                one.memory,
-                all.memory[i * d..(i + 1) * d],
+                one.memory(),
+                &all.memory()[i * d..(i + 1) * d],
                 "{}",
                 engine.name()
             );
-            assert_eq!(one.meta, all.meta[i * d..(i + 1) * d], "{}", engine.name());
+            assert_eq!(
+                one.meta(),
+                &all.meta()[i * d..(i + 1) * d],
+                "{}",
+                engine.name()
+            );
+        }
+    }
+}
+
+#[test]
+fn rows_split_over_threads_keep_their_bits() {
+    // 600 rows of K = 300 scores and of D = 240 values: the softmax and the elementwise
+    // steps run as two row tasks on three threads; each row must equal its run alone (one
+    // task, the caller).
+    let _serial = crate::kernel::pool::TEST_THREADS_LOCK.lock();
+    crate::kernel::pool::set_num_threads(3).unwrap();
+    let mut rng = Rng(15);
+    let (b, d, k) = (600, 240, 300);
+    let head = Head::random(&mut rng, d, k);
+    let x = rng.vec(b * d);
+    let dist: Vec<f32> = (0..b).map(|i| 0.5 + (i % 7) as f32).collect();
+    let engine = dense::engine("auto").unwrap();
+    let all = run(&head, &x, &dist, engine);
+    for i in [0, 1, 299, 300, 451, b - 1] {
+        let one = run(&head, &x[i * d..(i + 1) * d], &dist[i..=i], engine);
+        let row = i * d..(i + 1) * d;
+        for (what, got, want) in [
+            ("memory", one.memory(), &all.memory()[row.clone()]),
+            ("selector", one.selector(), &all.selector()[row.clone()]),
+            ("infused", one.infused(), &all.infused()[row.clone()]),
+            ("meta", one.meta(), &all.meta()[row.clone()]),
+        ] {
+            assert_eq!(got, want, "{what} of row {i}");
         }
     }
 }
