@@ -377,15 +377,20 @@ pub fn cosine_logits(
     check_shape("unit_weight_t", &unit_weight_t, d, unit_weight_t.cols())?;
     with_scratch(elements(b, d)?, |scaled| {
         if d > 0 {
-            for (i, out) in scaled.chunks_exact_mut(d).enumerate() {
-                let row = v.row(i);
-                let norm = math::norm(row);
-                let factor = match squash {
-                    Squash::Code => (1.0 / (norm + 1.0)) * logit_scale,
-                    Squash::Paper => (norm * logit_scale) / (norm * norm + 1.0),
-                };
-                math::scale_row(row, factor, out);
-            }
+            let rows = SharedRows::new(scaled, d);
+            by_rows(b, d, &|r0, r1| {
+                // SAFETY: each task has its own rows.
+                let outs = unsafe { rows.rows(r0, r1) };
+                for (i, out) in (r0..r1).zip(outs.chunks_exact_mut(d)) {
+                    let row = v.row(i);
+                    let norm = math::norm(row);
+                    let factor = match squash {
+                        Squash::Code => (1.0 / (norm + 1.0)) * logit_scale,
+                        Squash::Paper => (norm * logit_scale) / (norm * norm + 1.0),
+                    };
+                    math::scale_row(row, factor, out);
+                }
+            });
         }
         let scaled = MatRef::new("v", scaled, b, d, d)?;
         product(scaled, unit_weight_t, None, engine)

@@ -169,7 +169,7 @@ fn a_rows_bits_do_not_depend_on_its_batch_or_the_engine() {
 fn rows_split_over_threads_keep_their_bits() {
     // 600 rows of K = 300 scores and of D = 240 values: the softmax and the elementwise
     // steps run as two row tasks on three threads; each row must equal its run alone (one
-    // task, the caller).
+    // task, the caller), and so must its cosine logits.
     let _serial = crate::kernel::pool::TEST_THREADS_LOCK.lock();
     crate::kernel::pool::set_num_threads(3).unwrap();
     let mut rng = Rng(15);
@@ -190,6 +190,16 @@ fn rows_split_over_threads_keep_their_bits() {
         ] {
             assert_eq!(got, want, "{what} of row {i}");
         }
+    }
+    // the cosine classifier's row scaling, two row tasks too
+    let unit_t = rng.vec(d * 50);
+    let wm = MatRef::new("w", &unit_t, d, 50, 50).unwrap();
+    let metas = MatRef::new("v", all.meta(), b, d, d).unwrap();
+    let logits = cosine_logits(metas, wm, 16.0, Squash::Code, engine).unwrap();
+    for i in [0, 299, 300, b - 1] {
+        let one = MatRef::new("v", &all.meta()[i * d..(i + 1) * d], 1, d, d).unwrap();
+        let want = cosine_logits(one, wm, 16.0, Squash::Code, engine).unwrap();
+        assert_eq!(want, logits[i * 50..(i + 1) * 50], "logits of row {i}");
     }
 }
 
