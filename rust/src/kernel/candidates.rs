@@ -102,23 +102,31 @@ impl QueryState {
         }
         // SAFETY: the first `taken` spare slots were just written (`taken` <= lane + 1).
         unsafe { self.pending.set_len(self.pending.len() + taken) };
-        let least = if self.k == 1 {
-            vals.iter().fold(f32::INFINITY, |m, &v| m.min(v))
-        } else {
-            f32::INFINITY
-        };
+        if self.k == 1 {
+            self.tighten_to_least(vals.iter().fold(f32::INFINITY, |m, &v| m.min(v)));
+        }
+        if self.pending.len() > self.capacity {
+            self.compact(data);
+        }
+    }
+
+    /// The k this query asks for.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// For k = 1: `least`, a score seen (or about to be offered), is the best so far; the
+    /// score threshold follows it at once (a selection pass of the buffer would find the
+    /// same), so later vectors offer only scores within 2E of it.
+    #[inline(always)]
+    pub fn tighten_to_least(&mut self, least: f32) {
+        debug_assert_eq!(self.k, 1);
         if least < f32::INFINITY {
-            // The best score seen is the k-th: the score threshold follows it at once (a
-            // selection pass of the buffer would find the same), so later vectors offer only
-            // scores within 2E of the best so far.
             let ts = threshold_from_score(f64::from(least), self.x_norm_sq, self.margin);
             if ts < self.t_scores {
                 self.t_scores = ts;
                 self.t = self.t_scores.min(self.t_exact);
             }
-        }
-        if self.pending.len() > self.capacity {
-            self.compact(data);
         }
     }
 

@@ -191,6 +191,41 @@ fn duplicates_ties_and_queries_on_centroids() {
 }
 
 #[test]
+fn k1_over_several_chunks_with_ties_across_them_matches_the_naive_search() {
+    // K = 2000 at D = 256: the int8 pass scans 125 panels in chunks (96 panels), and a k = 1
+    // micro-group offers a chunk's scores only once its least is known. Each query lies near
+    // a centroid (as class features lie near their class's); centroid 1990 + j copies j, so
+    // the nearest can tie across chunks (the lower index must win), and some queries are
+    // far from every centroid (no clear nearest).
+    let mut rng = Rng(61);
+    let (k_num, d) = (2000usize, 256usize);
+    let mut c = rng.matrix(k_num, d, 1.0).mapv(|v| v.max(0.0) * 2.0);
+    for j in 0..10 {
+        let row = c.row(j).to_owned();
+        c.row_mut(1990 + j).assign(&row);
+    }
+    let picks = [
+        0usize, 3, 700, 1200, 1999, 5, 9, 1500, 42, 990, 1991, 77, 1300, 600,
+    ];
+    let mut x = Array2::<f32>::zeros((picks.len() + 6, d));
+    for (i, &j) in picks.iter().enumerate() {
+        let noise = rng.matrix(1, d, 0.5);
+        for l in 0..d {
+            x[[i, l]] = c[[j, l]] + noise[[0, l]];
+        }
+    }
+    x.slice_mut(ndarray::s![picks.len().., ..])
+        .assign(&rng.matrix(6, d, 4.0));
+    x.row_mut(1).assign(&c.row(3)); // exactly on centroid 3 (and 1993)
+    for e in engines() {
+        let index = CentroidIndex::with_engine(c.view(), e).unwrap();
+        check(&index, x.view(), c.view(), 1);
+        let (dist, idx) = index.search(x.view(), 1).unwrap();
+        assert_eq!((dist[[1, 0]], idx[[1, 0]]), (0.0, 3), "{}", e.name());
+    }
+}
+
+#[test]
 fn query_near_a_centroid_of_norm_25_is_exact() {
     let mut rng = Rng(3);
     let d = 512;

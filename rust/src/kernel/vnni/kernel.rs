@@ -48,7 +48,7 @@ macro_rules! i8_kernel {
      [$r2:literal, $n2:literal], [$r4:literal, $n4:literal], [$r8:literal, $n8:literal],
      [$r12:literal, $n12:literal], $dp:ident, $zero:ident, $load:ident, $set1:ident,
      $add:ident, $sub:ident, $cvt:ident, $cast:ident, $mul:ident, $set1ps:ident,
-     $fmadd:ident, $store:ident, $le:ident) => {
+     $fmadd:ident, $store:ident, $le:ident, $min:ident) => {
         pub(in super::super) mod $name {
             use std::arch::x86_64::*;
 
@@ -81,6 +81,7 @@ macro_rules! i8_kernel {
                 p: usize,
                 states: &mut [QueryState],
                 data: &ExactData<'_>,
+                scores: Option<&mut ScoreBuffer>,
             ) {
                 let quads = packed.quads;
                 let panels = packed.panels.as_ptr().add(p * quads);
@@ -102,11 +103,44 @@ macro_rules! i8_kernel {
                         }
                     }
                 }
-                for (r, (row, st)) in acc.iter().zip(states.iter_mut()).enumerate() {
-                    for (i, dots) in row.iter().enumerate() {
-                        offer_panel(packed, dots, minus_two_scales[r], p + i, st, data);
+                match scores {
+                    Some(buffer) => {
+                        for (r, row) in acc.iter().enumerate().take(states.len()) {
+                            for (i, dots) in row.iter().enumerate() {
+                                let v = rescale(packed, dots, minus_two_scales[r], p + i);
+                                buffer.set(r, p + i, v);
+                            }
+                        }
+                    }
+                    None => {
+                        for (r, (row, st)) in acc.iter().zip(states.iter_mut()).enumerate() {
+                            for (i, dots) in row.iter().enumerate() {
+                                offer_panel(packed, dots, minus_two_scales[r], p + i, st, data);
+                            }
+                        }
                     }
                 }
+            }
+
+            /// The scores of one query with panel `p` from its integer dot products `dots`
+            /// (the three f32 operations of the module docs, per lane).
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn rescale(
+                packed: &I8Centroids,
+                dots: &[$iv; PER_ROW],
+                minus_two_scale: f32,
+                p: usize,
+            ) -> [$fv; PER_ROW] {
+                let m2s = $set1ps(minus_two_scale);
+                let mut v = [$cast($zero()); PER_ROW];
+                for (h, (vh, dh)) in v.iter_mut().zip(dots).enumerate() {
+                    let side = |s: &[Row16]| part(s.as_ptr().add(p), h);
+                    let dot = $sub(*dh, side(&packed.offsets));
+                    let w = $mul($cast(side(&packed.scales)), m2s);
+                    *vh = $fmadd($cvt(dot), w, $cast(side(&packed.norms)));
+                }
+                v
             }
 
             /// Rescales the integer dot products `dots` of one query with panel `p` to
@@ -124,18 +158,71 @@ macro_rules! i8_kernel {
                 st: &mut QueryState,
                 data: &ExactData<'_>,
             ) {
-                let (t, m2s) = ($set1ps(st.t), $set1ps(minus_two_scale));
-                let mut v = [$cast($zero()); PER_ROW];
+                let v = rescale(packed, dots, minus_two_scale, p);
+                offer_if_under(&v, p, st, data);
+            }
+
+            /// Offers the scores `v` of panel `p` to `st` if a lane is under its threshold.
+            #[target_feature(enable = $feat)]
+            #[inline]
+            unsafe fn offer_if_under(
+                v: &[$fv; PER_ROW],
+                p: usize,
+                st: &mut QueryState,
+                data: &ExactData<'_>,
+            ) {
+                let t = $set1ps(st.t);
                 let mut mask = 0u32;
-                for (h, (vh, dh)) in v.iter_mut().zip(dots).enumerate() {
-                    let side = |s: &[Row16]| part(s.as_ptr().add(p), h);
-                    let dot = $sub(*dh, side(&packed.offsets));
-                    let w = $mul($cast(side(&packed.scales)), m2s);
-                    *vh = $fmadd($cvt(dot), w, $cast(side(&packed.norms)));
+                for (h, vh) in v.iter().enumerate() {
                     mask |= super::$le(*vh, t) << (h * VLANES);
                 }
                 if mask != 0 {
-                    offer_scores(&v, p, st, data);
+                    offer_scores(v, p, st, data);
+                }
+            }
+
+            /// A micro-group's scores over a chunk of panels, query-major, for the k = 1 passes
+            /// of [`group`] and [`single`]: each query's least score of the chunk sets its threshold before any
+            /// of the chunk's scores is offered (offering as they come, the threshold trails the
+            /// running least score and int8's wide margin lets a vector through for every few
+            /// new lows: ~22 of the 62 vectors of a query at 1024 × 1e3).
+            pub(in super::super) struct ScoreBuffer {
+                scores: Vec<[$fv; PER_ROW]>,
+                p0: usize,
+                width: usize,
+            }
+
+            impl ScoreBuffer {
+                #[target_feature(enable = $feat)]
+                unsafe fn new(rows: usize, (p0, p1): (usize, usize)) -> Self {
+                    Self {
+                        scores: vec![[$cast($zero()); PER_ROW]; rows * (p1 - p0)],
+                        p0,
+                        width: p1 - p0,
+                    }
+                }
+
+                fn set(&mut self, r: usize, p: usize, v: [$fv; PER_ROW]) {
+                    self.scores[r * self.width + p - self.p0] = v;
+                }
+
+                /// Tightens `st` (row `r`) to its least score over the chunk, then offers
+                /// the chunk's vectors with a lane under the threshold.
+                #[target_feature(enable = $feat)]
+                unsafe fn offer_row(&self, r: usize, st: &mut QueryState, data: &ExactData<'_>) {
+                    let row = &self.scores[r * self.width..(r + 1) * self.width];
+                    let mut least = $set1ps(f32::INFINITY);
+                    for v in row {
+                        for vh in v {
+                            least = $min(least, *vh);
+                        }
+                    }
+                    let mut lanes = [0.0f32; VLANES];
+                    $store(lanes.as_mut_ptr(), least);
+                    st.tighten_to_least(lanes.iter().fold(f32::INFINITY, |m, &x| m.min(x)));
+                    for (i, v) in row.iter().enumerate() {
+                        offer_if_under(v, self.p0 + i, st, data);
+                    }
                 }
             }
 
@@ -169,6 +256,7 @@ macro_rules! i8_kernel {
             ) {
                 const SETS: usize = $sets;
                 let quads = packed.quads;
+                let mut buffer = (st.k() == 1).then(|| ScoreBuffer::new(1, (p0, p1)));
                 for p in p0..p1 {
                     let panel = packed.panels.as_ptr().add(p * quads);
                     let mut acc = [[$zero(); PER_ROW]; SETS];
@@ -196,7 +284,15 @@ macro_rules! i8_kernel {
                             *d = $add(*d, *a);
                         }
                     }
-                    offer_panel(packed, &dots, minus_two_scale, p, st, data);
+                    match buffer.as_mut() {
+                        Some(buffer) => {
+                            buffer.set(0, p, rescale(packed, &dots, minus_two_scale, p))
+                        }
+                        None => offer_panel(packed, &dots, minus_two_scale, p, st, data),
+                    }
+                }
+                if let Some(buffer) = &buffer {
+                    buffer.offer_row(0, st, data);
                 }
             }
 
@@ -213,17 +309,27 @@ macro_rules! i8_kernel {
                 (p0, p1): (usize, usize),
             ) {
                 let mr = xg.len() / packed.quads;
+                // k = 1: a chunk's scores are buffered and offered after the least is known
+                let mut buffer = states
+                    .iter()
+                    .all(|st| st.k() == 1)
+                    .then(|| ScoreBuffer::new(MR, (p0, p1)));
                 for r0 in (0..states.len()).step_by(MR) {
                     let (m2s, states) = (&m2s[r0..], &mut states[r0..]);
                     let x = xg.as_ptr().add(r0);
                     let mut p = p0;
                     while p + NP <= p1 {
-                        micro::<MR, NP>(packed, x, mr, m2s, p, states, data);
+                        micro::<MR, NP>(packed, x, mr, m2s, p, states, data, buffer.as_mut());
                         p += NP;
                     }
                     while p < p1 {
-                        micro::<MR, 1>(packed, x, mr, m2s, p, states, data);
+                        micro::<MR, 1>(packed, x, mr, m2s, p, states, data, buffer.as_mut());
                         p += 1;
+                    }
+                    if let Some(buffer) = &buffer {
+                        for (r, st) in states.iter_mut().take(MR).enumerate() {
+                            buffer.offer_row(r, st, data);
+                        }
                     }
                 }
             }
@@ -262,7 +368,7 @@ macro_rules! i8_kernel {
 i8_kernel!(avx512, "avx512f,avx512vnni", __m512i, __m512, 1, 4, [2, 8], [4, 6], [8, 3], [12, 2],
     _mm512_dpbusd_epi32, _mm512_setzero_si512, _mm512_load_si512, _mm512_set1_epi32,
     _mm512_add_epi32, _mm512_sub_epi32, _mm512_cvtepi32_ps, _mm512_castsi512_ps, _mm512_mul_ps,
-    _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps, le_mask_zmm);
+    _mm512_set1_ps, _mm512_fmadd_ps, _mm512_storeu_ps, le_mask_zmm, _mm512_min_ps);
 
 /// The 256-bit kernel module `$name` for target features `$feat` and the `vpdpbusd` form `$dp`.
 macro_rules! ymm_kernel {
@@ -271,7 +377,7 @@ macro_rules! ymm_kernel {
         i8_kernel!($name, $feat, __m256i, __m256, 2, 2, [2, 2], [4, 1], [4, 1], [6, 1], $dp,
             _mm256_setzero_si256, _mm256_load_si256, _mm256_set1_epi32, _mm256_add_epi32,
             _mm256_sub_epi32, _mm256_cvtepi32_ps, _mm256_castsi256_ps, _mm256_mul_ps,
-            _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, le_mask_ymm);
+            _mm256_set1_ps, _mm256_fmadd_ps, _mm256_storeu_ps, le_mask_ymm, _mm256_min_ps);
     };
 }
 
