@@ -181,8 +181,9 @@ macro_rules! i8_kernel {
                 }
             }
 
-            /// A micro-group's scores over a chunk of panels, query-major, for the k = 1 passes
-            /// of [`group`] and [`single`]: each query's least score of the chunk sets its threshold before any
+            /// A micro-group's scores over a chunk of panels, query-major, for the k = 1 pass
+            /// of [`group`] (the one-query pass [`single`], bound by reading the panels, offers
+            /// as it goes; buffering it measured no faster at 1 × 1e3): each query's least score of the chunk sets its threshold before any
             /// of the chunk's scores is offered (offering as they come, the threshold trails the
             /// running least score and int8's wide margin lets a vector through for every few
             /// new lows: ~22 of the 62 vectors of a query at 1024 × 1e3).
@@ -192,11 +193,20 @@ macro_rules! i8_kernel {
                 width: usize,
             }
 
+            thread_local! {
+                /// This thread's score buffer, kept between calls (a new one per micro-group
+                /// and chunk cost more than the offers it saves on small searches).
+                static SCORES: std::cell::RefCell<Vec<[$fv; PER_ROW]>> =
+                    const { std::cell::RefCell::new(Vec::new()) };
+            }
+
             impl ScoreBuffer {
-                #[target_feature(enable = $feat)]
-                unsafe fn new(rows: usize, (p0, p1): (usize, usize)) -> Self {
+                fn new(rows: usize, (p0, p1): (usize, usize)) -> Self {
+                    let mut scores = SCORES.with(|s| std::mem::take(&mut *s.borrow_mut()));
+                    // SAFETY: all-zero bits are a valid f32 vector.
+                    scores.resize(rows * (p1 - p0), unsafe { std::mem::zeroed() });
                     Self {
-                        scores: vec![[$cast($zero()); PER_ROW]; rows * (p1 - p0)],
+                        scores,
                         p0,
                         width: p1 - p0,
                     }
@@ -223,6 +233,13 @@ macro_rules! i8_kernel {
                     for (i, v) in row.iter().enumerate() {
                         offer_if_under(v, self.p0 + i, st, data);
                     }
+                }
+            }
+
+            impl Drop for ScoreBuffer {
+                fn drop(&mut self) {
+                    let scores = std::mem::take(&mut self.scores);
+                    SCORES.with(|s| *s.borrow_mut() = scores);
                 }
             }
 
@@ -256,7 +273,6 @@ macro_rules! i8_kernel {
             ) {
                 const SETS: usize = $sets;
                 let quads = packed.quads;
-                let mut buffer = (st.k() == 1).then(|| ScoreBuffer::new(1, (p0, p1)));
                 for p in p0..p1 {
                     let panel = packed.panels.as_ptr().add(p * quads);
                     let mut acc = [[$zero(); PER_ROW]; SETS];
@@ -284,15 +300,7 @@ macro_rules! i8_kernel {
                             *d = $add(*d, *a);
                         }
                     }
-                    match buffer.as_mut() {
-                        Some(buffer) => {
-                            buffer.set(0, p, rescale(packed, &dots, minus_two_scale, p))
-                        }
-                        None => offer_panel(packed, &dots, minus_two_scale, p, st, data),
-                    }
-                }
-                if let Some(buffer) = &buffer {
-                    buffer.offer_row(0, st, data);
+                    offer_panel(packed, &dots, minus_two_scale, p, st, data);
                 }
             }
 
