@@ -408,7 +408,7 @@ struct Job {
 
 // SAFETY: the pointers are only dereferenced by region tasks, which write disjoint regions of
 // `out` (each run once by `run_scoped`) and read `a`, `b`, `bias`; `matmul` waits for all.
-unsafe impl Send for Job {}
+// (Shared by reference only: `run_scoped` borrows it, so it need not be `Send`.)
 unsafe impl Sync for Job {}
 
 /// One region of the call, as the kernels see it.

@@ -243,8 +243,8 @@ struct SharedRows {
     width: usize,
 }
 
-// SAFETY: `rows` hands each task its own rows; `by_rows` returns after every task.
-unsafe impl Send for SharedRows {}
+// SAFETY: `rows` hands each task its own rows; `by_rows` returns after every task (the tasks
+// share it by reference only, so it need not be `Send`).
 unsafe impl Sync for SharedRows {}
 
 impl SharedRows {

@@ -182,11 +182,12 @@ macro_rules! i8_kernel {
             }
 
             /// A micro-group's scores over a chunk of panels, query-major, for the k = 1 pass
-            /// of [`group`] (the one-query pass [`single`], bound by reading the panels, offers
-            /// as it goes; buffering it measured no faster at 1 × 1e3): each query's least score of the chunk sets its threshold before any
-            /// of the chunk's scores is offered (offering as they come, the threshold trails the
-            /// running least score and int8's wide margin lets a vector through for every few
-            /// new lows: ~22 of the 62 vectors of a query at 1024 × 1e3).
+            /// of [`group`]: each query's least score of the chunk sets its threshold before
+            /// any of the chunk's scores is offered (offering as they come, the threshold
+            /// trails the running least score and int8's wide margin lets a vector through for
+            /// every few new lows: ~22 of the 62 vectors of a query at 1024 × 1e3). The
+            /// one-query pass [`single`], bound by reading the panels, offers as it goes
+            /// (buffering it measured no faster at 1 × 1e3).
             pub(in super::super) struct ScoreBuffer {
                 scores: Vec<[$fv; PER_ROW]>,
                 p0: usize,
